@@ -1,0 +1,1 @@
+"""Shared core of the digits system: the theta contract, the model registry and Redis key names."""

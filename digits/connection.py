@@ -1,0 +1,32 @@
+"""Connecting to Redis from a URL: password or ACL user in the URL, `rediss://` for TLS."""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+URL_ENV = "REDIS_URL"
+
+
+def default_url() -> str:
+    return os.environ.get(URL_ENV, DEFAULT_URL)
+
+
+def connect(url: str) -> redis.Redis:
+    """A client that keeps bytes as bytes: image payloads and theta files are binary."""
+    return redis.Redis.from_url(url, health_check_interval=30, socket_keepalive=True)
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced, safe for logs and status output."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))

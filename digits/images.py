@@ -1,0 +1,136 @@
+"""Decoding scanned-digit images and normalising them the way MNIST was made.
+
+MNIST digits were size-normalised so that the ink's bounding box fits 20 x 20 (keeping the
+aspect ratio, anti-aliased) and then centred by centre of mass in a 28 x 28 field, ink bright
+on a dark background. Any input (any size, colour or grey, dark ink on light paper or the
+reverse) is brought to exactly that form before the model sees it.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+Floats = npt.NDArray[np.float32]
+
+FIELD = 28
+BOX = 20
+DEFAULT_MAX_PIXELS = 40_000_000  # decompression-bomb guard: refuse larger images
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".pbm", ".pnm", ".gif")
+
+
+class ImageError(ValueError):
+    """An image could not be read or holds no digit; the message says why."""
+
+
+def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Floats:
+    """Decode image bytes into greyscale float32 in [0, 1] (first frame, EXIF orientation applied)."""
+    if not data:
+        raise ImageError("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageError(
+                    f"image is {width} x {height} = {width * height} pixels, over the limit of {max_pixels}"
+                )
+            image.seek(0)
+            image.load()
+            image = ImageOps.exif_transpose(image)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError("not a recognised image format") from None
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"cannot decode image: {exc}") from None
+    return to_grey(image)
+
+
+def to_grey(image: Image.Image) -> Floats:
+    """Greyscale in [0, 1]; transparent areas become paper-white, 16-bit depth is kept."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float32)
+        peak = 65535.0 if array.max() > 255 else 255.0
+        return np.clip(array / peak, 0.0, 1.0)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(paper, rgba)
+    grey = np.asarray(image.convert("L"), dtype=np.float32)
+    return grey / 255.0
+
+
+def normalise(grey: Floats) -> Floats:
+    """Turn one greyscale digit into a 28 x 28 MNIST-style field (ink bright, in [0, 1])."""
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    if np.median(border) > 0.5:  # dark ink on light paper: flip to MNIST polarity
+        grey = 1.0 - grey
+        border = 1.0 - border
+    background = float(np.median(border))
+    noise_floor = min(0.25, 3.0 * float(border.std()))
+    ink = np.clip((grey - background) / max(1.0 - background, 1e-6), 0.0, 1.0)
+    ink[ink <= noise_floor] = 0.0
+    if not ink.any():
+        raise ImageError("no digits found: the image is blank")
+    top, bottom, left, right = ink_box(ink)
+    crop = ink[top:bottom, left:right]
+    crop = crop / crop.max()
+    return centre(fit_box(crop))
+
+
+def ink_box(ink: Floats, strong: float = 0.3, margin: int = 2) -> tuple[int, int, int, int]:
+    """Bounding box of the ink: strong strokes, grown by up to `margin` pixels of fainter ink.
+
+    Using strong strokes keeps stray noise far from the digit out of the box; the margin
+    brings back the anti-aliased edges, so an MNIST digit keeps its exact box.
+    """
+    rows, cols = np.nonzero(ink >= strong * ink.max())
+    top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    for _ in range(margin):
+        if top > 0 and ink[top - 1, left:right].any():
+            top -= 1
+        if bottom < ink.shape[0] and ink[bottom, left:right].any():
+            bottom += 1
+        if left > 0 and ink[top:bottom, left - 1].any():
+            left -= 1
+        if right < ink.shape[1] and ink[top:bottom, right].any():
+            right += 1
+    return int(top), int(bottom), int(left), int(right)
+
+
+def fit_box(crop: Floats) -> Floats:
+    """Scale the ink's bounding box so its longer side is 20 pixels, keeping the aspect ratio."""
+    height, width = crop.shape
+    scale = BOX / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if size == (width, height):
+        return crop
+    resized = Image.fromarray(crop.astype(np.float32), mode="F").resize(size, Image.Resampling.LANCZOS)
+    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+
+
+def centre(digit: Floats) -> Floats:
+    """Place the digit in a 28 x 28 field so that its centre of mass lands on the centre."""
+    height, width = digit.shape
+    total = float(digit.sum())
+    ys, xs = np.indices(digit.shape)
+    com_y = float((ys * digit).sum()) / total
+    com_x = float((xs * digit).sum()) / total
+    top = int(np.clip(round(FIELD / 2 - com_y), 0, FIELD - height))
+    left = int(np.clip(round(FIELD / 2 - com_x), 0, FIELD - width))
+    field = np.zeros((FIELD, FIELD), dtype=np.float32)
+    field[top:top + height, left:left + width] = digit
+    return field
+
+
+def prepare(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Floats:
+    """Bytes in, one 784-vector out, ready for the model."""
+    return normalise(decode(data, max_pixels)).reshape(-1)

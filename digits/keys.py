@@ -1,0 +1,54 @@
+"""Every Redis key name the system uses, in one place (documented in docs/redis-keys.md)."""
+
+PREFIX = "digits"
+
+# Model registry
+MODEL_VERSIONS = f"{PREFIX}:model:versions"  # sorted set: version id -> publish time (unix seconds)
+MODEL_CURRENT = f"{PREFIX}:model:current"  # string: the version id workers serve
+MODEL_HISTORY = f"{PREFIX}:model:history"  # list: previous values of `current`, newest first
+
+# RQ queue that carries batch jobs (RQ adds its own rq:* keys around it)
+DEFAULT_QUEUE = "digits"
+
+# Runs
+RUNS = f"{PREFIX}:runs"  # sorted set: run id -> creation time
+
+
+def model(version: str) -> str:
+    """Hash with fields theta1, theta2 (gzipped CSV bytes) and manifest (JSON)."""
+    return f"{PREFIX}:model:{version}"
+
+
+def run(run_id: str) -> str:
+    """Hash of a run's metadata: folder, totals, created/finished times, status."""
+    return f"{PREFIX}:run:{run_id}"
+
+
+def run_results(run_id: str) -> str:
+    """Hash: image path (relative to the folder) -> result JSON. One field per image, idempotent."""
+    return f"{PREFIX}:run:{run_id}:results"
+
+
+def run_failed(run_id: str) -> str:
+    """Set of image paths whose result carries an error."""
+    return f"{PREFIX}:run:{run_id}:failed"
+
+
+def run_events(run_id: str) -> str:
+    """Stream: one entry per finished batch, field `results` holds its result JSON lines."""
+    return f"{PREFIX}:run:{run_id}:events"
+
+
+def batch(run_id: str, index: int) -> str:
+    """Hash holding one batch's payload until a worker finishes it: `paths` (JSON) and `0`..`n-1` (image bytes)."""
+    return f"{PREFIX}:run:{run_id}:batch:{index}"
+
+
+def worker_model(worker_name: str) -> str:
+    """String: the model version a live worker has loaded."""
+    return f"{PREFIX}:worker:{worker_name}:model"
+
+
+def run_keys(run_id: str) -> list[str]:
+    """The keys that expire together when a run's results expire."""
+    return [run(run_id), run_results(run_id), run_failed(run_id), run_events(run_id)]

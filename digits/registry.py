@@ -1,0 +1,189 @@
+"""The model registry, kept in Redis so that workers on any host can reach it.
+
+A version is immutable: one hash holding both theta files (gzipped CSV) and a manifest.
+Publishing validates the files first and writes the hash and the version index in one
+transaction, so a version is either whole or absent. `current` is a pointer that can be
+moved to any published version; the previous pointer values are kept for rollback.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import platform
+import time
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from digits import keys
+from digits.theta import Theta, ThetaError, find_file, parse_pair, plain_bytes, sha256_hex
+
+THETA_FILES = ("theta1.csv", "theta2.csv")
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"  # shipped, made by the trainer
+
+
+class RegistryError(RuntimeError):
+    """A registry operation could not be done; the message says why."""
+
+
+def model_sha256(theta1_csv: bytes, theta2_csv: bytes) -> str:
+    """One fingerprint for a model: sha256 over both plain CSV files, theta1 first."""
+    return hashlib.sha256(theta1_csv + theta2_csv).hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in ("numpy", "tensorflow-cpu", "tensorflow", "keras", "redis", "rq", "pillow"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def new_version_id(preset: str, sha: str) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{preset}-{sha[:8]}"
+
+
+def build_manifest(theta1_csv: bytes, theta2_csv: bytes, theta: Theta, *, preset: str,
+                   hyperparameters: dict[str, Any] | None = None,
+                   metrics: dict[str, Any] | None = None, version: str | None = None,
+                   source: str = "trainer") -> dict[str, Any]:
+    sha = model_sha256(theta1_csv, theta2_csv)
+    return {
+        "version": version or new_version_id(preset, sha),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "files": {
+            "theta1.csv": {"sha256": sha256_hex(theta1_csv), "shape": list(theta.theta1.shape)},
+            "theta2.csv": {"sha256": sha256_hex(theta2_csv), "shape": list(theta.theta2.shape)},
+        },
+        "model_sha256": sha,
+        "hidden": theta.hidden,
+        "preset": preset,
+        "hyperparameters": hyperparameters or {},
+        "metrics": metrics or {},
+        "libraries": library_versions(),
+        "source": source,
+    }
+
+
+class Registry:
+    def __init__(self, connection: redis.Redis) -> None:
+        self.redis = connection
+
+    # -- writing -------------------------------------------------------------------------
+    def publish(self, theta1: bytes, theta2: bytes, manifest: dict[str, Any],
+                promote: bool = False) -> str:
+        """Validate and store a version atomically; refuse to overwrite an existing one."""
+        plain1, plain2 = plain_bytes(theta1), plain_bytes(theta2)
+        parse_pair(plain1, plain2)  # raises ThetaError naming the file and the problem
+        expected = manifest.get("files", {})
+        for name, data in zip(THETA_FILES, (plain1, plain2), strict=True):
+            want = expected.get(name, {}).get("sha256")
+            if want and want != sha256_hex(data):
+                raise RegistryError(f"{name}: sha256 {sha256_hex(data)} does not match the manifest's {want}")
+        version = str(manifest["version"])
+        key = keys.model(version)
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.watch(key)
+            if pipe.exists(key):
+                raise RegistryError(f"version {version} already exists; versions are immutable")
+            pipe.multi()
+            pipe.hset(key, mapping={
+                "theta1": gzip.compress(plain1, mtime=0),
+                "theta2": gzip.compress(plain2, mtime=0),
+                "manifest": json.dumps(manifest, sort_keys=True),
+            })
+            pipe.zadd(keys.MODEL_VERSIONS, {version: time.time()})
+            if promote:
+                self._queue_promotion(pipe, version)
+            pipe.execute()
+        return version
+
+    def publish_dir(self, directory: Path, *, preset: str = "imported",
+                    promote: bool = False) -> str:
+        """Import a plain directory of theta CSVs (plain or .gz), with its manifest.json if any."""
+        path1, path2 = find_file(directory, "theta1"), find_file(directory, "theta2")
+        data1, data2 = plain_bytes(path1.read_bytes()), plain_bytes(path2.read_bytes())
+        theta = parse_pair(data1, data2, str(path1), str(path2))
+        manifest_path = directory / "manifest.json"
+        if manifest_path.is_file():
+            manifest = json.loads(manifest_path.read_text())
+        else:
+            manifest = build_manifest(data1, data2, theta, preset=preset, source=f"import:{directory}")
+        return self.publish(data1, data2, manifest, promote=promote)
+
+    def promote(self, version: str) -> None:
+        """Point `current` at a published version, remembering the old pointer for rollback."""
+        if not self.redis.exists(keys.model(version)):
+            raise RegistryError(f"no such version: {version}")
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.watch(keys.MODEL_CURRENT)
+            pipe.multi()
+            self._queue_promotion(pipe, version)
+            pipe.execute()
+
+    def _queue_promotion(self, pipe: Any, version: str) -> None:
+        previous = self.redis.get(keys.MODEL_CURRENT)
+        if previous is not None and previous.decode() != version:
+            pipe.lpush(keys.MODEL_HISTORY, previous)
+        pipe.set(keys.MODEL_CURRENT, version)
+
+    def rollback(self) -> str:
+        """Move `current` back to the version it pointed at before the last promotion."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.watch(keys.MODEL_CURRENT, keys.MODEL_HISTORY)
+            previous = pipe.lindex(keys.MODEL_HISTORY, 0)
+            if previous is None:
+                raise RegistryError("nothing to roll back to: no earlier current version")
+            pipe.multi()
+            pipe.lpop(keys.MODEL_HISTORY)
+            pipe.set(keys.MODEL_CURRENT, previous)
+            pipe.execute()
+        return previous.decode()
+
+    # -- reading -------------------------------------------------------------------------
+    def current(self) -> str | None:
+        value = self.redis.get(keys.MODEL_CURRENT)
+        return value.decode() if value is not None else None
+
+    def versions(self) -> list[str]:
+        return [v.decode() for v in self.redis.zrange(keys.MODEL_VERSIONS, 0, -1)]
+
+    def manifest(self, version: str) -> dict[str, Any]:
+        raw = self.redis.hget(keys.model(version), "manifest")
+        if raw is None:
+            raise RegistryError(f"no such version: {version}")
+        manifest: dict[str, Any] = json.loads(raw)
+        return manifest
+
+    def files(self, version: str) -> tuple[bytes, bytes, dict[str, Any]]:
+        """Both plain CSV files and the manifest, checked against the manifest's sha256s."""
+        raw1, raw2, raw_manifest = self.redis.hmget(keys.model(version), ["theta1", "theta2", "manifest"])
+        if raw1 is None or raw2 is None or raw_manifest is None:
+            raise RegistryError(f"no such version: {version}")
+        manifest = json.loads(raw_manifest)
+        plain1, plain2 = gzip.decompress(raw1), gzip.decompress(raw2)
+        for name, data in zip(THETA_FILES, (plain1, plain2), strict=True):
+            if sha256_hex(data) != manifest["files"][name]["sha256"]:
+                raise ThetaError(f"version {version}: {name} does not match its manifest sha256")
+        return plain1, plain2, manifest
+
+    def load(self, version: str) -> tuple[Theta, dict[str, Any]]:
+        plain1, plain2, manifest = self.files(version)
+        return parse_pair(plain1, plain2, f"{version}/theta1.csv", f"{version}/theta2.csv"), manifest
+
+    def export(self, version: str, directory: Path) -> Path:
+        """Write a version as a plain directory: theta1.csv, theta2.csv, manifest.json."""
+        plain1, plain2, manifest = self.files(version)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "theta1.csv").write_bytes(plain1)
+        (directory / "theta2.csv").write_bytes(plain2)
+        (directory / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        return directory

@@ -1,0 +1,58 @@
+"""One result per image, stored in Redis so that any program can read it.
+
+A result is a JSON object with the same fields whether it succeeded or not (see
+docs/redis-keys.md). A batch's results are written in one transaction together with the
+deletion of its payload, and only while that payload still exists: whoever finishes a
+batch first (a worker, or the producer reporting the batch as failed) writes its results,
+so every image gets exactly one result.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+
+from digits import keys
+
+
+def result_record(path: str, batch: int, **fields: Any) -> dict[str, Any]:
+    """One image's result; every result, good or bad, has the same fields."""
+    record: dict[str, Any] = {
+        "path": path, "digits": None, "confidences": None, "probabilities": None,
+        "model_version": None, "model_sha256": None, "error": None, "batch": batch,
+        "worker": None,
+    }
+    record.update(fields)
+    return record
+
+
+def store_results(connection: redis.Redis, run_id: str, batch: int,
+                  records: list[dict[str, Any]], result_ttl: int) -> bool:
+    """Write a batch's results, its event and the payload's deletion at once; False if already done.
+
+"""
+    lines = [json.dumps(r, ensure_ascii=False) for r in records]
+    batch_key = keys.batch(run_id, batch)
+    with connection.pipeline(transaction=True) as pipe:
+        pipe.watch(batch_key)
+        if not pipe.exists(batch_key):
+            return False  # another attempt already finished this batch
+        pipe.multi()
+        if lines:
+            pipe.hset(keys.run_results(run_id), mapping={r["path"]: line for r, line in zip(records, lines, strict=True)})
+        failed = [r["path"] for r in records if r["error"] is not None]
+        if failed:
+            pipe.sadd(keys.run_failed(run_id), *failed)
+        pipe.xadd(keys.run_events(run_id), {"batch": batch, "results": "\n".join(lines)})
+        pipe.delete(batch_key)
+        for key in keys.run_keys(run_id):
+            pipe.expire(key, result_ttl)
+        try:
+            pipe.execute()
+        except redis.WatchError:
+            return False
+    return True
+
+

@@ -1,0 +1,160 @@
+"""The public model contract: two comma-separated theta files, bias row first.
+
+theta1 is 785 x H (row 0 is b1, rows 1-784 are W1), theta2 is (H+1) x 10
+(row 0 is b2, then W2), as the 2017 notebook wrote them with
+``np.savetxt(..., delimiter=",")``. Inputs are 784 pixels in [0, 1], row-major,
+ink bright. The hidden layer is a sigmoid, the output a softmax.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+N_INPUT = 784
+N_CLASSES = 10
+
+Floats = npt.NDArray[np.float32]
+
+
+class ThetaError(ValueError):
+    """A theta file breaks the contract; the message names the file and what is wrong."""
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def plain_bytes(data: bytes) -> bytes:
+    """Return the CSV text, un-gzipping it if needed, so hashes never depend on compression."""
+    if data[:2] == b"\x1f\x8b":
+        return gzip.decompress(data)
+    return data
+
+
+def parse_theta(data: bytes, name: str) -> npt.NDArray[np.float64]:
+    """Parse one theta CSV (plain or gzipped) into a 2-D float64 array, refusing bad cells."""
+    try:
+        text = plain_bytes(data).decode("ascii")
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise ThetaError(f"{name}: not a readable CSV text file ({exc})") from exc
+    rows = [line for line in text.splitlines() if line.strip()]
+    if not rows:
+        raise ThetaError(f"{name}: file is empty")
+    width = rows[0].count(",") + 1
+    for number, line in enumerate(rows, start=1):
+        if line.count(",") + 1 != width:
+            raise ThetaError(
+                f"{name}: row {number} has {line.count(',') + 1} columns, expected {width} like row 1"
+            )
+    try:
+        array = np.loadtxt(io.StringIO(text), delimiter=",", dtype=np.float64, ndmin=2)
+    except ValueError:
+        array = None
+    if array is None:
+        for number, line in enumerate(rows, start=1):
+            for column, cell in enumerate(line.split(","), start=1):
+                try:
+                    float(cell)
+                except ValueError:
+                    raise ThetaError(
+                        f"{name}: row {number}, column {column}: {cell.strip()[:40]!r} is not a number"
+                    ) from None
+        raise ThetaError(f"{name}: could not be parsed as comma-separated numbers")
+    bad = np.argwhere(~np.isfinite(array))
+    if bad.size:
+        row, column = (int(i) + 1 for i in bad[0])
+        raise ThetaError(
+            f"{name}: row {row}, column {column}: {array[row - 1, column - 1]} is not a finite number"
+        )
+    return array
+
+
+@dataclass(frozen=True)
+class Theta:
+    """A validated pair of theta matrices; H comes from the files."""
+
+    theta1: npt.NDArray[np.float64]
+    theta2: npt.NDArray[np.float64]
+
+    @property
+    def hidden(self) -> int:
+        return int(self.theta1.shape[1])
+
+
+def validate_shapes(theta1: npt.NDArray[np.float64], theta2: npt.NDArray[np.float64],
+                    name1: str = "theta1.csv", name2: str = "theta2.csv") -> Theta:
+    """Check both shapes against each other and the contract; a model is never half-valid."""
+    if theta1.ndim != 2 or theta1.shape[0] != N_INPUT + 1:
+        raise ThetaError(
+            f"{name1}: expected shape ({N_INPUT + 1}, H), found {theta1.shape}"
+        )
+    hidden = theta1.shape[1]
+    if theta2.shape != (hidden + 1, N_CLASSES):
+        raise ThetaError(
+            f"{name2}: expected shape ({hidden + 1}, {N_CLASSES}) to match H={hidden} "
+            f"from {name1}, found {theta2.shape}"
+        )
+    return Theta(theta1, theta2)
+
+
+def parse_pair(data1: bytes, data2: bytes, name1: str = "theta1.csv",
+               name2: str = "theta2.csv") -> Theta:
+    return validate_shapes(parse_theta(data1, name1), parse_theta(data2, name2), name1, name2)
+
+
+def find_file(directory: Path, stem: str) -> Path:
+    """Find ``stem.csv`` or ``stem.csv.gz`` in a directory."""
+    for candidate in (directory / f"{stem}.csv", directory / f"{stem}.csv.gz"):
+        if candidate.is_file():
+            return candidate
+    raise ThetaError(f"{directory}: no {stem}.csv or {stem}.csv.gz found")
+
+
+def load_dir(directory: Path) -> Theta:
+    path1, path2 = find_file(directory, "theta1"), find_file(directory, "theta2")
+    return parse_pair(path1.read_bytes(), path2.read_bytes(), str(path1), str(path2))
+
+
+def to_csv(matrix: npt.NDArray[np.floating]) -> bytes:
+    """Write a matrix exactly as the seed did: ``np.savetxt(..., delimiter=",")``."""
+    buffer = io.BytesIO()
+    np.savetxt(buffer, np.asarray(matrix, dtype=np.float64), delimiter=",")
+    return buffer.getvalue()
+
+
+def pack(b1: npt.ArrayLike, w1: npt.ArrayLike, b2: npt.ArrayLike, w2: npt.ArrayLike) -> Theta:
+    """Stack biases on top of weights, as the seed's notebook did."""
+    theta1 = np.vstack([np.reshape(b1, (1, -1)), np.asarray(w1)]).astype(np.float64)
+    theta2 = np.vstack([np.reshape(b2, (1, -1)), np.asarray(w2)]).astype(np.float64)
+    return validate_shapes(theta1, theta2)
+
+
+class Model:
+    """The forward pass in float32: one matrix product per layer per batch."""
+
+    def __init__(self, theta: Theta) -> None:
+        self.b1: Floats = theta.theta1[0].astype(np.float32)
+        self.w1: Floats = np.ascontiguousarray(theta.theta1[1:], dtype=np.float32)
+        self.b2: Floats = theta.theta2[0].astype(np.float32)
+        self.w2: Floats = np.ascontiguousarray(theta.theta2[1:], dtype=np.float32)
+
+    @property
+    def hidden(self) -> int:
+        return int(self.w1.shape[1])
+
+    def probabilities(self, pixels: Floats) -> Floats:
+        """Map an (n, 784) batch of pixels in [0, 1] to (n, 10) class probabilities."""
+        x = np.asarray(pixels, dtype=np.float32).reshape(-1, N_INPUT)
+        hidden = 0.5 + 0.5 * np.tanh(0.5 * (x @ self.w1 + self.b1))  # sigmoid, overflow-free
+        logits = hidden @ self.w2 + self.b2
+        logits -= logits.max(axis=1, keepdims=True)
+        exps = np.exp(logits)
+        probs: Floats = exps / exps.sum(axis=1, keepdims=True)
+        return probs

@@ -1,0 +1,201 @@
+"""`digits-producer`: enqueue folders, follow and read results, show status, run the demo."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import IO, Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rq import Worker
+
+from digits import keys
+from digits.connection import URL_ENV, connect, default_url, redact
+from digits.images import DEFAULT_MAX_BYTES, EXTENSIONS
+from digits.queueing import batch_queue
+from digits.registry import Registry
+from producer import runs
+from producer.files import walk
+from producer.output import FORMATS, ResultWriter
+
+err = Console(stderr=True)
+
+redis_url_option = click.option("--redis-url", envvar=URL_ENV, default=default_url, show_default=True,
+                                help="redis://[user:password@]host:port/db, or rediss:// for TLS.")
+
+
+def folder_options(function: Any) -> Any:
+    """Options shared by `enqueue` and `run`: how a folder is selected, cut and paced."""
+    for option in reversed([
+        click.option("--batch-size", default=runs.Settings.batch_size, show_default=True,
+                     type=click.IntRange(1, 10_000), help="Images per job."),
+        click.option("--window", default=runs.Settings.window, show_default=True,
+                     type=click.IntRange(1), help="Most images of this run held in Redis at once."),
+        click.option("--ext", "extensions", multiple=True, default=EXTENSIONS, show_default=True,
+                     help="File extensions to include (repeatable)."),
+        click.option("--glob", "globs", multiple=True, help="Only paths (relative to DIR) matching this pattern."),
+        click.option("--queue", default=keys.DEFAULT_QUEUE, show_default=True),
+        click.option("--result-ttl", default=runs.Settings.result_ttl, show_default=True,
+                     type=click.IntRange(60), help="Seconds results stay in Redis."),
+        click.option("--max-bytes", default=DEFAULT_MAX_BYTES, show_default=True,
+                     type=click.IntRange(1), help="Files larger than this are refused."),
+    ]):
+        function = option(function)
+    return function
+
+
+def settings_from(options: dict[str, Any]) -> runs.Settings:
+    extensions = tuple(e if e.startswith(".") else f".{e}" for e in options["extensions"])
+    return runs.Settings(batch_size=options["batch_size"], window=options["window"],
+                         result_ttl=options["result_ttl"], queue=options["queue"],
+                         max_bytes=options["max_bytes"], extensions=extensions,
+                         globs=tuple(options["globs"]))
+
+
+def open_output(path: str) -> IO[str]:
+    return sys.stdout if path == "-" else open(path, "w", encoding="utf-8", newline="")
+
+
+@click.group()
+def main() -> None:
+    """Classify folders of scanned digits through Redis and RQ workers."""
+
+
+@main.command()
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@redis_url_option
+@folder_options
+def enqueue(directory: Path, redis_url: str, **options: Any) -> None:
+    """Enqueue every image under DIRECTORY as batch jobs; print the run id."""
+    connection = connect(redis_url)
+    settings = settings_from(options)
+    run_id = runs.create_run(connection, directory, settings)
+    click.echo(run_id)
+    total = runs.enqueue_folder(connection, run_id, directory, settings)
+    err.print(f"run {run_id}: {total} images enqueued")
+
+
+@main.command()
+@click.argument("run_id")
+@redis_url_option
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="jsonl", show_default=True)
+@click.option("--output", "-o", default="-", show_default=True, help="File to write, - for stdout.")
+@click.option("--follow", "-f", is_flag=True, help="Stream results as they finish until the run is complete.")
+def results(run_id: str, redis_url: str, fmt: str, output: str, follow: bool) -> None:
+    """Write the results of RUN_ID as JSON Lines or CSV."""
+    connection = connect(redis_url)
+    try:
+        records = runs.follow(connection, run_id, wait=follow)
+        with open_output(output) as stream:
+            writer = ResultWriter(stream, fmt)
+            for record in records:
+                writer.write(record)
+    except runs.RunError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@click.argument("run_id", required=False)
+@redis_url_option
+@click.option("--queue", default=keys.DEFAULT_QUEUE, show_default=True)
+def status(run_id: str | None, redis_url: str, queue: str) -> None:
+    """Show queue, workers and model; with RUN_ID (or the latest run), that run's progress."""
+    connection = connect(redis_url)
+    registry = Registry(connection)
+    rq_queue = batch_queue(connection, queue)
+    console = Console()
+    console.print(f"Redis {redact(redis_url)}  queue [bold]{queue}[/]: {rq_queue.count} jobs waiting, "
+                  f"{rq_queue.started_job_registry.count} running, {rq_queue.failed_job_registry.count} failed")
+    console.print(f"current model: [bold]{registry.current() or 'none published'}[/]")
+    workers = Table("worker", "state", "model", "jobs ok", "jobs failed", title="live workers")
+    for worker in Worker.all(queue=rq_queue):
+        model = connection.get(keys.worker_model(worker.name))
+        workers.add_row(worker.name, str(worker.get_state()), model.decode() if model else "-",
+                        str(worker.successful_job_count), str(worker.failed_job_count))
+    console.print(workers)
+    if run_id is None:
+        latest = connection.zrevrange(keys.RUNS, 0, 0)
+        if not latest:
+            return
+        run_id = latest[0].decode()
+    try:
+        info = runs.run_status(connection, run_id)
+    except runs.RunError as exc:
+        raise click.ClickException(str(exc)) from None
+    table = Table(*info.keys(), title="run")
+    table.add_row(*(str(v) for v in info.values()))
+    console.print(table)
+
+
+def drive(connection: Any, directory: Path, settings: runs.Settings, stream: IO[str], fmt: str,
+          show_progress: bool) -> tuple[str, Counter[str], int, float]:
+    """Enqueue and follow one run in one process; return run id, outcome counts, total, seconds."""
+    run_id = runs.create_run(connection, directory, settings)
+    err.print(f"run [bold]{run_id}[/]")
+    expected = sum(1 for _ in walk(directory, settings.extensions, settings.globs)) if show_progress else 0
+    writer = ResultWriter(stream, fmt)
+    outcome: Counter[str] = Counter()
+    versions: Counter[str] = Counter()
+    started = time.monotonic()
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[rate]} img/s"), TimeRemainingColumn(),
+                        console=err, disable=not show_progress)
+    with progress, ThreadPoolExecutor(1) as pool:
+        task = progress.add_task("classifying", total=expected or None, rate="-")
+        enqueued = pool.submit(runs.enqueue_folder, connection, run_id, directory, settings)
+        failed_to_enqueue = lambda: enqueued.done() and enqueued.exception() is not None  # noqa: E731
+        for record in runs.follow(connection, run_id, should_stop=failed_to_enqueue):
+            writer.write(record)
+            outcome["failed" if record["error"] else "ok"] += 1
+            if record.get("model_version"):
+                versions[record["model_version"]] += 1
+            rate = sum(outcome.values()) / max(time.monotonic() - started, 1e-9)
+            progress.update(task, advance=1, rate=f"{rate:,.0f}")
+        total = enqueued.result()
+    stream.flush()
+    outcome.update({f"model {v}": n for v, n in versions.items()})
+    return run_id, outcome, total, time.monotonic() - started
+
+
+def print_summary(run_id: str, outcome: Counter[str], total: int, seconds: float) -> None:
+    done = outcome["ok"] + outcome["failed"]
+    err.print(f"run {run_id}: {total} images, {outcome['ok']} classified, {outcome['failed']} failed, "
+              f"{seconds:.2f} s, {done / max(seconds, 1e-9):,.0f} images/s")
+    for key, count in sorted(outcome.items()):
+        if key.startswith("model "):
+            err.print(f"  {key}: {count} images")
+
+
+@main.command()
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@redis_url_option
+@folder_options
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="jsonl", show_default=True)
+@click.option("--output", "-o", default="-", show_default=True, help="File to write, - for stdout.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+def run(directory: Path, redis_url: str, fmt: str, output: str, progress: bool | None,
+        **options: Any) -> None:
+    """Enqueue DIRECTORY, stream its results, print a summary; exit 1 if any image failed."""
+    connection = connect(redis_url)
+    show = sys.stderr.isatty() if progress is None else progress
+    with open_output(output) as stream:
+        run_id, outcome, total, seconds = drive(connection, directory, settings_from(options), stream, fmt, show)
+    print_summary(run_id, outcome, total, seconds)
+    sys.exit(1 if outcome["failed"] else 0)
+
+
+@main.command()
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1))
+@click.option("--directory", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Folder to classify (default: the bundled samples).")
+def demo(workers: int, directory: Path | None) -> None:
+    """Start a private Redis and workers, classify the sample folder, stop everything."""
+    from producer.demo import run_demo
+
+    sys.exit(run_demo(workers, directory))

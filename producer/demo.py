@@ -1,0 +1,73 @@
+"""The main job on an embedded default: private Redis, two workers, the bundled model and samples.
+
+Everything it starts is stopped on the way out, also on Ctrl-C, SIGTERM or failure.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from types import FrameType
+
+from rich.console import Console
+from rich.table import Table
+
+from digits.connection import connect
+from digits.redis_server import RedisServer
+from digits.registry import DEFAULT_MODEL_DIR, Registry
+from producer import runs
+from producer.cli import drive, print_summary
+
+SAMPLES = Path(__file__).resolve().parent / "samples"
+
+
+def stop_process_group(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def run_demo(workers: int, directory: Path | None) -> int:
+    signal.signal(signal.SIGTERM, raise_interrupt)
+    console = Console()
+    with RedisServer() as server:
+        console.print(f"private Redis on {server.url}")
+        connection = connect(server.url)
+        registry = Registry(connection)
+        if registry.current() is None:
+            version = registry.publish_dir(DEFAULT_MODEL_DIR, promote=True)
+            console.print(f"published the bundled default model as {version}")
+        pool = subprocess.Popen(
+            [sys.executable, "-m", "worker", "--count", str(workers), "--redis-url", server.url,
+             "--log-level", "WARNING"],
+            start_new_session=True,
+        )
+        try:
+            stream = io.StringIO()
+            run_id, outcome, total, seconds = drive(
+                connection, directory or SAMPLES, runs.Settings(batch_size=8), stream, "jsonl",
+                show_progress=False)
+        finally:
+            stop_process_group(pool)
+    table = Table("image", "digits", "confidence", "error", title=f"run {run_id}")
+    for line in sorted(stream.getvalue().splitlines()):
+        record = json.loads(line)
+        confidence = f"{record['confidences'][0]:.3f}" if record["confidences"] else ""
+        table.add_row(record["path"], record["digits"] or "", confidence, record["error"] or "")
+    console.print(table)
+    print_summary(run_id, outcome, total, seconds)
+    return 1 if outcome["failed"] else 0

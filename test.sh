@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The whole test suite: ruff, mypy (strict) and pytest against real Redis, RQ workers and TensorFlow.
+set -euo pipefail
+cd "$(dirname "$0")"
+scripts/bootstrap.sh trainer,dev >&2
+.venv/bin/ruff check .
+.venv/bin/mypy
+.venv/bin/pytest "$@"

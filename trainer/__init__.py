@@ -1,0 +1,1 @@
+"""Trains the one-hidden-layer MLP with TensorFlow and publishes theta CSV versions."""

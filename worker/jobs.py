@@ -1,0 +1,56 @@
+"""The one RQ job of the system: classify a batch of images and store their results."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from typing import Any
+
+import numpy as np
+from rq import get_current_job
+
+from digits import keys
+from digits.images import DEFAULT_MAX_PIXELS, ImageError, prepare
+from digits.results import result_record, store_results
+from worker.serving import SERVER
+
+MAX_PIXELS = int(os.environ.get("DIGITS_MAX_PIXELS", DEFAULT_MAX_PIXELS))
+
+
+def classify_batch(run_id: str, batch: int, result_ttl: int) -> dict[str, int]:
+    """Decode, normalise and classify one batch; one bad image never fails the others."""
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("classify_batch must run inside an RQ job")
+    connection = job.connection
+    payload: dict[bytes, bytes] = connection.hgetall(keys.batch(run_id, batch))  # type: ignore[assignment]
+    if not payload:  # already finished by an earlier attempt: results are keyed by image
+        return {"images": 0, "failed": 0}
+    paths: list[str] = json.loads(payload[b"paths"])
+    loaded = SERVER.refresh(connection)
+    worker = job.worker_name or socket.gethostname()
+
+    pixels: list[np.ndarray] = []
+    good: list[int] = []
+    records: list[dict[str, Any]] = []
+    for index, path in enumerate(paths):
+        problem = payload.get(f"{index}:error".encode())
+        try:
+            if problem is not None:
+                raise ImageError(problem.decode())
+            pixels.append(prepare(payload[str(index).encode()], MAX_PIXELS))
+            good.append(index)
+        except ImageError as exc:
+            records.append(result_record(path, batch, error=f"{path}: {exc}", worker=worker))
+    if pixels:
+        probabilities = loaded.model.probabilities(np.stack(pixels))
+        for index, probs in zip(good, probabilities, strict=True):
+            digit = int(probs.argmax())
+            records.append(result_record(
+                paths[index], batch, digits=str(digit), confidences=[round(float(probs[digit]), 6)],
+                probabilities=[[round(float(p), 6) for p in probs]],
+                model_version=loaded.version, model_sha256=loaded.sha256, worker=worker,
+            ))
+    store_results(connection, run_id, batch, records, result_ttl)
+    return {"images": len(records), "failed": len(records) - len(good)}

@@ -1,0 +1,60 @@
+"""The model a worker process serves: loaded once, swapped only when `current` moves."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from digits import keys
+from digits.registry import Registry, RegistryError
+from digits.theta import Model, ThetaError
+
+log = logging.getLogger(__name__)
+
+
+class NoModelError(RuntimeError):
+    """No version is published as current, so nothing can be classified yet."""
+
+
+@dataclass(frozen=True)
+class Loaded:
+    version: str
+    sha256: str
+    model: Model
+    manifest: dict[str, Any]
+
+
+class ModelServer:
+    """Holds one loaded model per process; `refresh` follows the registry's `current` pointer."""
+
+    def __init__(self) -> None:
+        self.loaded: Loaded | None = None
+
+    def refresh(self, connection: redis.Redis, worker_name: str | None = None) -> Loaded:
+        """Load `current` if it moved; if the new version fails to load, keep serving the old one."""
+        registry = Registry(connection)
+        wanted = registry.current()
+        if wanted is None:
+            if self.loaded is not None:
+                return self.loaded
+            raise NoModelError("no model version is published as current: run `digits-trainer promote`")
+        if self.loaded is not None and self.loaded.version == wanted:
+            return self.loaded
+        try:
+            theta, manifest = registry.load(wanted)
+        except (ThetaError, RegistryError) as exc:
+            if self.loaded is None:
+                raise
+            log.error("cannot load model %s, still serving %s: %s", wanted, self.loaded.version, exc)
+            return self.loaded
+        self.loaded = Loaded(wanted, str(manifest["model_sha256"]), Model(theta), manifest)
+        log.info("serving model %s (H=%d)", wanted, theta.hidden)
+        if worker_name:
+            connection.set(keys.worker_model(worker_name), wanted)
+        return self.loaded
+
+
+SERVER = ModelServer()  # one per process: RQ's SimpleWorker runs every job in this process

@@ -1,0 +1,62 @@
+"""The RQ worker: no fork per job, JSON jobs only, and only this project's own job function."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from rq import Queue, SimpleWorker
+from rq.exceptions import DeserializationError
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from digits import keys
+from digits.queueing import JOB_FUNCTION
+from worker.serving import SERVER
+
+log = logging.getLogger(__name__)
+
+ALLOWED_FUNCTIONS = frozenset({JOB_FUNCTION})
+
+
+class ForeignJobError(RuntimeError):
+    """A job asked for something other than this project's job function: it is never run."""
+
+
+class SafeJob(Job):
+    """An RQ job that refuses to import or call anything outside the allowlist."""
+
+    def _execute(self) -> Any:
+        try:
+            name = self.func_name
+            instance = self.instance
+        except DeserializationError:
+            raise ForeignJobError(
+                f"job {self.id} refused: its payload is not JSON (pickled or corrupt data is never loaded)"
+            ) from None
+        if name not in ALLOWED_FUNCTIONS or instance is not None:
+            raise ForeignJobError(
+                f"job {self.id} refused: function {name!r} is not one of this project's jobs "
+                f"({', '.join(sorted(ALLOWED_FUNCTIONS))})"
+            )
+        return super()._execute()
+
+
+class DigitsWorker(SimpleWorker):
+    """Runs every job in its own process, with the model loaded once and refreshed per job."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("serializer", JSONSerializer)
+        kwargs.setdefault("job_class", SafeJob)
+        super().__init__(*args, **kwargs)
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        try:
+            SERVER.refresh(self.connection, self.name)
+        except Exception:  # the job itself reports a missing model; keep the worker alive
+            log.exception("model refresh failed before job %s", job.id)
+        super().execute_job(job, queue)
+
+    def register_death(self) -> None:
+        self.connection.delete(keys.worker_model(self.name))
+        super().register_death()
