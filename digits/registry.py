@@ -21,6 +21,7 @@ from typing import Any
 import redis
 
 from digits import keys
+from digits.connection import text
 from digits.theta import Theta, ThetaError, find_file, parse_pair, plain_bytes, sha256_hex
 
 THETA_FILES = ("theta1.csv", "theta2.csv")
@@ -131,7 +132,7 @@ class Registry:
 
     def _queue_promotion(self, pipe: Any, version: str) -> None:
         previous = self.redis.get(keys.MODEL_CURRENT)
-        if previous is not None and previous.decode() != version:
+        if previous is not None and text(previous) != version:
             pipe.lpush(keys.MODEL_HISTORY, previous)
         pipe.set(keys.MODEL_CURRENT, version)
 
@@ -146,15 +147,15 @@ class Registry:
             pipe.lpop(keys.MODEL_HISTORY)
             pipe.set(keys.MODEL_CURRENT, previous)
             pipe.execute()
-        return previous.decode()
+        return text(previous)
 
     # -- reading -------------------------------------------------------------------------
     def current(self) -> str | None:
         value = self.redis.get(keys.MODEL_CURRENT)
-        return value.decode() if value is not None else None
+        return text(value) if value is not None else None
 
     def versions(self) -> list[str]:
-        return [v.decode() for v in self.redis.zrange(keys.MODEL_VERSIONS, 0, -1)]
+        return [text(v) for v in self.redis.zrange(keys.MODEL_VERSIONS, 0, -1)]
 
     def manifest(self, version: str) -> dict[str, Any]:
         raw = self.redis.hget(keys.model(version), "manifest")
@@ -165,7 +166,9 @@ class Registry:
 
     def files(self, version: str) -> tuple[bytes, bytes, dict[str, Any]]:
         """Both plain CSV files and the manifest, checked against the manifest's sha256s."""
-        raw1, raw2, raw_manifest = self.redis.hmget(keys.model(version), ["theta1", "theta2", "manifest"])
+        fields: list[bytes | None] = self.redis.hmget(  # type: ignore[assignment]
+            keys.model(version), ["theta1", "theta2", "manifest"])
+        raw1, raw2, raw_manifest = fields
         if raw1 is None or raw2 is None or raw_manifest is None:
             raise RegistryError(f"no such version: {version}")
         manifest = json.loads(raw_manifest)

@@ -41,7 +41,8 @@ def store_results(connection: redis.Redis, run_id: str, batch: int,
             return False  # another attempt already finished this batch
         pipe.multi()
         if lines:
-            pipe.hset(keys.run_results(run_id), mapping={r["path"]: line for r, line in zip(records, lines, strict=True)})
+            by_path = {r["path"]: line for r, line in zip(records, lines, strict=True)}
+            pipe.hset(keys.run_results(run_id), mapping=by_path)
         failed = [r["path"] for r in records if r["error"] is not None]
         if failed:
             pipe.sadd(keys.run_failed(run_id), *failed)

@@ -16,7 +16,7 @@ from rich.table import Table
 from rq import Worker
 
 from digits import keys
-from digits.connection import URL_ENV, connect, default_url, redact
+from digits.connection import URL_ENV, connect, default_url, redact, text
 from digits.images import DEFAULT_MAX_BYTES, EXTENSIONS
 from digits.queueing import batch_queue
 from digits.registry import Registry
@@ -116,14 +116,14 @@ def status(run_id: str | None, redis_url: str, queue: str) -> None:
     workers = Table("worker", "state", "model", "jobs ok", "jobs failed", title="live workers")
     for worker in Worker.all(queue=rq_queue):
         model = connection.get(keys.worker_model(worker.name))
-        workers.add_row(worker.name, str(worker.get_state()), model.decode() if model else "-",
+        workers.add_row(worker.name, str(worker.get_state()), text(model) if model else "-",
                         str(worker.successful_job_count), str(worker.failed_job_count))
     console.print(workers)
     if run_id is None:
         latest = connection.zrevrange(keys.RUNS, 0, 0)
         if not latest:
             return
-        run_id = latest[0].decode()
+        run_id = text(latest[0])
     try:
         info = runs.run_status(connection, run_id)
     except runs.RunError as exc:

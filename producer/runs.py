@@ -23,6 +23,7 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry
 
 from digits import keys
+from digits.connection import text
 from digits.images import DEFAULT_MAX_BYTES, EXTENSIONS
 from digits.queueing import JOB_FUNCTION, batch_queue, job_id, parse_job_id
 from digits.results import result_record, store_results
@@ -166,12 +167,12 @@ def follow(connection: redis.Redis, run_id: str, *, wait: bool = True,
     last_reap = time.monotonic()
     while True:
         block = 500 if wait else None
-        response = connection.xread({keys.run_events(run_id): last_id}, count=200, block=block)
+        response: list[Any] = connection.xread(  # type: ignore[assignment]
+            {keys.run_events(run_id): last_id}, count=200, block=block)
         for _stream, entries in response or []:
             for entry_id, fields in entries:
-                last_id = entry_id.decode()
-                text = fields.get(b"results", b"").decode()
-                for line in text.splitlines():
+                last_id = text(entry_id)
+                for line in text(fields.get(b"results", b"")).splitlines():
                     seen += 1
                     yield json.loads(line)
         if response:
@@ -198,8 +199,8 @@ def run_status(connection: redis.Redis, run_id: str) -> dict[str, Any]:
                   if (p := parse_job_id(j)) is not None and p[0] == run_id)
     in_progress = min(started * int(meta.get("batch_size", 1)), total - finished)
     created = float(meta.get("created_at", time.time()))
-    last = connection.xrevrange(keys.run_events(run_id), count=1)
-    finished_at = int(last[0][0].decode().split("-")[0]) / 1000 if last else created
+    last: list[Any] = connection.xrevrange(keys.run_events(run_id), count=1)  # type: ignore[assignment]
+    finished_at = int(text(last[0][0]).split("-")[0]) / 1000 if last else created
     elapsed = max(finished_at - created, 1e-9)
     return {
         "run": run_id, "root": meta.get("root"), "status": meta.get("status"),

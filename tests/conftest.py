@@ -10,14 +10,19 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
 import pytest
 import redis
+from PIL import Image
 
 from digits.connection import connect
 from digits.redis_server import RedisServer
 from digits.registry import DEFAULT_MODEL_DIR, Registry
 
 ROOT = Path(__file__).resolve().parent.parent
+Digits = tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]  # images (n x 784), labels
+MakeFolder = Callable[[int], tuple[Path, dict[str, int]]]
 
 
 @pytest.fixture(scope="session")
@@ -91,3 +96,34 @@ def start_workers(redis_url: str, connection: redis.Redis) -> Iterator[Callable[
     yield start
     for pool in pools:
         pool.stop()
+
+
+@pytest.fixture(scope="session")
+def mnist_test() -> Digits:
+    """The official MNIST test images (uint8, n x 784) and labels, checksum-verified."""
+    from trainer.mnist import load
+
+    data = load()
+    return data.test_images, data.test_labels
+
+
+def write_pngs(directory: Path, images: npt.NDArray[np.uint8], labels: npt.NDArray[np.uint8]) -> dict[str, int]:
+    """Write digits as 28 x 28 PNGs named by index; return relative path -> true label."""
+    directory.mkdir(parents=True, exist_ok=True)
+    truth = {}
+    for index, (pixels, label) in enumerate(zip(images, labels, strict=True)):
+        name = f"{index:05d}.png"
+        Image.fromarray(pixels.reshape(28, 28)).save(directory / name)
+        truth[name] = int(label)
+    return truth
+
+
+@pytest.fixture
+def digit_folder(tmp_path: Path, mnist_test: Digits) -> MakeFolder:
+    """A folder of the first n MNIST test digits as PNGs, and their true labels."""
+
+    def make(count: int) -> tuple[Path, dict[str, int]]:
+        folder = tmp_path / f"digits-{count}"
+        return folder, write_pngs(folder, mnist_test[0][:count], mnist_test[1][:count])
+
+    return make

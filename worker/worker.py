@@ -23,17 +23,24 @@ class ForeignJobError(RuntimeError):
     """A job asked for something other than this project's job function: it is never run."""
 
 
+class NotJsonPayloadError(DeserializationError):
+    """A job's payload is not JSON: pickled or corrupt data is never loaded."""
+
+
 class SafeJob(Job):
     """An RQ job that refuses to import or call anything outside the allowlist."""
 
-    def _execute(self) -> Any:
+    def _deserialize_data(self) -> None:
         try:
-            name = self.func_name
-            instance = self.instance
+            super()._deserialize_data()  # type: ignore[no-untyped-call]
         except DeserializationError:
-            raise ForeignJobError(
+            raise NotJsonPayloadError(
                 f"job {self.id} refused: its payload is not JSON (pickled or corrupt data is never loaded)"
             ) from None
+
+    def _execute(self) -> Any:
+        name = self.func_name
+        instance = self.instance
         if name not in ALLOWED_FUNCTIONS or instance is not None:
             raise ForeignJobError(
                 f"job {self.id} refused: function {name!r} is not one of this project's jobs "
@@ -59,4 +66,4 @@ class DigitsWorker(SimpleWorker):
 
     def register_death(self) -> None:
         self.connection.delete(keys.worker_model(self.name))
-        super().register_death()
+        super().register_death()  # type: ignore[no-untyped-call]

@@ -1,0 +1,235 @@
+"""The worker against real Redis and real worker processes: results, safety, model swaps, shutdown."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+from rq import Queue
+from rq.registry import FailedJobRegistry
+from rq.serializers import DefaultSerializer
+
+from digits import keys
+from digits.connection import text
+from digits.queueing import batch_queue
+from digits.registry import DEFAULT_MODEL_DIR, Registry, build_manifest
+from digits.theta import load_dir, to_csv
+from producer import runs
+from tests.conftest import ROOT, MakeFolder, WorkerPool
+
+StartWorkers = Callable[..., WorkerPool]
+
+
+def classify(connection: redis.Redis, folder: Path, batch_size: int = 16) -> dict[str, dict[str, Any]]:
+    """Enqueue a folder and wait for every result (workers must be running)."""
+    settings = runs.Settings(batch_size=batch_size)
+    run_id = runs.create_run(connection, folder, settings)
+    runs.enqueue_folder(connection, run_id, folder, settings)
+    deadline = time.monotonic() + 120
+    records: dict[str, dict[str, Any]] = {}
+    for record in runs.follow(connection, run_id, should_stop=lambda: time.monotonic() > deadline):
+        records[record["path"]] = record
+    return records
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_batch_results_match_labels_and_carry_model(
+        connection: redis.Redis, default_version: str, start_workers: StartWorkers,
+        digit_folder: MakeFolder) -> None:
+    folder, truth = digit_folder(64)
+    start_workers(1)
+    records = classify(connection, folder)
+    assert set(records) == set(truth)
+    sha = Registry(connection).manifest(default_version)["model_sha256"]
+    correct = sum(records[p]["digits"] == str(label) for p, label in truth.items())
+    assert correct >= 60
+    for record in records.values():
+        assert record["error"] is None
+        assert record["model_version"] == default_version
+        assert record["model_sha256"] == sha
+        assert len(record["confidences"]) == len(record["digits"]) == 1
+        assert abs(sum(record["probabilities"][0]) - 1) < 1e-4
+
+
+def test_corrupt_image_fails_alone(connection: redis.Redis, default_version: str,
+                                   start_workers: StartWorkers, digit_folder: MakeFolder) -> None:
+    folder, truth = digit_folder(10)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    (folder / "notes.png").write_text("this is not an image")
+    start_workers(1)
+    records = classify(connection, folder, batch_size=50)  # one batch holds them all
+    assert records["broken.png"]["error"].startswith("broken.png: ")
+    assert "not a recognised image format" in records["notes.png"]["error"]
+    assert all(records[p]["error"] is None and records[p]["digits"] for p in truth)
+    run_id = text(connection.zrange(keys.RUNS, 0, 0)[0])
+    assert connection.scard(keys.run_failed(run_id)) == 2
+
+
+def test_two_worker_processes_share_one_run(connection: redis.Redis, default_version: str,
+                                            start_workers: StartWorkers, digit_folder: MakeFolder) -> None:
+    folder, truth = digit_folder(1200)
+    start_workers(2)
+    records = classify(connection, folder, batch_size=20)
+    assert len(records) == len(truth)
+    workers = {r["worker"] for r in records.values()}
+    assert len(workers) == 2, workers
+
+
+def test_foreign_function_is_refused(connection: redis.Redis, default_version: str,
+                                     start_workers: StartWorkers, tmp_path: Path,
+                                     digit_folder: MakeFolder) -> None:
+    marker = tmp_path / "pwned"
+    pool = start_workers(1)
+    job = batch_queue(connection).enqueue("os.system", f"touch {marker}")
+    registry = FailedJobRegistry(queue=batch_queue(connection))
+    wait_for(lambda: job.id in registry.get_job_ids(), what="the foreign job to fail")
+    result = job.latest_result()
+    assert result is not None and result.exc_string is not None
+    assert "refused" in result.exc_string and "'os.system'" in result.exc_string
+    assert not marker.exists()
+    assert pool.process.poll() is None
+    folder, _ = digit_folder(5)
+    assert len(classify(connection, folder)) == 5  # the worker is still serving
+
+
+class Exploit:
+    """Unpickling this runs a shell command: exactly what a pickle-loading worker would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickled_job_is_never_unpickled(connection: redis.Redis, default_version: str,
+                                        start_workers: StartWorkers, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned-by-pickle"
+    pickled = Queue(keys.DEFAULT_QUEUE, connection=connection, serializer=DefaultSerializer)
+    job = pickled.enqueue(print, Exploit(marker))
+    assert not marker.exists()
+    pool = start_workers(1)
+    registry = FailedJobRegistry(queue=batch_queue(connection))
+    wait_for(lambda: job.id in registry.get_job_ids(), what="the pickled job to fail")
+    result = job.latest_result()
+    assert result is not None and result.exc_string is not None
+    assert "payload is not JSON" in result.exc_string
+    assert not marker.exists()
+    assert pool.process.poll() is None
+
+
+def test_nothing_on_the_queue_is_pickled(connection: redis.Redis, default_version: str,
+                                         start_workers: StartWorkers, digit_folder: MakeFolder) -> None:
+    folder, _ = digit_folder(40)
+    settings = runs.Settings(batch_size=10)
+    run_id = runs.create_run(connection, folder, settings)
+    runs.enqueue_folder(connection, run_id, folder, settings)
+    job_keys = [k for k in connection.scan_iter("rq:job:*") if b":" not in k[len("rq:job:"):]]
+    assert len(job_keys) == 4
+    for key in job_keys:
+        data = connection.hget(key, "data")
+        assert isinstance(data, bytes)
+        function, instance, args, _kwargs = json.loads(zlib.decompress(data))
+        assert function == "worker.jobs.classify_batch" and instance is None
+        assert args[0] == run_id
+    start_workers(1)
+    list(runs.follow(connection, run_id))
+    for key in connection.scan_iter("*"):
+        if connection.type(key) == b"string":
+            value = connection.get(key)
+            assert isinstance(value, bytes) and not value.startswith(b"\x80"), f"{key!r} holds a pickle"
+
+
+def shifted_model(connection: redis.Redis, winner: int) -> str:
+    """Publish a variant of the default model whose output always says `winner`."""
+    theta = load_dir(DEFAULT_MODEL_DIR)
+    theta2 = theta.theta2.copy()
+    theta2[0, winner] += 1000.0
+    csv1, csv2 = to_csv(theta.theta1), to_csv(theta2)
+    manifest = build_manifest(csv1, csv2, load_dir(DEFAULT_MODEL_DIR), preset=f"always-{winner}")
+    manifest["version"] = f"always-{winner}"
+    return Registry(connection).publish(csv1, csv2, manifest)
+
+
+def test_new_version_is_used_by_next_jobs_and_rollback_restores(
+        connection: redis.Redis, default_version: str, start_workers: StartWorkers,
+        digit_folder: MakeFolder) -> None:
+    folder, _ = digit_folder(30)
+    start_workers(2)
+    registry = Registry(connection)
+    assert {r["model_version"] for r in classify(connection, folder).values()} == {default_version}
+
+    version = shifted_model(connection, winner=3)
+    registry.promote(version)
+    records = classify(connection, folder)
+    assert {r["model_version"] for r in records.values()} == {version}
+    assert {r["digits"] for r in records.values()} == {"3"}
+
+    assert registry.rollback() == default_version
+    assert {r["model_version"] for r in classify(connection, folder).values()} == {default_version}
+    assert FailedJobRegistry(queue=batch_queue(connection)).count == 0
+
+
+def test_worker_keeps_old_model_when_new_one_cannot_load(
+        connection: redis.Redis, default_version: str, start_workers: StartWorkers,
+        digit_folder: MakeFolder) -> None:
+    folder, _ = digit_folder(8)
+    start_workers(1)
+    classify(connection, folder)
+    connection.copy(keys.model(default_version), keys.model("corrupt"))
+    connection.hset(keys.model("corrupt"), "theta1", gzip.compress(b"1,2,3\n"))
+    connection.set(keys.MODEL_CURRENT, "corrupt")  # bypasses publish, which would refuse it
+    records = classify(connection, folder)
+    assert {r["model_version"] for r in records.values()} == {default_version}
+    assert all(r["error"] is None for r in records.values())
+
+
+def test_sigterm_finishes_the_current_job(connection: redis.Redis, default_version: str,
+                                          start_workers: StartWorkers, digit_folder: MakeFolder) -> None:
+    folder, truth = digit_folder(4000)
+    pool = start_workers(1)
+    settings = runs.Settings(batch_size=4000)
+    run_id = runs.create_run(connection, folder, settings)
+    runs.enqueue_folder(connection, run_id, folder, settings)
+    queue = batch_queue(connection)
+    wait_for(lambda: queue.started_job_registry.count == 1, what="the job to start")
+    assert pool.stop() == 0
+    assert connection.hlen(keys.run_results(run_id)) == len(truth)
+    assert queue.started_job_registry.count == 0 and queue.failed_job_registry.count == 0
+
+
+def test_worker_and_producer_never_import_tensorflow() -> None:
+    code = ("import sys, worker.cli, worker.worker, worker.jobs, producer.cli, producer.runs, producer.demo; "
+            "sys.exit('tensorflow' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False).returncode == 0
+
+
+def test_worker_runs_one_blas_thread() -> None:
+    code = "import worker, os; print(os.environ['OPENBLAS_NUM_THREADS'], os.environ['OMP_NUM_THREADS'])"
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "1"]
+
+
+def test_sigint_to_pool_stops_all_processes(redis_url: str, connection: redis.Redis,
+                                            start_workers: StartWorkers) -> None:
+    pool = start_workers(2)
+    os.kill(pool.process.pid, signal.SIGINT)
+    assert pool.process.wait(timeout=30) == 0
+    wait_for(lambda: connection.scard("rq:workers") == 0, what="workers to deregister")
