@@ -13,6 +13,7 @@ import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -149,7 +150,7 @@ class Model:
     def hidden(self) -> int:
         return int(self.w1.shape[1])
 
-    def probabilities(self, pixels: Floats) -> Floats:
+    def probabilities(self, pixels: npt.NDArray[np.floating[Any]]) -> Floats:
         """Map an (n, 784) batch of pixels in [0, 1] to (n, 10) class probabilities."""
         x = np.asarray(pixels, dtype=np.float32).reshape(-1, N_INPUT)
         hidden = 0.5 + 0.5 * np.tanh(0.5 * (x @ self.w1 + self.b1))  # sigmoid, overflow-free

@@ -128,8 +128,10 @@ def status(run_id: str | None, redis_url: str, queue: str) -> None:
         info = runs.run_status(connection, run_id)
     except runs.RunError as exc:
         raise click.ClickException(str(exc)) from None
-    table = Table(*info.keys(), title="run")
-    table.add_row(*(str(v) for v in info.values()))
+    table = Table("run", run_id)
+    for field, value in info.items():
+        if field != "run":
+            table.add_row(field, str(value))
     console.print(table)
 
 

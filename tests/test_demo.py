@@ -1,0 +1,55 @@
+"""The README's first command: the main job on an embedded default, leaving nothing behind."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+
+def processes_mentioning(text: str) -> list[int]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text.encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_demo_classifies_samples_and_stops_everything() -> None:
+    done = subprocess.run([sys.executable, "-m", "producer", "demo"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=180, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "20 images, 20 classified, 0 failed" in done.stderr
+    rows = re.findall(r"(mnist|scan)-\d\d-label(\d)\.\w+\s*│\s*(\d)\s*│", done.stdout)
+    assert len(rows) == 20
+    assert sum(label == predicted for _, label, predicted in rows) >= 18
+    port = re.search(r"private Redis on redis://127\.0\.0\.1:(\d+)", done.stdout)
+    assert port is not None
+    assert processes_mentioning(f"127.0.0.1:{port.group(1)}") == []
+    assert processes_mentioning(f"--port\x00{port.group(1)}") == []
+
+
+def test_demo_interrupted_leaves_nothing_running() -> None:
+    demo = subprocess.Popen([sys.executable, "-m", "producer", "demo"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    assert demo.stdout is not None
+    line = demo.stdout.readline()
+    port = re.search(r"redis://127\.0\.0\.1:(\d+)", line)
+    assert port is not None, line
+    time.sleep(1.0)  # workers are starting
+    demo.send_signal(signal.SIGINT)
+    demo.communicate(timeout=60)
+    assert demo.returncode != 0
+    deadline = time.monotonic() + 10
+    while processes_mentioning(f"127.0.0.1:{port.group(1)}") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_mentioning(f"127.0.0.1:{port.group(1)}") == []
+    assert processes_mentioning(f"--port\x00{port.group(1)}") == []

@@ -1,0 +1,157 @@
+"""The producer CLI and its runs, end to end through real Redis and real worker processes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+
+from digits import keys
+from producer import runs
+from producer.files import walk
+from tests.conftest import ROOT, MakeFolder, WorkerPool
+
+StartWorkers = Callable[..., WorkerPool]
+
+
+def producer(redis_url: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "producer", *args, "--redis-url", redis_url],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_run_writes_csv_summary_and_exit_code(redis_url: str, default_version: str,
+                                              start_workers: StartWorkers, digit_folder: MakeFolder,
+                                              tmp_path: Path) -> None:
+    folder, truth = digit_folder(100)
+    start_workers(1)
+    out = tmp_path / "results.csv"
+    done = producer(redis_url, "run", str(folder), "--format", "csv", "--output", str(out), "--batch-size", "32")
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(out.open()))
+    assert {r["path"] for r in rows} == set(truth)
+    assert sum(r["digits"] == str(truth[r["path"]]) for r in rows) >= 95
+    assert all(r["model_version"] == default_version and not r["error"] for r in rows)
+    assert "100 images, 100 classified, 0 failed" in done.stderr
+
+    (folder / "zero.png").write_bytes(b"")
+    failed = producer(redis_url, "run", str(folder), "--batch-size", "32")
+    assert failed.returncode == 1
+    records = [json.loads(line) for line in failed.stdout.splitlines()]
+    assert len(records) == 101
+    [bad] = [r for r in records if r["error"]]
+    assert bad["path"] == "zero.png" and "empty file" in bad["error"]
+
+
+def test_enqueue_then_follow_then_read(redis_url: str, connection: redis.Redis, default_version: str,
+                                       start_workers: StartWorkers, digit_folder: MakeFolder) -> None:
+    folder, truth = digit_folder(50)
+    enqueued = producer(redis_url, "enqueue", str(folder), "--batch-size", "10")
+    assert enqueued.returncode == 0, enqueued.stderr
+    run_id = enqueued.stdout.strip()
+    assert connection.exists(keys.run(run_id))
+    follower = subprocess.Popen([sys.executable, "-m", "producer", "results", run_id, "--follow",
+                                 "--redis-url", redis_url], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    time.sleep(1)
+    assert follower.poll() is None  # nothing finished yet: it waits
+    start_workers(1)
+    streamed, _ = follower.communicate(timeout=60)
+    assert follower.returncode == 0
+    assert {json.loads(line)["path"] for line in streamed.splitlines()} == set(truth)
+
+    again = producer(redis_url, "results", run_id, "--format", "csv")
+    assert len(list(csv.DictReader(io.StringIO(again.stdout)))) == 50
+    status = producer(redis_url, "status", run_id)
+    assert status.returncode == 0 and run_id in status.stdout and default_version[:20] in status.stdout
+    missing = producer(redis_url, "results", "no-such-run")
+    assert missing.returncode != 0 and "no such run: no-such-run" in missing.stderr
+
+
+def test_window_bounds_images_held_in_redis(connection: redis.Redis, default_version: str,
+                                            start_workers: StartWorkers, digit_folder: MakeFolder) -> None:
+    folder, truth = digit_folder(3000)
+    start_workers(1)
+    peaks: dict[str, int] = {}
+
+    def held_images() -> int:
+        total = 0
+        for key in connection.scan_iter(f"{keys.PREFIX}:run:*:batch:*", count=1000):
+            total += max(0, int(connection.hlen(key)) - 1)  # minus the `paths` field
+        return total
+
+    def measure(window: int) -> None:
+        stop = threading.Event()
+        peak = 0
+
+        def poll() -> None:
+            nonlocal peak
+            while not stop.is_set():
+                peak = max(peak, held_images())
+                time.sleep(0.005)
+
+        thread = threading.Thread(target=poll)
+        thread.start()
+        settings = runs.Settings(batch_size=50, window=window)
+        run_id = runs.create_run(connection, folder, settings)
+        runs.enqueue_folder(connection, run_id, folder, settings)
+        assert len(list(runs.follow(connection, run_id))) == len(truth)
+        stop.set()
+        thread.join()
+        peaks[f"window {window}"] = peak
+
+    measure(100)
+    measure(100_000)
+    assert 0 < peaks["window 100"] <= 100, peaks
+    assert peaks["window 100000"] > 500, peaks  # without a tight window the queue really fills
+
+
+def test_symlinks_never_leave_the_folder(redis_url: str, default_version: str, start_workers: StartWorkers,
+                                         digit_folder: MakeFolder, tmp_path: Path) -> None:
+    folder, _ = digit_folder(3)
+    outside = tmp_path / "secret.png"
+    outside.write_bytes((folder / "00000.png").read_bytes())
+    (folder / "escape.png").symlink_to(outside)
+    (folder / "dangling.png").symlink_to(tmp_path / "nowhere.png")
+    (folder / "inside.png").symlink_to(folder / "00001.png")
+    start_workers(1)
+    done = producer(redis_url, "run", str(folder))
+    records = {r["path"]: r for r in map(json.loads, done.stdout.splitlines())}
+    assert "outside the enqueued folder" in records["escape.png"]["error"]
+    assert "broken symbolic link" in records["dangling.png"]["error"]
+    assert records["inside.png"]["error"] is None and records["inside.png"]["digits"] == "2"
+    assert done.returncode == 1
+
+
+def test_walk_filters_and_recursion(tmp_path: Path) -> None:
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ("a/one.png", "a/b/two.PNG", "a/b/three.jpg", "notes.txt", "four.gif"):
+        (tmp_path / name).write_bytes(b"x")
+    assert [f.relative for f in walk(tmp_path)] == ["four.gif", "a/one.png", "a/b/three.jpg", "a/b/two.PNG"]
+    assert [f.relative for f in walk(tmp_path, extensions=(".png",))] == ["a/one.png", "a/b/two.PNG"]
+    assert [f.relative for f in walk(tmp_path, globs=("a/b/*",))] == ["a/b/three.jpg", "a/b/two.PNG"]
+    odd = os.fsencode(tmp_path) + b"/bad-\xff-name\n.png"
+    with open(odd, "wb") as handle:
+        handle.write(b"x")
+    assert "bad-\\xff-name\\n.png" in [f.relative for f in walk(tmp_path)]
+
+
+def test_failed_batch_gets_a_result_per_image(connection: redis.Redis, digit_folder: MakeFolder,
+                                              start_workers: StartWorkers) -> None:
+    """With no model published, every job fails: each image still gets a failed result with the reason."""
+    folder, truth = digit_folder(6)
+    start_workers(1)
+    settings = runs.Settings(batch_size=4, retries=0)
+    run_id = runs.create_run(connection, folder, settings)
+    runs.enqueue_folder(connection, run_id, folder, settings)
+    records = list(runs.follow(connection, run_id))
+    assert {r["path"] for r in records} == set(truth)
+    assert all("failed in the worker" in r["error"] and "no model version" in r["error"] for r in records)
+    assert runs.run_status(connection, run_id)["failed"] == 6
