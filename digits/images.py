@@ -21,6 +21,7 @@ FIELD = 28
 BOX = 20
 DEFAULT_MAX_PIXELS = 40_000_000  # decompression-bomb guard: refuse larger images
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+MIN_CONTRAST = 0.2  # ink must differ from the paper by this much of the full range, or the image is blank
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".pbm", ".pnm", ".gif")
 
 
@@ -35,6 +36,7 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Floats:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = None  # our own limit below replaces Pillow's, before any pixel decodes
             image = Image.open(io.BytesIO(data))
             width, height = image.size
             if width * height > max_pixels:
@@ -77,9 +79,9 @@ def normalise(grey: Floats) -> Floats:
         border = 1.0 - border
     background = float(np.median(border))
     noise_floor = min(0.25, 3.0 * float(border.std()))
-    ink = np.clip((grey - background) / max(1.0 - background, 1e-6), 0.0, 1.0)
+    ink = np.clip(grey - background, 0.0, 1.0)
     ink[ink <= noise_floor] = 0.0
-    if not ink.any():
+    if ink.max() < MIN_CONTRAST:
         raise ImageError("no digits found: the image is blank")
     top, bottom, left, right = ink_box(ink)
     crop = ink[top:bottom, left:right]

@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import json
 import platform
+import re
 import time
 from datetime import UTC, datetime
 from importlib import metadata
@@ -25,6 +26,8 @@ from digits.connection import text
 from digits.theta import Theta, ThetaError, find_file, parse_pair, plain_bytes, sha256_hex
 
 THETA_FILES = ("theta1.csv", "theta2.csv")
+VERSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+RESERVED_IDS = frozenset({"versions", "current", "history"})  # registry keys share the namespace
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"  # shipped, made by the trainer
 
 
@@ -82,14 +85,19 @@ class Registry:
     def publish(self, theta1: bytes, theta2: bytes, manifest: dict[str, Any],
                 promote: bool = False) -> str:
         """Validate and store a version atomically; refuse to overwrite an existing one."""
-        plain1, plain2 = plain_bytes(theta1), plain_bytes(theta2)
+        plain1, plain2 = plain_bytes(theta1, "theta1.csv"), plain_bytes(theta2, "theta2.csv")
         parse_pair(plain1, plain2)  # raises ThetaError naming the file and the problem
         expected = manifest.get("files", {})
         for name, data in zip(THETA_FILES, (plain1, plain2), strict=True):
             want = expected.get(name, {}).get("sha256")
             if want and want != sha256_hex(data):
                 raise RegistryError(f"{name}: sha256 {sha256_hex(data)} does not match the manifest's {want}")
-        version = str(manifest["version"])
+        version = str(manifest.get("version", ""))
+        if not VERSION_ID.match(version) or version in RESERVED_IDS:
+            raise RegistryError(
+                f"invalid version id {version!r}: use 1-128 letters, digits, '.', '_' or '-', "
+                f"not one of {', '.join(sorted(RESERVED_IDS))}"
+            )
         key = keys.model(version)
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.watch(key)
@@ -111,7 +119,7 @@ class Registry:
                     promote: bool = False) -> str:
         """Import a plain directory of theta CSVs (plain or .gz), with its manifest.json if any."""
         path1, path2 = find_file(directory, "theta1"), find_file(directory, "theta2")
-        data1, data2 = plain_bytes(path1.read_bytes()), plain_bytes(path2.read_bytes())
+        data1, data2 = plain_bytes(path1.read_bytes(), str(path1)), plain_bytes(path2.read_bytes(), str(path2))
         theta = parse_pair(data1, data2, str(path1), str(path2))
         manifest_path = directory / "manifest.json"
         if manifest_path.is_file():
@@ -172,7 +180,8 @@ class Registry:
         if raw1 is None or raw2 is None or raw_manifest is None:
             raise RegistryError(f"no such version: {version}")
         manifest = json.loads(raw_manifest)
-        plain1, plain2 = gzip.decompress(raw1), gzip.decompress(raw2)
+        plain1, plain2 = (plain_bytes(raw, f"version {version}: {name}")
+                          for raw, name in ((raw1, "theta1"), (raw2, "theta2")))
         for name, data in zip(THETA_FILES, (plain1, plain2), strict=True):
             if sha256_hex(data) != manifest["files"][name]["sha256"]:
                 raise ThetaError(f"version {version}: {name} does not match its manifest sha256")

@@ -22,6 +22,7 @@ N_INPUT = 784
 N_CLASSES = 10
 
 Floats = npt.NDArray[np.float32]
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class ThetaError(ValueError):
@@ -32,24 +33,27 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def plain_bytes(data: bytes) -> bytes:
+def plain_bytes(data: bytes, name: str = "theta file") -> bytes:
     """Return the CSV text, un-gzipping it if needed, so hashes never depend on compression."""
-    if data[:2] == b"\x1f\x8b":
+    if data[:2] != b"\x1f\x8b":
+        return data
+    try:
         return gzip.decompress(data)
-    return data
+    except (OSError, EOFError) as exc:
+        raise ThetaError(f"{name}: not a readable gzip file ({exc})") from None
 
 
 def parse_theta(data: bytes, name: str) -> npt.NDArray[np.float64]:
     """Parse one theta CSV (plain or gzipped) into a 2-D float64 array, refusing bad cells."""
     try:
-        text = plain_bytes(data).decode("ascii")
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        text = plain_bytes(data, name).decode("ascii")
+    except UnicodeDecodeError as exc:
         raise ThetaError(f"{name}: not a readable CSV text file ({exc})") from exc
-    rows = [line for line in text.splitlines() if line.strip()]
+    rows = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
     if not rows:
         raise ThetaError(f"{name}: file is empty")
-    width = rows[0].count(",") + 1
-    for number, line in enumerate(rows, start=1):
+    width = rows[0][1].count(",") + 1
+    for number, line in rows:
         if line.count(",") + 1 != width:
             raise ThetaError(
                 f"{name}: row {number} has {line.count(',') + 1} columns, expected {width} like row 1"
@@ -59,7 +63,7 @@ def parse_theta(data: bytes, name: str) -> npt.NDArray[np.float64]:
     except ValueError:
         array = None
     if array is None:
-        for number, line in enumerate(rows, start=1):
+        for number, line in rows:
             for column, cell in enumerate(line.split(","), start=1):
                 try:
                     float(cell)
@@ -68,11 +72,11 @@ def parse_theta(data: bytes, name: str) -> npt.NDArray[np.float64]:
                         f"{name}: row {number}, column {column}: {cell.strip()[:40]!r} is not a number"
                     ) from None
         raise ThetaError(f"{name}: could not be parsed as comma-separated numbers")
-    bad = np.argwhere(~np.isfinite(array))
+    bad = np.argwhere(~(np.abs(array) <= FLOAT32_MAX))  # NaN, inf, or too big for float32 inference
     if bad.size:
         row, column = (int(i) + 1 for i in bad[0])
         raise ThetaError(
-            f"{name}: row {row}, column {column}: {array[row - 1, column - 1]} is not a finite number"
+            f"{name}: row {row}, column {column}: {array[row - 1, column - 1]} is not a finite float32 number"
         )
     return array
 
