@@ -28,8 +28,8 @@ def classify_batch(run_id: str, batch: int, result_ttl: int) -> dict[str, int]:
     if not payload:  # already finished by an earlier attempt: results are keyed by image
         return {"images": 0, "failed": 0}
     paths: list[str] = json.loads(payload[b"paths"])
-    loaded = SERVER.refresh(connection)
     worker = job.worker_name or socket.gethostname()
+    loaded = SERVER.refresh(connection, worker)  # the model may have moved since the last job
 
     pixels: list[np.ndarray] = []
     good: list[int] = []

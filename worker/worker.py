@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-from rq import Queue, SimpleWorker
+from rq import SimpleWorker
 from rq.exceptions import DeserializationError
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from digits import keys
 from digits.queueing import JOB_FUNCTION
-from worker.serving import SERVER
-
-log = logging.getLogger(__name__)
 
 ALLOWED_FUNCTIONS = frozenset({JOB_FUNCTION})
 
@@ -50,19 +46,12 @@ class SafeJob(Job):
 
 
 class DigitsWorker(SimpleWorker):
-    """Runs every job in its own process, with the model loaded once and refreshed per job."""
+    """Runs every job in this process, so the model is loaded once and only swapped when it moves."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("serializer", JSONSerializer)
         kwargs.setdefault("job_class", SafeJob)
         super().__init__(*args, **kwargs)
-
-    def execute_job(self, job: Job, queue: Queue) -> None:
-        try:
-            SERVER.refresh(self.connection, self.name)
-        except Exception:  # the job itself reports a missing model; keep the worker alive
-            log.exception("model refresh failed before job %s", job.id)
-        super().execute_job(job, queue)
 
     def register_death(self) -> None:
         self.connection.delete(keys.worker_model(self.name))
