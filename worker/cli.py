@@ -30,7 +30,18 @@ def run_one(url: str, queues: list[str], burst: bool, log_level: str) -> None:
     connection = connect(url)
     name = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
     worker = DigitsWorker([batch_queue(connection, q) for q in queues], connection=connection, name=name)
-    worker.work(burst=burst, logging_level=log_level)
+    # RQ registers the worker before it installs its signal handlers; a stop signal in that
+    # window would kill the process and leave a stale registration behind, so exit cleanly.
+    signal.signal(signal.SIGTERM, exit_now)
+    signal.signal(signal.SIGINT, exit_now)
+    try:
+        worker.work(burst=burst, logging_level=log_level)
+    except SystemExit:
+        worker.register_death()
+
+
+def exit_now(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def supervise(count: int, url: str, queues: list[str], burst: bool, log_level: str) -> int:
