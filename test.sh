@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 scripts/bootstrap.sh trainer,dev >&2
+scripts/install-chromium.sh
 .venv/bin/ruff check .
 .venv/bin/mypy
 .venv/bin/pytest "$@"
