@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections import Counter
@@ -91,11 +92,11 @@ def results(run_id: str, redis_url: str, fmt: str, output: str, follow: bool) ->
     """Write the results of RUN_ID as JSON Lines or CSV."""
     connection = connect(redis_url)
     try:
-        records = runs.follow(connection, run_id, wait=follow)
+        lines = runs.follow_lines(connection, run_id, wait=follow)
         with open_output(output) as stream:
             writer = ResultWriter(stream, fmt)
-            for record in records:
-                writer.write(record)
+            for line in lines:
+                writer.write(json.loads(line), line)
     except runs.RunError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -152,13 +153,16 @@ def drive(connection: Any, directory: Path, settings: runs.Settings, stream: IO[
         task = progress.add_task("classifying", total=expected or None, rate="-")
         enqueued = pool.submit(runs.enqueue_folder, connection, run_id, directory, settings)
         failed_to_enqueue = lambda: enqueued.done() and enqueued.exception() is not None  # noqa: E731
-        for record in runs.follow(connection, run_id, should_stop=failed_to_enqueue):
-            writer.write(record)
+        for line in runs.follow_lines(connection, run_id, should_stop=failed_to_enqueue):
+            record = json.loads(line)
+            writer.write(record, line)
             outcome["failed" if record["error"] else "ok"] += 1
-            if record.get("model_version"):
+            if record["model_version"]:
                 versions[record["model_version"]] += 1
-            rate = sum(outcome.values()) / max(time.monotonic() - started, 1e-9)
-            progress.update(task, advance=1, rate=f"{rate:,.0f}")
+            done = outcome["ok"] + outcome["failed"]
+            if show_progress and (done % 64 == 0 or done == expected):
+                rate = done / max(time.monotonic() - started, 1e-9)
+                progress.update(task, completed=done, rate=f"{rate:,.0f}")
         total = enqueued.result()
     stream.flush()
     outcome.update({f"model {v}": n for v, n in versions.items()})

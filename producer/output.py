@@ -20,9 +20,10 @@ class ResultWriter:
         if self.csv is not None:
             self.csv.writerow(CSV_FIELDS)
 
-    def write(self, record: dict[str, Any]) -> None:
+    def write(self, record: dict[str, Any], line: str | None = None) -> None:
+        """Write one result; `line` is its stored JSON, passed through as is for JSON Lines."""
         if self.csv is None:
-            self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self.stream.write((line or json.dumps(record, ensure_ascii=False)) + "\n")
             return
         confidences = record.get("confidences") or []
         confidence = f"{min(confidences):.6f}" if confidences else ""

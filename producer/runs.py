@@ -160,6 +160,13 @@ def failure_reason(connection: redis.Redis, failed_id: str) -> str:
 def follow(connection: redis.Redis, run_id: str, *, wait: bool = True,
            should_stop: Callable[[], bool] = lambda: False) -> Iterator[Record]:
     """Yield a run's results in the order they finished; with wait, until the run is complete."""
+    for line in follow_lines(connection, run_id, wait=wait, should_stop=should_stop):
+        yield json.loads(line)
+
+
+def follow_lines(connection: redis.Redis, run_id: str, *, wait: bool = True,
+                 should_stop: Callable[[], bool] = lambda: False) -> Iterator[str]:
+    """Like `follow`, as the stored JSON lines: no parsing when they are only passed on."""
     if not connection.exists(keys.run(run_id)):
         raise RunError(f"no such run: {run_id} (never created, or its results expired)")
     last_id = "0-0"
@@ -174,7 +181,7 @@ def follow(connection: redis.Redis, run_id: str, *, wait: bool = True,
                 last_id = text(entry_id)
                 for line in text(fields.get(b"results", b"")).splitlines():
                     seen += 1
-                    yield json.loads(line)
+                    yield line
         if response:
             continue
         meta = decode_hash(connection.hgetall(keys.run(run_id)))  # type: ignore[arg-type]
