@@ -233,3 +233,11 @@ def test_sigint_to_pool_stops_all_processes(redis_url: str, connection: redis.Re
     os.kill(pool.process.pid, signal.SIGINT)
     assert pool.process.wait(timeout=30) == 0
     wait_for(lambda: connection.scard("rq:workers") == 0, what="workers to deregister")
+
+
+def test_worker_processes_stop_when_their_supervisor_is_killed(
+        connection: redis.Redis, start_workers: StartWorkers) -> None:
+    pool = start_workers(2)
+    os.kill(pool.process.pid, signal.SIGKILL)
+    pool.process.wait()
+    wait_for(lambda: connection.scard("rq:workers") == 0, timeout=20, what="orphaned workers to stop")

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 import uuid
 from types import FrameType
@@ -21,12 +22,15 @@ log = logging.getLogger("digits.worker")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
 
 
-def run_one(url: str, queues: list[str], burst: bool, log_level: str) -> None:
+def run_one(url: str, queues: list[str], burst: bool, log_level: str, metrics_port: int | None) -> None:
     """One worker process: connect, load the model lazily, work until told to stop."""
     from digits.queueing import batch_queue
+    from worker import metrics
     from worker.worker import DigitsWorker
 
     logging.basicConfig(level=log_level, format=LOG_FORMAT)
+    if metrics_port is not None:
+        metrics.serve(metrics_port)
     connection = connect(url)
     name = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
     worker = DigitsWorker([batch_queue(connection, q) for q in queues], connection=connection, name=name)
@@ -34,6 +38,7 @@ def run_one(url: str, queues: list[str], burst: bool, log_level: str) -> None:
     # window would kill the process and leave a stale registration behind, so exit cleanly.
     signal.signal(signal.SIGTERM, exit_now)
     signal.signal(signal.SIGINT, exit_now)
+    threading.Thread(target=stop_when_orphaned, args=(os.getppid(),), daemon=True).start()
     try:
         worker.work(burst=burst, logging_level=log_level)
     except SystemExit:
@@ -44,13 +49,26 @@ def exit_now(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
-def supervise(count: int, url: str, queues: list[str], burst: bool, log_level: str) -> int:
-    """Run `count` worker processes; respawn any that dies, stop all on SIGTERM or Ctrl-C."""
+def stop_when_orphaned(parent: int) -> None:
+    """If the supervisor dies (even by SIGKILL), finish the current job and stop, like on SIGTERM."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    log.warning("supervisor %d is gone; stopping after the current job", parent)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def supervise(count: int, url: str, queues: list[str], burst: bool, log_level: str,
+              metrics_port: int | None = None) -> int:
+    """Run `count` worker processes; respawn any that dies, stop all on SIGTERM or Ctrl-C.
+
+    With a metrics port, process i serves Prometheus metrics on metrics_port + i.
+    """
     context = multiprocessing.get_context("spawn")
     stopping = False
 
-    def spawn() -> multiprocessing.process.BaseProcess:
-        process = context.Process(target=run_one, args=(url, queues, burst, log_level), daemon=False)
+    def spawn(slot: int) -> multiprocessing.process.BaseProcess:
+        port = None if metrics_port is None else metrics_port + slot
+        process = context.Process(target=run_one, args=(url, queues, burst, log_level, port), daemon=False)
         process.start()
         return process
 
@@ -58,25 +76,24 @@ def supervise(count: int, url: str, queues: list[str], burst: bool, log_level: s
         nonlocal stopping
         stopping = True
         for process in processes:
-            if process.is_alive() and process.pid is not None:
+            if process is not None and process.is_alive() and process.pid is not None:
                 os.kill(process.pid, signal.SIGTERM)  # each finishes its current job first
 
-    processes = [spawn() for _ in range(count)]
+    processes: list[multiprocessing.process.BaseProcess | None] = [spawn(slot) for slot in range(count)]
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     log.info("started %d worker process(es) on %s, queues %s", count, redact(url), ",".join(queues))
-    while processes:
-        running = []
-        for process in processes:
-            if process.is_alive():
-                running.append(process)
+    while any(p is not None for p in processes):
+        for slot, process in enumerate(processes):
+            if process is None or process.is_alive():
                 continue
             process.join()
-            if not (stopping or burst or process.exitcode == 0):
+            if stopping or burst or process.exitcode == 0:
+                processes[slot] = None
+            else:
                 log.warning("worker pid %s exited with %s; starting a new one", process.pid, process.exitcode)
                 time.sleep(1.0)
-                running.append(spawn())
-        processes = running
+                processes[slot] = spawn(slot)
         time.sleep(0.2)
     return 0
 
@@ -89,10 +106,13 @@ def supervise(count: int, url: str, queues: list[str], burst: bool, log_level: s
 @click.option("--queue", "queues", multiple=True, default=[keys.DEFAULT_QUEUE], show_default=True,
               help="Queue to listen on (repeatable).")
 @click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
+              help="Serve Prometheus metrics: process i of --count listens on this port + i.")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
-def main(count: int, redis_url: str, queues: tuple[str, ...], burst: bool, log_level: str) -> None:
+def main(count: int, redis_url: str, queues: tuple[str, ...], burst: bool, metrics_port: int | None,
+         log_level: str) -> None:
     """Start COUNT RQ worker processes that classify digit batches."""
     logging.basicConfig(level=log_level, format=LOG_FORMAT)
     connect(redis_url).ping()
-    sys.exit(supervise(count, redis_url, list(queues), burst, log_level))
+    sys.exit(supervise(count, redis_url, list(queues), burst, log_level, metrics_port))

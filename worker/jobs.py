@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ from rq import get_current_job
 from digits import keys
 from digits.images import DEFAULT_MAX_PIXELS, ImageError, prepare
 from digits.results import result_record, store_results
+from worker import metrics
 from worker.serving import SERVER
 
 MAX_PIXELS = int(os.environ.get("DIGITS_MAX_PIXELS", DEFAULT_MAX_PIXELS))
@@ -20,6 +22,7 @@ MAX_PIXELS = int(os.environ.get("DIGITS_MAX_PIXELS", DEFAULT_MAX_PIXELS))
 
 def classify_batch(run_id: str, batch: int, result_ttl: int) -> dict[str, int]:
     """Decode, normalise and classify one batch; one bad image never fails the others."""
+    started = time.perf_counter()
     job = get_current_job()
     if job is None:
         raise RuntimeError("classify_batch must run inside an RQ job")
@@ -53,4 +56,6 @@ def classify_batch(run_id: str, batch: int, result_ttl: int) -> dict[str, int]:
                 model_version=loaded.version, model_sha256=loaded.sha256, worker=worker,
             ))
     store_results(connection, run_id, batch, records, result_ttl)
-    return {"images": len(records), "failed": len(records) - len(good)}
+    failed = len(records) - len(good)
+    metrics.record_batch(loaded.version, len(records), failed, time.perf_counter() - started)
+    return {"images": len(records), "failed": failed}

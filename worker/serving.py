@@ -11,6 +11,7 @@ import redis
 from digits import keys
 from digits.registry import Registry, RegistryError
 from digits.theta import Model, ThetaError
+from worker import metrics
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,9 @@ class ModelServer:
                 raise
             log.error("cannot load model %s, still serving %s: %s", wanted, self.loaded.version, exc)
             return self.loaded
+        previous = self.loaded.version if self.loaded else None
         self.loaded = Loaded(wanted, str(manifest["model_sha256"]), Model(theta), manifest)
+        metrics.record_model(wanted, theta.hidden, previous)
         log.info("serving model %s (H=%d)", wanted, theta.hidden)
         if worker_name:
             connection.set(keys.worker_model(worker_name), wanted)
