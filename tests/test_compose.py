@@ -27,8 +27,9 @@ def compose_binary() -> str:
 
 
 def compose(*args: str, file: Path = ROOT / "compose.yaml") -> subprocess.CompletedProcess[str]:
-    return subprocess.run([compose_binary(), "-f", str(file), "--profile", "trainer", "--profile", "producer",
-                           *args], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    profiles = ["--profile", "trainer", "--profile", "producer", "--profile", "monitoring"]
+    return subprocess.run([compose_binary(), "-f", str(file), *profiles, *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def test_an_invalid_file_is_rejected(tmp_path: Path) -> None:
 
 def test_services(config: dict[str, Any]) -> None:
     services = config["services"]
-    assert set(services) == {"redis", "worker", "trainer", "producer"}
+    assert set(services) == {"redis", "worker", "trainer", "producer", "prometheus"}
     redis = services["redis"]
     assert "--appendonly" in redis["command"] and "yes" in redis["command"]
     assert redis["healthcheck"]["test"][-1] == "ping"
@@ -66,3 +67,5 @@ def test_services(config: dict[str, Any]) -> None:
     assert services["trainer"]["profiles"] == ["trainer"]
     assert services["trainer"]["build"]["target"] == "trainer"
     assert services["producer"]["command"][:3] == ["digits-producer", "run", "/input"]
+    assert worker["command"][-2:] == ["--metrics-port", "9100"]
+    assert any(v["source"].endswith("deploy/prometheus.yml") for v in services["prometheus"]["volumes"])
