@@ -241,3 +241,30 @@ def test_worker_processes_stop_when_their_supervisor_is_killed(
     os.kill(pool.process.pid, signal.SIGKILL)
     pool.process.wait()
     wait_for(lambda: connection.scard("rq:workers") == 0, timeout=20, what="orphaned workers to stop")
+
+
+def health(redis_url: str, kind: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "worker", "--health", kind, "--redis-url", redis_url], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_health_checks_liveness_and_readiness(redis_url: str, connection: redis.Redis,
+                                              start_workers: StartWorkers) -> None:
+    down = health(redis_url, "live")
+    assert down.returncode == 1 and "no worker of host" in down.stdout
+    start_workers(1)
+    assert health(redis_url, "live").returncode == 0
+    not_ready = health(redis_url, "ready")
+    assert not_ready.returncode == 1 and "no model version is current" in not_ready.stdout
+    unreachable = health("redis://127.0.0.1:1/0", "live")
+    assert unreachable.returncode == 1 and "Redis" in unreachable.stdout
+
+
+def test_a_worker_started_after_publishing_is_ready_at_once(
+        redis_url: str, default_version: str, start_workers: StartWorkers) -> None:
+    start_workers(1)
+    deadline = time.monotonic() + 20
+    while (ready := health(redis_url, "ready")).returncode != 0:
+        assert time.monotonic() < deadline, ready.stdout
+        time.sleep(0.2)
+    assert f"serve {default_version}" in ready.stdout

@@ -14,9 +14,10 @@ import uuid
 from types import FrameType
 
 import click
+import redis
 
 from digits import keys
-from digits.connection import URL_ENV, connect, default_url, redact
+from digits.connection import URL_ENV, connect, default_url, redact, text
 
 log = logging.getLogger("digits.worker")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
@@ -26,6 +27,7 @@ def run_one(url: str, queues: list[str], burst: bool, log_level: str, metrics_po
     """One worker process: connect, load the model lazily, work until told to stop."""
     from digits.queueing import batch_queue
     from worker import metrics
+    from worker.serving import SERVER, NoModelError
     from worker.worker import DigitsWorker
 
     logging.basicConfig(level=log_level, format=LOG_FORMAT)
@@ -33,6 +35,10 @@ def run_one(url: str, queues: list[str], burst: bool, log_level: str, metrics_po
         metrics.serve(metrics_port)
     connection = connect(url)
     name = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
+    try:
+        SERVER.refresh(connection, name)  # ready before the first job, not during it
+    except NoModelError as exc:
+        log.warning("%s; jobs will fail until a version is promoted", exc)
     worker = DigitsWorker([batch_queue(connection, q) for q in queues], connection=connection, name=name)
     # RQ registers the worker before it installs its signal handlers; a stop signal in that
     # window would kill the process and leave a stale registration behind, so exit cleanly.
@@ -98,6 +104,31 @@ def supervise(count: int, url: str, queues: list[str], burst: bool, log_level: s
     return 0
 
 
+def probe(connection: redis.Redis, kind: str) -> tuple[bool, str]:
+    """live: Redis answers and a worker of this host is registered (heartbeats expire in 35 s).
+    ready: also, one of them has loaded the current model version."""
+    from rq import Worker
+
+    from digits.registry import Registry
+
+    host = socket.gethostname()
+    try:
+        mine = [w.name for w in Worker.all(connection=connection) if w.name.startswith(f"{host}.")]
+        current = Registry(connection).current()
+        loaded = [text(v) if v else None for v in connection.mget([keys.worker_model(n) for n in mine])] if mine else []
+    except redis.RedisError as exc:
+        return False, f"unhealthy: Redis: {exc}"
+    if not mine:
+        return False, f"unhealthy: no worker of host {host} is registered"
+    if kind == "live":
+        return True, f"live: {len(mine)} worker(s) of host {host} registered"
+    if current is None:
+        return False, "not ready: no model version is current"
+    if current not in loaded:
+        return False, f"not ready: no worker of host {host} has loaded {current} yet"
+    return True, f"ready: {loaded.count(current)} of {len(mine)} worker(s) serve {current}"
+
+
 @click.command()
 @click.option("--count", "-n", default=1, show_default=True, type=click.IntRange(min=1),
               help="Worker processes to start on this host.")
@@ -108,11 +139,17 @@ def supervise(count: int, url: str, queues: list[str], burst: bool, log_level: s
 @click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
 @click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
               help="Serve Prometheus metrics: process i of --count listens on this port + i.")
+@click.option("--health", type=click.Choice(["live", "ready"]), default=None,
+              help="Probe this host's workers and exit 0 or 1 (for compose and Kubernetes health checks).")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
 def main(count: int, redis_url: str, queues: tuple[str, ...], burst: bool, metrics_port: int | None,
-         log_level: str) -> None:
+         health: str | None, log_level: str) -> None:
     """Start COUNT RQ worker processes that classify digit batches."""
+    if health is not None:
+        healthy, message = probe(connect(redis_url), health)
+        click.echo(message)
+        sys.exit(0 if healthy else 1)
     logging.basicConfig(level=log_level, format=LOG_FORMAT)
     connect(redis_url).ping()
     sys.exit(supervise(count, redis_url, list(queues), burst, log_level, metrics_port))

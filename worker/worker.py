@@ -13,6 +13,7 @@ from digits import keys
 from digits.queueing import JOB_FUNCTION
 
 ALLOWED_FUNCTIONS = frozenset({JOB_FUNCTION})
+WORKER_TTL = 35  # seconds: an idle worker heartbeats every 20 s, so a dead one vanishes within 35 s
 
 
 class ForeignJobError(RuntimeError):
@@ -51,6 +52,7 @@ class DigitsWorker(SimpleWorker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("serializer", JSONSerializer)
         kwargs.setdefault("job_class", SafeJob)
+        kwargs.setdefault("worker_ttl", WORKER_TTL)
         super().__init__(*args, **kwargs)
 
     def register_death(self) -> None:
