@@ -268,3 +268,18 @@ def test_a_worker_started_after_publishing_is_ready_at_once(
         assert time.monotonic() < deadline, ready.stdout
         time.sleep(0.2)
     assert f"serve {default_version}" in ready.stdout
+
+
+def test_rq_info_lists_our_queue_and_workers(redis_url: str, connection: redis.Redis, default_version: str,
+                                             start_workers: StartWorkers, digit_folder: MakeFolder) -> None:
+    """Operators' own RQ tools read our queue: JSON jobs, so `--serializer json` is all they need."""
+    folder, _ = digit_folder(20)
+    pool = start_workers(2)
+    classify(connection, folder)
+    rq = Path(sys.executable).parent / "rq"
+    info = subprocess.run([str(rq), "info", "--url", redis_url, "--serializer", "json", "--by-queue"],
+                          capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "digits" in info and "2 workers, 1 queues" in info, info
+    names = [text(w) for w in connection.smembers("rq:workers")]
+    assert all(name.removeprefix("rq:worker:") in info for name in names), info
+    assert pool.process.poll() is None
