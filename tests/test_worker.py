@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -283,3 +284,21 @@ def test_rq_info_lists_our_queue_and_workers(redis_url: str, connection: redis.R
     names = [text(w) for w in connection.smembers("rq:workers")]
     assert all(name.removeprefix("rq:worker:") in info for name in names), info
     assert pool.process.poll() is None
+
+
+def test_json_logs_carry_run_batch_model_and_worker(redis_url: str, connection: redis.Redis,
+                                                    default_version: str, digit_folder: MakeFolder) -> None:
+    folder, _ = digit_folder(12)
+    settings = runs.Settings(batch_size=5)
+    run_id = runs.create_run(connection, folder, settings)
+    runs.enqueue_folder(connection, run_id, folder, settings)
+    done = subprocess.run([sys.executable, "-m", "worker", "--burst", "--log-format", "json", "--redis-url",
+                           redis_url], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+    records = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    batches = [r for r in records if r["message"] == "batch done"]
+    assert sorted(r["batch"] for r in batches) == [0, 1, 2]
+    for record in batches:
+        assert record["run_id"] == run_id and record["model_version"] == default_version
+        assert record["worker"].startswith(socket.gethostname()) and record["level"] == "INFO"
+    assert sum(r["images"] for r in batches) == 12
+    assert all(not line or line.startswith("{") for line in done.stderr.splitlines()), "non-JSON log lines"

@@ -16,21 +16,21 @@ from types import FrameType
 import click
 import redis
 
-from digits import keys
+from digits import keys, logs
 from digits.connection import URL_ENV, connect, default_url, redact, text
 
 log = logging.getLogger("digits.worker")
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
 
 
-def run_one(url: str, queues: list[str], burst: bool, log_level: str, metrics_port: int | None) -> None:
+def run_one(url: str, queues: list[str], burst: bool, log_level: str, log_format: str,
+            metrics_port: int | None) -> None:
     """One worker process: connect, load the model lazily, work until told to stop."""
     from digits.queueing import batch_queue
     from worker import metrics
     from worker.serving import SERVER, NoModelError
     from worker.worker import DigitsWorker
 
-    logging.basicConfig(level=log_level, format=LOG_FORMAT)
+    logs.setup(log_level, log_format)
     if metrics_port is not None:
         metrics.serve(metrics_port)
     connection = connect(url)
@@ -63,7 +63,7 @@ def stop_when_orphaned(parent: int) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def supervise(count: int, url: str, queues: list[str], burst: bool, log_level: str,
+def supervise(count: int, url: str, queues: list[str], burst: bool, log_level: str, log_format: str = "text",
               metrics_port: int | None = None) -> int:
     """Run `count` worker processes; respawn any that dies, stop all on SIGTERM or Ctrl-C.
 
@@ -74,7 +74,7 @@ def supervise(count: int, url: str, queues: list[str], burst: bool, log_level: s
 
     def spawn(slot: int) -> multiprocessing.process.BaseProcess:
         port = None if metrics_port is None else metrics_port + slot
-        process = context.Process(target=run_one, args=(url, queues, burst, log_level, port), daemon=False)
+        process = context.Process(target=run_one, args=(url, queues, burst, log_level, log_format, port), daemon=False)
         process.start()
         return process
 
@@ -143,13 +143,15 @@ def probe(connection: redis.Redis, kind: str) -> tuple[bool, str]:
               help="Probe this host's workers and exit 0 or 1 (for compose and Kubernetes health checks).")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
+@click.option("--log-format", envvar="DIGITS_LOG_FORMAT", default="text", show_default=True,
+              type=click.Choice(logs.FORMATS), help="json: one JSON object per line, with run, batch, model, worker.")
 def main(count: int, redis_url: str, queues: tuple[str, ...], burst: bool, metrics_port: int | None,
-         health: str | None, log_level: str) -> None:
+         health: str | None, log_level: str, log_format: str) -> None:
     """Start COUNT RQ worker processes that classify digit batches."""
     if health is not None:
         healthy, message = probe(connect(redis_url), health)
         click.echo(message)
         sys.exit(0 if healthy else 1)
-    logging.basicConfig(level=log_level, format=LOG_FORMAT)
+    logs.setup(log_level, log_format)
     connect(redis_url).ping()
-    sys.exit(supervise(count, redis_url, list(queues), burst, log_level, metrics_port))
+    sys.exit(supervise(count, redis_url, list(queues), burst, log_level, log_format, metrics_port))

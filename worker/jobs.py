@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
@@ -17,6 +18,7 @@ from digits.results import result_record, store_results
 from worker import metrics
 from worker.serving import SERVER
 
+log = logging.getLogger(__name__)
 MAX_PIXELS = int(os.environ.get("DIGITS_MAX_PIXELS", DEFAULT_MAX_PIXELS))
 
 
@@ -57,5 +59,8 @@ def classify_batch(run_id: str, batch: int, result_ttl: int) -> dict[str, int]:
             ))
     store_results(connection, run_id, batch, records, result_ttl)
     failed = len(records) - len(good)
-    metrics.record_batch(loaded.version, len(records), failed, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    metrics.record_batch(loaded.version, len(records), failed, seconds)
+    log.info("batch done", extra={"run_id": run_id, "batch": batch, "images": len(records), "failed": failed,
+                                  "seconds": round(seconds, 4), "model_version": loaded.version, "worker": worker})
     return {"images": len(records), "failed": failed}
