@@ -39,6 +39,11 @@ def run_events(run_id: str) -> str:
     return f"{PREFIX}:run:{run_id}:events"
 
 
+def run_pending(run_id: str) -> str:
+    """Hash kept by `digits-producer watch`: image path -> batch, for files enqueued but not yet handled."""
+    return f"{PREFIX}:run:{run_id}:pending"
+
+
 def batch(run_id: str, index: int) -> str:
     """Hash holding one batch's payload until a worker finishes it: `paths` (JSON) and `0`..`n-1` (image bytes)."""
     return f"{PREFIX}:run:{run_id}:batch:{index}"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +26,7 @@ from digits.registry import Registry
 from producer import runs
 from producer.files import walk
 from producer.output import FORMATS, ResultWriter
+from producer.watch import Watcher, WatchSettings
 
 err = Console(stderr=True)
 
@@ -194,6 +197,43 @@ def run(directory: Path, redis_url: str, fmt: str, output: str, progress: bool |
         run_id, outcome, total, seconds = drive(connection, directory, settings_from(options), stream, fmt, show)
     print_summary(run_id, outcome, total, seconds)
     sys.exit(1 if outcome["failed"] else 0)
+
+
+@main.command()
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@redis_url_option
+@folder_options
+@click.option("--name", default=None, help="Name of this watch (default: from the folder); a restart continues it.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="jsonl", show_default=True)
+@click.option("--output", "-o", default="-", show_default=True, help="File to append to, - for stdout.")
+@click.option("--max-delay", default=WatchSettings.max_delay, show_default=True, type=click.FloatRange(0),
+              help="Seconds the first file of a micro-batch may wait for more.")
+@click.option("--settle", default=WatchSettings.settle, show_default=True, type=click.FloatRange(0),
+              help="Seconds a file must stay unchanged before it is sent (half-written files wait).")
+def watch(directory: Path, redis_url: str, name: str | None, fmt: str, output: str, max_delay: float,
+          settle: float, **options: Any) -> None:
+    """Classify files as they land in DIRECTORY, streaming results, until SIGTERM or Ctrl-C.
+
+    Finished files move to DIRECTORY/.digits/done (or .digits/failed).
+    """
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    stream = sys.stdout if output == "-" else open(output, "a", encoding="utf-8", newline="")  # noqa: SIM115
+    writer = ResultWriter(stream, fmt)
+
+    def emit(line: str, record: dict[str, Any]) -> None:
+        writer.write(record, line)
+        stream.flush()
+
+    watcher = Watcher(connect(redis_url), directory, settings_from(options),
+                      WatchSettings(settle=settle, max_delay=max_delay), emit, name)
+    err.print(f"watching {directory} as run [bold]{watcher.run_id}[/]")
+    try:
+        watcher.run(stop.is_set)
+    finally:
+        if stream is not sys.stdout:
+            stream.close()
 
 
 @main.command()

@@ -29,12 +29,13 @@ def display_name(raw: str) -> str:
 
 
 def walk(root: Path, extensions: tuple[str, ...] = EXTENSIONS,
-         globs: tuple[str, ...] = ()) -> Iterator[Found]:
+         globs: tuple[str, ...] = (), skip_dirs: tuple[str, ...] = ()) -> Iterator[Found]:
     """Yield the matching files under root in a stable order, lazily, so memory stays flat.
 
     Files come before subfolders, both sorted by name. Symbolic links are never followed out
     of root: a link that points outside, or nowhere, is yielded with a problem so that it gets
-    its own failed result instead of vanishing. Linked folders are not descended into.
+    its own failed result instead of vanishing. Linked folders are not descended into, nor
+    folders named in skip_dirs.
     """
     real_root = os.path.realpath(root)
     wanted = tuple(e.lower() for e in extensions)
@@ -46,7 +47,8 @@ def walk(root: Path, extensions: tuple[str, ...] = EXTENSIONS,
         subdirs = []
         for entry in entries:
             if entry.is_dir(follow_symlinks=False):
-                subdirs.append((entry.path, f"{prefix}{entry.name}/"))
+                if entry.name not in skip_dirs:
+                    subdirs.append((entry.path, f"{prefix}{entry.name}/"))
                 continue
             if wanted and not entry.name.lower().endswith(wanted):
                 continue

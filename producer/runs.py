@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from rq import Retry
+from rq import Queue, Retry
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 
@@ -66,8 +66,8 @@ def decode_hash(raw: dict[bytes, bytes]) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in raw.items()}
 
 
-def create_run(connection: redis.Redis, root: Path, settings: Settings) -> str:
-    run_id = new_run_id()
+def create_run(connection: redis.Redis, root: Path, settings: Settings, run_id: str | None = None) -> str:
+    run_id = run_id or new_run_id()
     with connection.pipeline(transaction=True) as pipe:
         pipe.hset(keys.run(run_id), mapping={
             "root": str(root), "created_at": time.time(), "status": "enqueueing", "total": 0,
@@ -85,8 +85,7 @@ def in_flight(connection: redis.Redis, run_id: str, enqueued: int) -> int:
     return enqueued - int(connection.hlen(keys.run_results(run_id)))
 
 
-def enqueue_folder(connection: redis.Redis, run_id: str, root: Path, settings: Settings,
-                   on_batch: Callable[[int], None] | None = None) -> int:
+def enqueue_folder(connection: redis.Redis, run_id: str, root: Path, settings: Settings) -> int:
     """Send every matching file of root as batch jobs, never exceeding the window; return the count."""
     queue = batch_queue(connection, settings.queue)
     enqueued = 0
@@ -98,30 +97,34 @@ def enqueue_folder(connection: redis.Redis, run_id: str, root: Path, settings: S
                 reap_failed_batches(connection, run_id)
                 last_reap = time.monotonic()
             time.sleep(0.02)
-        payload: dict[str, bytes | str] = {"paths": json.dumps([f.relative for f in chunk])}
-        for position, found in enumerate(chunk):
-            data, problem = read(found, settings.max_bytes)
-            if data is None:
-                payload[f"{position}:error"] = problem or "unreadable"
-            else:
-                payload[str(position)] = data
-        with connection.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.batch(run_id, index), mapping=payload)  # type: ignore[arg-type]
-            pipe.expire(keys.batch(run_id, index), settings.result_ttl)
-            pipe.hincrby(keys.run(run_id), "total", len(chunk))
-            pipe.hincrby(keys.run(run_id), "batches", 1)
-            pipe.execute()
-        queue.enqueue(
-            JOB_FUNCTION, args=(run_id, index, settings.result_ttl), job_id=job_id(run_id, index),
-            description=f"classify run {run_id} batch {index} ({len(chunk)} images)",
-            job_timeout=settings.job_timeout, result_ttl=3600, failure_ttl=settings.result_ttl,
-            retry=Retry(max=settings.retries) if settings.retries else None,
-        )
+        enqueue_batch(connection, queue, run_id, index, chunk, settings)
         enqueued += len(chunk)
-        if on_batch:
-            on_batch(len(chunk))
     connection.hset(keys.run(run_id), mapping={"status": "enqueued", "enqueued_at": time.time()})
     return enqueued
+
+
+def enqueue_batch(connection: redis.Redis, queue: Queue, run_id: str, index: int, chunk: list[Found],
+                  settings: Settings) -> None:
+    """Store one batch's file bytes (or why a file cannot be read) and enqueue its job."""
+    payload: dict[str, bytes | str] = {"paths": json.dumps([f.relative for f in chunk])}
+    for position, found in enumerate(chunk):
+        data, problem = read(found, settings.max_bytes)
+        if data is None:
+            payload[f"{position}:error"] = problem or "unreadable"
+        else:
+            payload[str(position)] = data
+    with connection.pipeline(transaction=True) as pipe:
+        pipe.hset(keys.batch(run_id, index), mapping=payload)  # type: ignore[arg-type]
+        pipe.expire(keys.batch(run_id, index), settings.result_ttl)
+        pipe.hincrby(keys.run(run_id), "total", len(chunk))
+        pipe.hincrby(keys.run(run_id), "batches", 1)
+        pipe.execute()
+    queue.enqueue(
+        JOB_FUNCTION, args=(run_id, index, settings.result_ttl), job_id=job_id(run_id, index),
+        description=f"classify run {run_id} batch {index} ({len(chunk)} images)",
+        job_timeout=settings.job_timeout, result_ttl=3600, failure_ttl=settings.result_ttl,
+        retry=Retry(max=settings.retries) if settings.retries else None,
+    )
 
 
 def reap_failed_batches(connection: redis.Redis, run_id: str) -> int:

@@ -1,0 +1,149 @@
+"""`digits-producer watch`: a hot folder. Files are enqueued as they land and settle, in
+micro-batches cut by size or by a maximum delay, and their results stream out as they finish.
+
+A file counts as landed once its size and modification time have not changed for `settle`
+seconds, so a file still being written waits. When its result is out, the file moves to
+DIR/.digits/done (or DIR/.digits/failed). The files enqueued but not yet handled, and how far
+the results were read, are kept in Redis, so a restarted watcher neither sends a file twice
+nor loses a result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from digits import keys
+from digits.connection import text
+from digits.queueing import batch_queue
+from producer import runs
+from producer.files import Found, walk
+
+log = logging.getLogger(__name__)
+STATE_DIR = ".digits"
+
+
+@dataclass(frozen=True)
+class WatchSettings:
+    settle: float = 0.2  # seconds a file must stay unchanged before it is sent
+    max_delay: float = 0.05  # seconds the first file of a micro-batch may wait for more
+    poll: float = 0.05  # seconds between folder scans
+
+
+def watch_run_id(root: Path, name: str | None) -> str:
+    """A stable run id per watched folder, so a restart continues the same run."""
+    if name:
+        return "watch-" + re.sub(r"[^A-Za-z0-9-]", "-", name)
+    digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:8]
+    return "watch-" + re.sub(r"[^A-Za-z0-9-]", "-", root.resolve().name)[:40] + f"-{digest}"
+
+
+class Watcher:
+    def __init__(self, connection: redis.Redis, root: Path, settings: runs.Settings, watch: WatchSettings,
+                 emit: Callable[[str, dict[str, object]], None], name: str | None = None) -> None:
+        self.redis = connection
+        self.root = root.resolve()
+        self.settings = settings
+        self.watch = watch
+        self.emit = emit
+        self.run_id = watch_run_id(self.root, name)
+        self.queue = batch_queue(connection, settings.queue)
+        meta = runs.decode_hash(connection.hgetall(keys.run(self.run_id)))  # type: ignore[arg-type]
+        if not meta:
+            runs.create_run(connection, self.root, settings, run_id=self.run_id)
+            meta = {}
+        connection.hset(keys.run(self.run_id), "status", "watching")
+        self.next_batch = int(meta.get("batches", 0))
+        self.cursor = meta.get("cursor", "0-0")
+        pending: dict[bytes, bytes] = connection.hgetall(keys.run_pending(self.run_id))  # type: ignore[assignment]
+        self.pending: dict[str, bytes] = {text(k): v for k, v in pending.items()}  # display path -> real path
+        self.seen: dict[str, tuple[tuple[int, int], float]] = {}  # path -> (size, mtime), unchanged since
+        self.ready: list[Found] = []
+        self.ready_since = 0.0
+        self.last_reap = time.monotonic()
+
+    def run(self, should_stop: Callable[[], bool]) -> None:
+        log.info("watching %s as run %s (%d files pending from before)", self.root, self.run_id, len(self.pending))
+        while not should_stop():
+            self.scan()
+            self.send_due()
+            self.collect(block_ms=max(1, int(self.watch.poll * 1000)))
+            if time.monotonic() - self.last_reap > 2.0:
+                runs.reap_failed_batches(self.redis, self.run_id)
+                self.last_reap = time.monotonic()
+
+    def scan(self) -> None:
+        """Note new or changed files; those unchanged for `settle` seconds become ready."""
+        now = time.monotonic()
+        present = set()
+        waiting = {f.relative for f in self.ready}
+        for found in walk(self.root, self.settings.extensions, self.settings.globs, skip_dirs=(STATE_DIR,)):
+            present.add(found.relative)
+            if found.relative in self.pending or found.relative in waiting:
+                continue
+            try:
+                stat = os.stat(found.path)
+                state = (stat.st_size, stat.st_mtime_ns)
+            except OSError:
+                state = (-1, -1)  # a broken link or a file that just went: let it settle, then report it
+            previous = self.seen.get(found.relative)
+            if previous is None or previous[0] != state:
+                self.seen[found.relative] = (state, now)
+            elif now - previous[1] >= self.watch.settle:
+                del self.seen[found.relative]
+                if not self.ready:
+                    self.ready_since = now
+                self.ready.append(found)
+        for gone in set(self.seen) - present:
+            del self.seen[gone]
+
+    def send_due(self) -> None:
+        """Enqueue a micro-batch when it is full or its first file has waited `max_delay`."""
+        while self.ready and (len(self.ready) >= self.settings.batch_size
+                              or time.monotonic() - self.ready_since >= self.watch.max_delay):
+            if len(self.pending) + min(len(self.ready), self.settings.batch_size) > self.settings.window:
+                return  # the window is full: wait for results
+            chunk, self.ready = self.ready[:self.settings.batch_size], self.ready[self.settings.batch_size:]
+            index = self.next_batch
+            real = {f.relative: os.fsencode(f.path) for f in chunk}
+            self.redis.hset(keys.run_pending(self.run_id), mapping=real)  # type: ignore[arg-type]
+            runs.enqueue_batch(self.redis, self.queue, self.run_id, index, chunk, self.settings)
+            self.next_batch += 1
+            self.pending.update(real)
+            self.ready_since = time.monotonic()
+
+    def collect(self, block_ms: int) -> None:
+        """Emit finished results, move their files away, and remember how far we read."""
+        response: list[Any] = self.redis.xread(  # type: ignore[assignment]
+            {keys.run_events(self.run_id): self.cursor}, count=100, block=block_ms)
+        for _stream, entries in response or []:
+            for entry_id, fields in entries:
+                for line in text(fields.get(b"results", b"")).splitlines():
+                    record = json.loads(line)
+                    path = record["path"]
+                    if path not in self.pending:
+                        continue  # handled before a restart
+                    self.emit(line, record)
+                    self.file_away(path, self.pending.pop(path), failed=record["error"] is not None)
+                    self.redis.hdel(keys.run_pending(self.run_id), path)
+                self.cursor = text(entry_id)
+                self.redis.hset(keys.run(self.run_id), "cursor", self.cursor)
+
+    def file_away(self, relative: str, real_path: bytes, failed: bool) -> None:
+        source = os.fsdecode(real_path)
+        target = self.root / STATE_DIR / ("failed" if failed else "done") / os.path.relpath(source, self.root)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
+        except OSError as exc:
+            log.warning("cannot move %s to %s: %s", source, target, exc)

@@ -1,0 +1,109 @@
+"""`digits-producer watch`: a hot folder with files landing while it runs, and a restart in between."""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tests.conftest import ROOT, Digits, WorkerPool
+
+StartWorkers = Callable[..., WorkerPool]
+
+
+def png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.reshape(28, 28)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def start_watch(redis_url: str, folder: Path, output: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "producer", "watch", str(folder), "--redis-url", redis_url,
+                             "--output", str(output), "--settle", "0.4", "--max-delay", "0.05"],
+                            cwd=ROOT, stderr=subprocess.PIPE, text=True)
+
+
+def results(output: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in output.read_text().splitlines()] if output.exists() else []
+
+
+def wait_for_results(output: Path, count: int, timeout: float = 60) -> list[dict[str, object]]:
+    deadline = time.monotonic() + timeout
+    while len(found := results(output)) < count:
+        assert time.monotonic() < deadline, f"{len(found)} of {count} results: {found}"
+        time.sleep(0.1)
+    return found
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+
+
+def test_files_landing_while_watching_including_half_written(
+        redis_url: str, default_version: str, start_workers: StartWorkers, mnist_test: Digits,
+        tmp_path: Path) -> None:
+    images, labels = mnist_test
+    folder, output = tmp_path / "hot", tmp_path / "results.jsonl"
+    folder.mkdir()
+    start_workers(1)
+    watcher = start_watch(redis_url, folder, output)
+    try:
+        for index in range(5):
+            (folder / f"{index}.png").write_bytes(png(images[index]))
+            time.sleep(0.05)
+        slow = png(images[5])
+        with open(folder / "slow.png", "wb") as handle:  # written in pieces over ~1 s, pauses < settle
+            for start in range(0, len(slow), len(slow) // 8 + 1):
+                handle.write(slow[start:start + len(slow) // 8 + 1])
+                handle.flush()
+                time.sleep(0.12)
+        (folder / "sub").mkdir()
+        (folder / "sub" / "late.png").write_bytes(png(images[6]))
+        found = wait_for_results(output, 7)
+    finally:
+        stop(watcher)
+    by_path = {str(r["path"]): r for r in found}
+    assert len(found) == len(by_path) == 7
+    expected = {**{f"{i}.png": labels[i] for i in range(5)}, "slow.png": labels[5], "sub/late.png": labels[6]}
+    assert {p: int(str(r["digits"])) for p, r in by_path.items()} == {p: int(v) for p, v in expected.items()}
+    assert all(r["error"] is None and r["model_version"] == default_version for r in found)
+    assert sorted(p.name for p in folder.rglob("*.png") if ".digits" not in p.parts) == []
+    assert (folder / ".digits" / "done" / "sub" / "late.png").is_file()
+
+
+def test_restart_reads_nothing_twice_and_loses_nothing(
+        redis_url: str, default_version: str, start_workers: StartWorkers, mnist_test: Digits,
+        tmp_path: Path) -> None:
+    images, _ = mnist_test
+    folder, output = tmp_path / "hot", tmp_path / "results.jsonl"
+    folder.mkdir()
+    watcher = start_watch(redis_url, folder, output)
+    for index in range(10):
+        (folder / f"a{index}.png").write_bytes(png(images[index]))
+    time.sleep(1.5)  # enqueued, but no worker runs yet: results are pending
+    stop(watcher)
+    assert results(output) == []
+    for index in range(10, 15):
+        (folder / f"b{index}.png").write_bytes(png(images[index]))
+    watcher = start_watch(redis_url, folder, output)
+    try:
+        start_workers(1)
+        found = wait_for_results(output, 15)
+        time.sleep(1.0)  # anything sent twice would show up now
+        found = results(output)
+    finally:
+        stop(watcher)
+    paths = [str(r["path"]) for r in found]
+    assert len(paths) == len(set(paths)) == 15
+    assert len(list((folder / ".digits" / "done").glob("*.png"))) == 15
+    assert all(r["error"] is None and r["model_version"] == default_version for r in found)
