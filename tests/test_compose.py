@@ -27,7 +27,7 @@ def compose_binary() -> str:
 
 
 def compose(*args: str, file: Path = ROOT / "compose.yaml") -> subprocess.CompletedProcess[str]:
-    profiles = ["--profile", "trainer", "--profile", "producer", "--profile", "monitoring"]
+    profiles = [arg for name in ("trainer", "producer", "monitoring", "watch") for arg in ("--profile", name)]
     return subprocess.run([compose_binary(), "-f", str(file), *profiles, *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
 
@@ -55,7 +55,8 @@ def test_an_invalid_file_is_rejected(tmp_path: Path) -> None:
 
 def test_services(config: dict[str, Any]) -> None:
     services = config["services"]
-    assert set(services) == {"redis", "worker", "trainer", "producer", "prometheus"}
+    assert set(services) == {"redis", "worker", "trainer", "producer", "prometheus", "watch"}
+    assert services["watch"]["command"][:3] == ["digits-producer", "watch", "/incoming"]
     redis = services["redis"]
     assert "--appendonly" in redis["command"] and "yes" in redis["command"]
     assert redis["healthcheck"]["test"][-1] == "ping"
