@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,7 @@ from rq.serializers import DefaultSerializer
 from digits import keys
 from digits.connection import text
 from digits.queueing import batch_queue
+from digits.redis_server import free_port
 from digits.registry import DEFAULT_MODEL_DIR, Registry, build_manifest
 from digits.theta import load_dir, to_csv
 from producer import runs
@@ -302,3 +304,38 @@ def test_json_logs_carry_run_batch_model_and_worker(redis_url: str, connection: 
         assert record["worker"].startswith(socket.gethostname()) and record["level"] == "INFO"
     assert sum(r["images"] for r in batches) == 12
     assert all(not line or line.startswith("{") for line in done.stderr.splitlines()), "non-JSON log lines"
+
+
+def test_rq_dashboard_reads_our_queue_workers_and_jobs(redis_url: str, connection: redis.Redis,
+                                                       default_version: str, start_workers: StartWorkers,
+                                                       digit_folder: MakeFolder) -> None:
+    folder, _ = digit_folder(10)
+    start_workers(1)
+    classify(connection, folder)
+    port = free_port()
+    dashboard = subprocess.Popen([str(Path(sys.executable).parent / "rq-dashboard"), "--redis-url", redis_url,
+                                  "--json", "--port", str(port), "--bind", "127.0.0.1"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def get(path: str) -> Any:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/0/data/{path}", timeout=5) as response:
+                return json.loads(response.read())
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                queues = get("queues.json")["queues"]
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "rq-dashboard did not start"
+                time.sleep(0.2)
+        [queue] = [q for q in queues if q["name"] == keys.DEFAULT_QUEUE]
+        assert queue["finished_job_registry_count"] == 1
+        [worker] = get("workers.json")["workers"]
+        assert worker["queues"] == [keys.DEFAULT_QUEUE] and worker["successful_job_count"] == 1
+        run_id = text(connection.zrange(keys.RUNS, 0, 0)[0])
+        job = get(f"job/{run_id}_b0.json")
+        assert job["status"] == "finished" and "classify run" in job["description"]
+    finally:
+        dashboard.terminate()
+        dashboard.wait(timeout=10)
