@@ -54,6 +54,11 @@ def worker_model(worker_name: str) -> str:
     return f"{PREFIX}:worker:{worker_name}:model"
 
 
+def worker_stats(worker_name: str) -> str:
+    """Hash of a live worker's totals: batches, images, failed, seconds (for `digits-producer status`)."""
+    return f"{PREFIX}:worker:{worker_name}:stats"
+
+
 def run_keys(run_id: str) -> list[str]:
     """The keys that expire together when a run's results expire."""
     return [run(run_id), run_results(run_id), run_failed(run_id), run_events(run_id)]

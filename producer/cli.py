@@ -108,35 +108,61 @@ def results(run_id: str, redis_url: str, fmt: str, output: str, follow: bool) ->
 @click.argument("run_id", required=False)
 @redis_url_option
 @click.option("--queue", default=keys.DEFAULT_QUEUE, show_default=True)
-def status(run_id: str | None, redis_url: str, queue: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
+def status(run_id: str | None, redis_url: str, queue: str, as_json: bool) -> None:
     """Show queue, workers and model; with RUN_ID (or the latest run), that run's progress."""
     connection = connect(redis_url)
-    registry = Registry(connection)
-    rq_queue = batch_queue(connection, queue)
-    console = Console()
-    console.print(f"Redis {redact(redis_url)}  queue [bold]{queue}[/]: {rq_queue.count} jobs waiting, "
-                  f"{rq_queue.started_job_registry.count} running, {rq_queue.failed_job_registry.count} failed")
-    console.print(f"current model: [bold]{registry.current() or 'none published'}[/]")
-    workers = Table("worker", "state", "model", "jobs ok", "jobs failed", title="live workers")
-    for worker in Worker.all(queue=rq_queue):
-        model = connection.get(keys.worker_model(worker.name))
-        workers.add_row(worker.name, str(worker.get_state()), text(model) if model else "-",
-                        str(worker.successful_job_count), str(worker.failed_job_count))
-    console.print(workers)
-    if run_id is None:
-        latest = connection.zrevrange(keys.RUNS, 0, 0)
-        if not latest:
-            return
-        run_id = text(latest[0])
     try:
-        info = runs.run_status(connection, run_id)
+        report = status_report(connection, redis_url, queue, run_id)
     except runs.RunError as exc:
         raise click.ClickException(str(exc)) from None
-    table = Table("run", run_id)
-    for field, value in info.items():
-        if field != "run":
-            table.add_row(field, str(value))
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    console = Console()
+    waiting = report["queue"]
+    console.print(f"Redis {report['redis']}  queue [bold]{queue}[/]: {waiting['waiting']} jobs waiting, "
+                  f"{waiting['running']} running, {waiting['failed']} failed")
+    console.print(f"current model: [bold]{report['current_model'] or 'none published'}[/]")
+    table = Table("worker", "state", "model", "batches", "images", "errors", "avg batch", "avg ms",
+                  title="live workers")
+    for worker in report["workers"]:
+        table.add_row(*(str(worker[k]) for k in ("name", "state", "model", "batches", "images", "errors",
+                                                 "average_batch", "average_batch_ms")))
     console.print(table)
+    if report["run"]:
+        run_table = Table("run", report["run"]["run"])
+        for field, value in report["run"].items():
+            if field != "run":
+                run_table.add_row(field, str(value))
+        console.print(run_table)
+
+
+def status_report(connection: Any, redis_url: str, queue: str, run_id: str | None) -> dict[str, Any]:
+    """Everything `status` shows, as plain data."""
+    rq_queue = batch_queue(connection, queue)
+    workers = []
+    for worker in Worker.all(queue=rq_queue):
+        model = connection.get(keys.worker_model(worker.name))
+        stats = runs.decode_hash(connection.hgetall(keys.worker_stats(worker.name)))
+        batches, images = int(stats.get("batches", 0)), int(stats.get("images", 0))
+        workers.append({
+            "name": worker.name, "state": str(worker.get_state()), "model": text(model) if model else None,
+            "batches": batches, "images": images, "errors": int(stats.get("failed", 0)),
+            "average_batch": round(images / batches, 1) if batches else None,
+            "average_batch_ms": round(float(stats["seconds"]) * 1000 / batches, 1) if batches else None,
+        })
+    if run_id is None:
+        latest = connection.zrevrange(keys.RUNS, 0, 0)
+        run_id = text(latest[0]) if latest else None
+    return {
+        "redis": redact(redis_url),
+        "queue": {"name": queue, "waiting": rq_queue.count, "running": rq_queue.started_job_registry.count,
+                  "failed": rq_queue.failed_job_registry.count},
+        "current_model": Registry(connection).current(),
+        "workers": workers,
+        "run": runs.run_status(connection, run_id) if run_id else None,
+    }
 
 
 def drive(connection: Any, directory: Path, settings: runs.Settings, stream: IO[str], fmt: str,

@@ -71,6 +71,12 @@ def test_enqueue_then_follow_then_read(redis_url: str, connection: redis.Redis, 
     assert len(list(csv.DictReader(io.StringIO(again.stdout)))) == 50
     status = producer(redis_url, "status", run_id)
     assert status.returncode == 0 and run_id in status.stdout and default_version[:20] in status.stdout
+    report = json.loads(producer(redis_url, "status", run_id, "--json").stdout)
+    assert report["run"]["done"] == 50 and report["run"]["complete"] is True
+    assert report["current_model"] == default_version and report["queue"]["waiting"] == 0
+    [worker] = report["workers"]
+    assert (worker["model"], worker["batches"], worker["images"], worker["errors"]) == (default_version, 5, 50, 0)
+    assert worker["average_batch"] == 10
     missing = producer(redis_url, "results", "no-such-run")
     assert missing.returncode != 0 and "no such run: no-such-run" in missing.stderr
 

@@ -61,6 +61,13 @@ def classify_batch(run_id: str, batch: int, result_ttl: int) -> dict[str, int]:
     failed = len(records) - len(good)
     seconds = time.perf_counter() - started
     metrics.record_batch(loaded.version, len(records), failed, seconds)
+    with connection.pipeline(transaction=False) as pipe:
+        stats = keys.worker_stats(worker)
+        pipe.hincrby(stats, "batches", 1)
+        pipe.hincrby(stats, "images", len(records))
+        pipe.hincrby(stats, "failed", failed)
+        pipe.hincrbyfloat(stats, "seconds", seconds)
+        pipe.execute()
     log.info("batch done", extra={"run_id": run_id, "batch": batch, "images": len(records), "failed": failed,
                                   "seconds": round(seconds, 4), "model_version": loaded.version, "worker": worker})
     return {"images": len(records), "failed": failed}

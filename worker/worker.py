@@ -56,5 +56,5 @@ class DigitsWorker(SimpleWorker):
         super().__init__(*args, **kwargs)
 
     def register_death(self) -> None:
-        self.connection.delete(keys.worker_model(self.name))
+        self.connection.delete(keys.worker_model(self.name), keys.worker_stats(self.name))
         super().register_death()  # type: ignore[no-untyped-call]
