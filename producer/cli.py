@@ -246,7 +246,7 @@ def watch(directory: Path, redis_url: str, name: str | None, fmt: str, output: s
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
     stream = sys.stdout if output == "-" else open(output, "a", encoding="utf-8", newline="")  # noqa: SIM115
-    writer = ResultWriter(stream, fmt)
+    writer = ResultWriter(stream, fmt, header=stream is sys.stdout or stream.tell() == 0)  # appending: one header
 
     def emit(line: str, record: dict[str, Any]) -> None:
         writer.write(record, line)

@@ -11,13 +11,13 @@ CSV_FIELDS = ("path", "digits", "confidence", "model_version", "error")
 
 
 class ResultWriter:
-    def __init__(self, stream: IO[str], fmt: str) -> None:
+    def __init__(self, stream: IO[str], fmt: str, header: bool = True) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
         self.stream = stream
         self.fmt = fmt
         self.csv = csv.writer(stream) if fmt == "csv" else None
-        if self.csv is not None:
+        if self.csv is not None and header:
             self.csv.writerow(CSV_FIELDS)
 
     def write(self, record: dict[str, Any], line: str | None = None) -> None:
