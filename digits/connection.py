@@ -6,6 +6,7 @@ import os
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import click
 import redis
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
@@ -14,6 +15,11 @@ URL_ENV = "REDIS_URL"
 
 def default_url() -> str:
     return os.environ.get(URL_ENV, DEFAULT_URL)
+
+
+redis_url_option = click.option(
+    "--redis-url", envvar=URL_ENV, default=default_url, show_default=DEFAULT_URL,
+    help=f"redis://[user:password@]host:port/db, or rediss:// for TLS (env {URL_ENV}).")
 
 
 def connect(url: str) -> redis.Redis:

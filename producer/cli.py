@@ -19,7 +19,7 @@ from rich.table import Table
 from rq import Worker
 
 from digits import keys
-from digits.connection import URL_ENV, connect, default_url, redact, text
+from digits.connection import connect, redact, redis_url_option, text
 from digits.images import DEFAULT_MAX_BYTES, EXTENSIONS
 from digits.queueing import batch_queue
 from digits.registry import Registry
@@ -30,8 +30,6 @@ from producer.watch import Watcher, WatchSettings
 
 err = Console(stderr=True)
 
-redis_url_option = click.option("--redis-url", envvar=URL_ENV, default=default_url, show_default=True,
-                                help="redis://[user:password@]host:port/db, or rediss:// for TLS.")
 
 
 def folder_options(function: Any) -> Any:

@@ -9,12 +9,9 @@ from typing import Any
 
 import click
 
-from digits.connection import URL_ENV, connect, default_url
+from digits.connection import connect, redis_url_option
 from digits.registry import Registry, RegistryError, build_manifest
 from digits.theta import ThetaError, to_csv
-
-redis_url_option = click.option("--redis-url", envvar=URL_ENV, default=default_url, show_default=True,
-                                help="redis://[user:password@]host:port/db, or rediss:// for TLS.")
 
 
 def registry_at(url: str) -> Registry:

@@ -17,7 +17,7 @@ import click
 import redis
 
 from digits import keys, logs
-from digits.connection import URL_ENV, connect, default_url, redact, text
+from digits.connection import connect, redact, redis_url_option, text
 
 log = logging.getLogger("digits.worker")
 
@@ -132,8 +132,7 @@ def probe(connection: redis.Redis, kind: str) -> tuple[bool, str]:
 @click.command()
 @click.option("--count", "-n", default=1, show_default=True, type=click.IntRange(min=1),
               help="Worker processes to start on this host.")
-@click.option("--redis-url", envvar=URL_ENV, default=default_url, show_default=True,
-              help="redis://[user:password@]host:port/db, or rediss:// for TLS.")
+@redis_url_option
 @click.option("--queue", "queues", multiple=True, default=[keys.DEFAULT_QUEUE], show_default=True,
               help="Queue to listen on (repeatable).")
 @click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
