@@ -81,6 +81,8 @@ def enqueue(directory: Path, redis_url: str, **options: Any) -> None:
     click.echo(run_id)
     total = runs.enqueue_folder(connection, run_id, directory, settings)
     err.print(f"run {run_id}: {total} images enqueued")
+    if total == 0:
+        warn_empty(directory, settings)
 
 
 @main.command()
@@ -196,6 +198,12 @@ def drive(connection: Any, directory: Path, settings: runs.Settings, stream: IO[
     return run_id, outcome, total, time.monotonic() - started
 
 
+def warn_empty(directory: Path, settings: runs.Settings) -> None:
+    """An empty selection is not an error, but it must never look like a silent success."""
+    globs = f" and {', '.join(settings.globs)}" if settings.globs else ""
+    err.print(f"[yellow]no images found under {directory} matching {' '.join(settings.extensions)}{globs}[/]")
+
+
 def print_summary(run_id: str, outcome: Counter[str], total: int, seconds: float) -> None:
     done = outcome["ok"] + outcome["failed"]
     err.print(f"run {run_id}: {total} images, {outcome['ok']} classified, {outcome['failed']} failed, "
@@ -218,8 +226,11 @@ def run(directory: Path, redis_url: str, fmt: str, output: str, progress: bool |
     connection = connect(redis_url)
     show = sys.stderr.isatty() if progress is None else progress
     with open_output(output) as stream:
-        run_id, outcome, total, seconds = drive(connection, directory, settings_from(options), stream, fmt, show)
+        settings = settings_from(options)
+        run_id, outcome, total, seconds = drive(connection, directory, settings, stream, fmt, show)
     print_summary(run_id, outcome, total, seconds)
+    if total == 0:
+        warn_empty(directory, settings)
     sys.exit(1 if outcome["failed"] else 0)
 
 

@@ -55,7 +55,12 @@ def walk(root: Path, extensions: tuple[str, ...] = EXTENSIONS,
             relative = display_name(prefix + entry.name)
             if globs and not any(fnmatch.fnmatch(relative, g) for g in globs):
                 continue
-            problem = link_problem(entry.path, real_root) if entry.is_symlink() else None
+            if entry.is_symlink():
+                problem = link_problem(entry.path, real_root)
+            elif not entry.is_file(follow_symlinks=False):
+                problem = "not a regular file (a pipe, socket or device is never read)"
+            else:
+                problem = None
             yield Found(relative, entry.path, problem)
         pending.extend(reversed(subdirs))
 
