@@ -339,3 +339,18 @@ def test_rq_dashboard_reads_our_queue_workers_and_jobs(redis_url: str, connectio
     finally:
         dashboard.terminate()
         dashboard.wait(timeout=10)
+
+
+def test_oversized_job_is_refused_and_the_worker_survives(connection: redis.Redis, default_version: str,
+                                                          start_workers: StartWorkers,
+                                                          digit_folder: MakeFolder) -> None:
+    pool = start_workers(1)
+    job = batch_queue(connection).enqueue("worker.jobs.classify_batch", "x" * 5_000_000, 0, 60)
+    registry = FailedJobRegistry(queue=batch_queue(connection))
+    wait_for(lambda: job.id in registry.get_job_ids(), what="the oversized job to fail")
+    result = job.latest_result()
+    assert result is not None and result.exc_string is not None
+    assert "over the limit of 65536" in result.exc_string
+    assert pool.process.poll() is None
+    folder, _ = digit_folder(5)
+    assert len(classify(connection, folder)) == 5

@@ -13,6 +13,7 @@ from digits import keys
 from digits.queueing import JOB_FUNCTION
 
 ALLOWED_FUNCTIONS = frozenset({JOB_FUNCTION})
+MAX_JOB_BYTES = 64 * 1024  # our jobs carry three small values; anything bigger is not ours
 WORKER_TTL = 35  # seconds: an idle worker heartbeats every 20 s, so a dead one vanishes within 35 s
 
 
@@ -20,18 +21,22 @@ class ForeignJobError(RuntimeError):
     """A job asked for something other than this project's job function: it is never run."""
 
 
-class NotJsonPayloadError(DeserializationError):
-    """A job's payload is not JSON: pickled or corrupt data is never loaded."""
+class RefusedPayloadError(DeserializationError):
+    """A job's payload is not ours (not JSON, or too big to be one of our jobs): it is never loaded."""
 
 
 class SafeJob(Job):
     """An RQ job that refuses to import or call anything outside the allowlist."""
 
     def _deserialize_data(self) -> None:
+        if len(self.data) > MAX_JOB_BYTES:
+            raise RefusedPayloadError(
+                f"job {self.id} refused: its payload is {len(self.data)} bytes, over the limit of {MAX_JOB_BYTES}"
+            )
         try:
             super()._deserialize_data()  # type: ignore[no-untyped-call]
         except DeserializationError:
-            raise NotJsonPayloadError(
+            raise RefusedPayloadError(
                 f"job {self.id} refused: its payload is not JSON (pickled or corrupt data is never loaded)"
             ) from None
 
