@@ -27,6 +27,30 @@ def connect(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, health_check_interval=30, socket_keepalive=True)
 
 
+class RedisErrorsAsMessages:
+    """Mixin for click commands: an unreachable or refusing Redis is one clear line, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)  # type: ignore[misc]
+        except redis.AuthenticationError as exc:
+            raise click.ClickException(f"Redis refused the credentials: {exc}") from None
+        except redis.ResponseError as exc:
+            if "NOPERM" in str(exc) or "WRONGPASS" in str(exc):
+                raise click.ClickException(f"Redis refused: {exc}") from None
+            raise
+        except redis.ConnectionError as exc:
+            raise click.ClickException(f"cannot reach Redis: {exc}") from None
+
+
+class Group(RedisErrorsAsMessages, click.Group):
+    """A CLI group whose commands report Redis failures as messages."""
+
+
+class Command(RedisErrorsAsMessages, click.Command):
+    """A CLI command that reports Redis failures as a message."""
+
+
 def text(value: Any) -> str:
     """A Redis reply as str: replies are bytes because payloads are binary."""
     return value.decode() if isinstance(value, bytes) else str(value)

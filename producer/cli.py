@@ -19,7 +19,7 @@ from rich.table import Table
 from rq import Worker
 
 from digits import keys
-from digits.connection import connect, redact, redis_url_option, text
+from digits.connection import Group, connect, redact, redis_url_option, text
 from digits.images import DEFAULT_MAX_BYTES, EXTENSIONS
 from digits.queueing import batch_queue
 from digits.registry import Registry
@@ -64,7 +64,7 @@ def open_output(path: str) -> IO[str]:
     return sys.stdout if path == "-" else open(path, "w", encoding="utf-8", newline="")
 
 
-@click.group()
+@click.group(cls=Group)
 def main() -> None:
     """Classify folders of scanned digits through Redis and RQ workers."""
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from digits.connection import connect, redis_url_option
+from digits.connection import Group, connect, redis_url_option
 from digits.registry import Registry, RegistryError, build_manifest
 from digits.theta import ThetaError, to_csv
 
@@ -22,7 +22,7 @@ def fail(exc: Exception) -> None:
     raise click.ClickException(str(exc)) from None
 
 
-@click.group()
+@click.group(cls=Group)
 def main() -> None:
     """Train the digit MLP and manage the versions that workers serve."""
 

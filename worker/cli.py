@@ -17,7 +17,7 @@ import click
 import redis
 
 from digits import keys, logs
-from digits.connection import connect, redact, redis_url_option, text
+from digits.connection import Command, connect, redact, redis_url_option, text
 
 log = logging.getLogger("digits.worker")
 
@@ -129,7 +129,7 @@ def probe(connection: redis.Redis, kind: str) -> tuple[bool, str]:
     return True, f"ready: {loaded.count(current)} of {len(mine)} worker(s) serve {current}"
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option("--count", "-n", default=1, show_default=True, type=click.IntRange(min=1),
               help="Worker processes to start on this host.")
 @redis_url_option
