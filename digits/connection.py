@@ -8,6 +8,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import click
 import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 URL_ENV = "REDIS_URL"
@@ -22,9 +24,29 @@ redis_url_option = click.option(
     help=f"redis://[user:password@]host:port/db, or rediss:// for TLS (env {URL_ENV}).")
 
 
-def connect(url: str) -> redis.Redis:
-    """A client that keeps bytes as bytes: image payloads and theta files are binary."""
-    return redis.Redis.from_url(url, health_check_interval=30, socket_keepalive=True)
+# A patient client retries a command that met a dropped connection, backing off exponentially
+# (with jitter) up to 3 s between tries: 20 tries ride out about a minute of Redis being away.
+OUTAGE_RETRIES = 20
+OUTAGE_BACKOFF = ExponentialWithJitterBackoff(cap=3.0, base=0.1)
+
+
+def connect(url: str, *, patient: bool = True, check: bool = True) -> redis.Redis:
+    """A client that keeps bytes as bytes: image payloads and theta files are binary.
+
+    Patient clients ride out a Redis restart. With check, Redis must answer at once first, so a
+    wrong URL or a Redis that is down fails now with a clear message instead of after a minute.
+    """
+    if check:
+        with client(url, retries=0) as first_contact:
+            first_contact.ping()
+    return client(url, retries=OUTAGE_RETRIES if patient else 0)
+
+
+def client(url: str, retries: int) -> redis.Redis:
+    return redis.Redis.from_url(
+        url, health_check_interval=30, socket_keepalive=True,
+        retry=Retry(OUTAGE_BACKOFF, retries), retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+    )
 
 
 class RedisErrorsAsMessages:

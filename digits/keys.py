@@ -54,6 +54,13 @@ def worker_model(worker_name: str) -> str:
     return f"{PREFIX}:worker:{worker_name}:model"
 
 
+def worker_lease(worker_name: str) -> str:
+    """String with a short TTL, renewed every few seconds while the worker process lives: the job id
+    it is running, or empty when idle. A started job whose worker's lease is gone or names another
+    job was abandoned, and is recovered (digits/recovery.py)."""
+    return f"{PREFIX}:worker:{worker_name}:lease"
+
+
 def worker_stats(worker_name: str) -> str:
     """Hash of a live worker's totals: batches, images, failed, seconds (for `digits-producer status`)."""
     return f"{PREFIX}:worker:{worker_name}:stats"

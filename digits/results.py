@@ -32,28 +32,29 @@ def store_results(connection: redis.Redis, run_id: str, batch: int,
                   records: list[dict[str, Any]], result_ttl: int) -> bool:
     """Write a batch's results, its event and the payload's deletion at once; False if already done.
 
-"""
+    A WatchError means the payload changed under us (another attempt finished the batch) or the
+    connection dropped while watching (Redis restarting): either way, look again.
+    """
     lines = [json.dumps(r, ensure_ascii=False) for r in records]
+    by_path = {r["path"]: line for r, line in zip(records, lines, strict=True)}
+    failed = [r["path"] for r in records if r["error"] is not None]
     batch_key = keys.batch(run_id, batch)
-    with connection.pipeline(transaction=True) as pipe:
-        pipe.watch(batch_key)
-        if not pipe.exists(batch_key):
-            return False  # another attempt already finished this batch
-        pipe.multi()
-        if lines:
-            by_path = {r["path"]: line for r, line in zip(records, lines, strict=True)}
-            pipe.hset(keys.run_results(run_id), mapping=by_path)
-        failed = [r["path"] for r in records if r["error"] is not None]
-        if failed:
-            pipe.sadd(keys.run_failed(run_id), *failed)
-        pipe.xadd(keys.run_events(run_id), {"batch": batch, "results": "\n".join(lines)})
-        pipe.delete(batch_key)
-        for key in keys.run_keys(run_id):
-            pipe.expire(key, result_ttl)
-        try:
-            pipe.execute()
-        except redis.WatchError:
-            return False
-    return True
-
-
+    while True:
+        with connection.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(batch_key)
+                if not pipe.exists(batch_key):
+                    return False  # another attempt already finished this batch
+                pipe.multi()
+                if by_path:
+                    pipe.hset(keys.run_results(run_id), mapping=by_path)
+                if failed:
+                    pipe.sadd(keys.run_failed(run_id), *failed)
+                pipe.xadd(keys.run_events(run_id), {"batch": batch, "results": "\n".join(lines)})
+                pipe.delete(batch_key)
+                for key in keys.run_keys(run_id):
+                    pipe.expire(key, result_ttl)
+                pipe.execute()
+                return True
+            except redis.WatchError:
+                continue

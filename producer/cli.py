@@ -69,20 +69,52 @@ def main() -> None:
     """Classify folders of scanned digits through Redis and RQ workers."""
 
 
+resume_option = click.option(
+    "--resume", "resume", metavar="RUN", default=None,
+    help="Continue RUN after its producer was stopped or killed: send only what has no result and is not "
+         "already queued, with the run's own folder and settings (DIRECTORY may be left out).")
+
+
+def start_or_resume(connection: Any, directory: Path | None, resume: str | None,
+                    options: dict[str, Any]) -> tuple[str, Path, runs.Settings]:
+    """A new run of DIRECTORY, or the stored folder and settings of the run to resume."""
+    if resume is None:
+        if directory is None:
+            raise click.UsageError("give a DIRECTORY, or --resume RUN")
+        settings = settings_from(options)
+        return runs.create_run(connection, directory, settings), directory, settings
+    try:
+        root, settings = runs.stored_settings(connection, resume)
+    except runs.RunError as exc:
+        raise click.ClickException(str(exc)) from None
+    if directory is not None and directory.resolve() != root.resolve():
+        raise click.UsageError(f"run {resume} is of folder {root}, not {directory}")
+    return resume, root, settings
+
+
 @main.command()
-@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("directory", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @redis_url_option
 @folder_options
-def enqueue(directory: Path, redis_url: str, **options: Any) -> None:
-    """Enqueue every image under DIRECTORY as batch jobs; print the run id."""
+@resume_option
+@click.option("--wait", is_flag=True,
+              help="Return only once every image has a result, sending again whatever a Redis restart lost.")
+def enqueue(directory: Path | None, redis_url: str, resume: str | None, wait: bool, **options: Any) -> None:
+    """Enqueue every image under DIRECTORY as batch jobs; print the run id.
+
+    Returns once the last batch is enqueued (the window may make it wait for results first).
+    """
     connection = connect(redis_url)
-    settings = settings_from(options)
-    run_id = runs.create_run(connection, directory, settings)
+    run_id, root, settings = start_or_resume(connection, directory, resume, options)
     click.echo(run_id)
-    total = runs.enqueue_folder(connection, run_id, directory, settings)
-    err.print(f"run {run_id}: {total} images enqueued")
-    if total == 0:
-        warn_empty(directory, settings)
+    if wait:
+        total = runs.deliver(connection, run_id, root, settings)
+        err.print(f"run {run_id}: {total} images, each with a result")
+    else:
+        total = runs.enqueue_folder(connection, run_id, root, settings)
+        err.print(f"run {run_id}: {total} images enqueued")
+    if total == 0 and resume is None:
+        warn_empty(root, settings)
 
 
 @main.command()
@@ -165,10 +197,12 @@ def status_report(connection: Any, redis_url: str, queue: str, run_id: str | Non
     }
 
 
-def drive(connection: Any, directory: Path, settings: runs.Settings, stream: IO[str], fmt: str,
-          show_progress: bool) -> tuple[str, Counter[str], int, float]:
-    """Enqueue and follow one run in one process; return run id, outcome counts, total, seconds."""
-    run_id = runs.create_run(connection, directory, settings)
+def drive(connection: Any, run_id: str, directory: Path, settings: runs.Settings, stream: IO[str], fmt: str,
+          show_progress: bool) -> tuple[Counter[str], int, float]:
+    """Enqueue and follow one run in one process; return outcome counts, total, seconds.
+
+    Results are written from the run's start, so a resumed run's output is complete.
+    """
     err.print(f"run [bold]{run_id}[/]")
     expected = sum(1 for _ in walk(directory, settings.extensions, settings.globs)) if show_progress else 0
     writer = ResultWriter(stream, fmt)
@@ -180,7 +214,7 @@ def drive(connection: Any, directory: Path, settings: runs.Settings, stream: IO[
                         console=err, disable=not show_progress)
     with progress, ThreadPoolExecutor(1) as pool:
         task = progress.add_task("classifying", total=expected or None, rate="-")
-        enqueued = pool.submit(runs.enqueue_folder, connection, run_id, directory, settings)
+        enqueued = pool.submit(runs.deliver, connection, run_id, directory, settings)
         failed_to_enqueue = lambda: enqueued.done() and enqueued.exception() is not None  # noqa: E731
         for line in runs.follow_lines(connection, run_id, should_stop=failed_to_enqueue):
             record = json.loads(line)
@@ -195,7 +229,7 @@ def drive(connection: Any, directory: Path, settings: runs.Settings, stream: IO[
         total = enqueued.result()
     stream.flush()
     outcome.update({f"model {v}": n for v, n in versions.items()})
-    return run_id, outcome, total, time.monotonic() - started
+    return outcome, total, time.monotonic() - started
 
 
 def warn_empty(directory: Path, settings: runs.Settings) -> None:
@@ -214,23 +248,27 @@ def print_summary(run_id: str, outcome: Counter[str], total: int, seconds: float
 
 
 @main.command()
-@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("directory", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @redis_url_option
 @folder_options
+@resume_option
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="jsonl", show_default=True)
 @click.option("--output", "-o", default="-", show_default=True, help="File to write, - for stdout.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
-def run(directory: Path, redis_url: str, fmt: str, output: str, progress: bool | None,
+def run(directory: Path | None, redis_url: str, resume: str | None, fmt: str, output: str, progress: bool | None,
         **options: Any) -> None:
-    """Enqueue DIRECTORY, stream its results, print a summary; exit 1 if any image failed."""
+    """Enqueue DIRECTORY, stream its results, print a summary; exit 1 if any image failed.
+
+    With --resume RUN, continue a run whose producer was stopped: the output holds all its results.
+    """
     connection = connect(redis_url)
     show = sys.stderr.isatty() if progress is None else progress
+    run_id, root, settings = start_or_resume(connection, directory, resume, options)
     with open_output(output) as stream:
-        settings = settings_from(options)
-        run_id, outcome, total, seconds = drive(connection, directory, settings, stream, fmt, show)
+        outcome, total, seconds = drive(connection, run_id, root, settings, stream, fmt, show)
     print_summary(run_id, outcome, total, seconds)
     if total == 0:
-        warn_empty(directory, settings)
+        warn_empty(root, settings)
     sys.exit(1 if outcome["failed"] else 0)
 
 

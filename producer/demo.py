@@ -58,9 +58,10 @@ def run_demo(workers: int, directory: Path | None) -> int:
         )
         try:
             stream = io.StringIO()
-            run_id, outcome, total, seconds = drive(
-                connection, directory or SAMPLES, runs.Settings(batch_size=8), stream, "jsonl",
-                show_progress=False)
+            folder, settings = directory or SAMPLES, runs.Settings(batch_size=8)
+            run_id = runs.create_run(connection, folder, settings)
+            outcome, total, seconds = drive(connection, run_id, folder, settings, stream, "jsonl",
+                                            show_progress=False)
         finally:
             stop_process_group(pool)
     table = Table("image", "digits", "confidence", "error", title=f"run {run_id}")

@@ -8,10 +8,11 @@ whatever the size of the folder.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
@@ -19,15 +20,18 @@ from typing import Any
 
 import redis
 from rq import Queue, Retry
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
 
 from digits import keys
 from digits.connection import text
 from digits.images import DEFAULT_MAX_BYTES, EXTENSIONS
 from digits.queueing import JOB_FUNCTION, batch_queue, job_id, parse_job_id
+from digits.recovery import recover_abandoned
 from digits.results import result_record, store_results
 from producer.files import Found, read, walk
+
+log = logging.getLogger(__name__)
 
 Record = dict[str, Any]
 
@@ -70,9 +74,9 @@ def create_run(connection: redis.Redis, root: Path, settings: Settings, run_id: 
     run_id = run_id or new_run_id()
     with connection.pipeline(transaction=True) as pipe:
         pipe.hset(keys.run(run_id), mapping={
-            "root": str(root), "created_at": time.time(), "status": "enqueueing", "total": 0,
+            "root": str(root.resolve()), "created_at": time.time(), "status": "enqueueing", "total": 0,
             "batches": 0, "batch_size": settings.batch_size, "window": settings.window,
-            "queue": settings.queue, "result_ttl": settings.result_ttl,
+            "queue": settings.queue, "result_ttl": settings.result_ttl, "settings": settings_json(settings),
         })
         pipe.expire(keys.run(run_id), settings.result_ttl)
         pipe.zadd(keys.RUNS, {run_id: time.time()})
@@ -80,27 +84,146 @@ def create_run(connection: redis.Redis, root: Path, settings: Settings, run_id: 
     return run_id
 
 
-def in_flight(connection: redis.Redis, run_id: str, enqueued: int) -> int:
-    """Images enqueued for this run whose results are not stored yet."""
-    return enqueued - int(connection.hlen(keys.run_results(run_id)))
+def settings_json(settings: Settings) -> str:
+    return json.dumps(asdict(settings))
+
+
+def stored_settings(connection: redis.Redis, run_id: str) -> tuple[Path, Settings]:
+    """The folder and settings a run was created with, so `--resume` sends the rest the same way."""
+    meta = decode_hash(connection.hgetall(keys.run(run_id)))  # type: ignore[arg-type]
+    if not meta:
+        raise RunError(f"no such run: {run_id} (never created, or its results expired)")
+    if "settings" not in meta:
+        raise RunError(f"run {run_id} cannot be resumed: it was made by `watch` or an older version")
+    fields = json.loads(meta["settings"])
+    fields["extensions"], fields["globs"] = tuple(fields["extensions"]), tuple(fields["globs"])
+    return Path(meta["root"]), Settings(**fields)
+
+
+SWEEP_SECONDS = 2.0  # how often a producer checks the jobs of its open batches
+
+
+class Sender:
+    """Sends a folder's files as batches under the window, and sees every batch through.
+
+    A pass sends every file that has no result yet and is not in an open batch, so the same
+    pass resumes a run whose producer was killed, and re-sends what a Redis restart lost. The
+    open batches (payload in Redis, no results yet) are tracked here: a batch whose job is lost,
+    or finished while its payload is still there (its results were lost), is enqueued again; a
+    batch whose job failed for good gets failed results naming the reason.
+    """
+
+    def __init__(self, connection: redis.Redis, run_id: str, root: Path, settings: Settings) -> None:
+        self.redis = connection
+        self.run_id = run_id
+        self.root = root
+        self.settings = settings
+        self.queue = batch_queue(connection, settings.queue)
+        self.open: dict[int, int] = {}  # batch index -> images, for batches not finished yet
+        self.next_index = int(connection.hget(keys.run(run_id), "batches") or 0)
+        self.last_sweep = time.monotonic()
+
+    def deliver(self) -> int:
+        """Passes until one finds nothing left to send and every batch is finished; return the file count."""
+        while True:
+            sent, total = self.send_pass()
+            self.wait_for_open(0)
+            if sent == 0:
+                return total
+
+    def send_pass(self) -> tuple[int, int]:
+        """Send every file without a result that no open batch holds; return (sent, files found)."""
+        held = self.adopt_open_batches()
+        sent = total = 0
+        waiting: list[Found] = []
+        size = self.settings.batch_size
+        for chunk in chunks(walk(self.root, self.settings.extensions, self.settings.globs), size):
+            total += len(chunk)
+            done = self.redis.hmget(keys.run_results(self.run_id), [f.relative for f in chunk])
+            waiting += [f for f, result in zip(chunk, done, strict=True)
+                        if result is None and f.relative not in held]
+            while len(waiting) >= size:
+                self.send(waiting[:size])
+                sent += size
+                waiting = waiting[size:]
+            self.redis.hset(keys.run(self.run_id), "total", max(total, self.known_total()))
+        if waiting:
+            self.send(waiting)
+            sent += len(waiting)
+        self.redis.hset(keys.run(self.run_id), mapping={"total": total, "status": "enqueued",
+                                                        "enqueued_at": time.time()})
+        return sent, total
+
+    def known_total(self) -> int:
+        return int(self.redis.hget(keys.run(self.run_id), "total") or 0)
+
+    def adopt_open_batches(self) -> set[str]:
+        """Batches left open by an earlier pass or producer: watch them, and return the paths they hold."""
+        indexes = range(self.next_index)
+        with self.redis.pipeline(transaction=False) as pipe:
+            for index in indexes:
+                pipe.hget(keys.batch(self.run_id, index), "paths")
+            replies: list[bytes | None] = pipe.execute()
+        held: set[str] = set()
+        for index, raw in zip(indexes, replies, strict=True):
+            if raw is not None:
+                paths = json.loads(raw)
+                self.open[index] = len(paths)
+                held.update(paths)
+        return held
+
+    def send(self, chunk: list[Found]) -> None:
+        self.wait_for_open(max(self.settings.window - len(chunk), 0))
+        index = self.next_index
+        self.next_index += 1
+        enqueue_batch(self.redis, self.queue, self.run_id, index, chunk, self.settings)
+        self.open[index] = len(chunk)
+
+    def wait_for_open(self, most: int) -> None:
+        """Wait until at most `most` images are in open batches, seeing each batch through."""
+        while sum(self.open.values()) > most:
+            self.forget_finished()
+            if time.monotonic() - self.last_sweep > SWEEP_SECONDS:
+                self.sweep()
+                self.last_sweep = time.monotonic()
+            if sum(self.open.values()) > most:
+                time.sleep(0.02)
+
+    def forget_finished(self) -> None:
+        """A batch is no longer open once its payload is gone: finished, or lost (the next pass sees which)."""
+        indexes = list(self.open)
+        with self.redis.pipeline(transaction=False) as pipe:
+            for index in indexes:
+                pipe.exists(keys.batch(self.run_id, index))
+            exists: list[int] = pipe.execute()
+        for index, present in zip(indexes, exists, strict=True):
+            if not present:
+                del self.open[index]
+
+    def sweep(self) -> None:
+        """Enqueue again the open batches whose job is lost or finished without results; fail the failed."""
+        recover_abandoned(self.redis, self.queue)
+        ids = [job_id(self.run_id, index) for index in self.open]
+        jobs = Job.fetch_many(ids, connection=self.redis, serializer=self.queue.serializer)
+        for index, job in zip(list(self.open), jobs, strict=True):
+            status = job.get_status(refresh=False) if job is not None else None
+            if status is None or status == JobStatus.FINISHED:
+                log.warning("run %s batch %d: job %s, enqueueing it again", self.run_id, index,
+                            "lost" if status is None else "finished but its results are missing")
+                enqueue_job(self.queue, self.run_id, index, self.open[index], self.settings)
+            elif status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+                reap_batch(self.redis, self.run_id, index, job_id(self.run_id, index), self.settings.result_ttl)
 
 
 def enqueue_folder(connection: redis.Redis, run_id: str, root: Path, settings: Settings) -> int:
-    """Send every matching file of root as batch jobs, never exceeding the window; return the count."""
-    queue = batch_queue(connection, settings.queue)
-    enqueued = 0
-    last_reap = time.monotonic()
-    for index, chunk in enumerate(chunks(walk(root, settings.extensions, settings.globs),
-                                         settings.batch_size)):
-        while in_flight(connection, run_id, enqueued) + len(chunk) > max(settings.window, len(chunk)):
-            if time.monotonic() - last_reap > 2.0:
-                reap_failed_batches(connection, run_id)
-                last_reap = time.monotonic()
-            time.sleep(0.02)
-        enqueue_batch(connection, queue, run_id, index, chunk, settings)
-        enqueued += len(chunk)
-    connection.hset(keys.run(run_id), mapping={"status": "enqueued", "enqueued_at": time.time()})
-    return enqueued
+    """One pass: send every file of root that has no result yet, under the window; return the count sent."""
+    sent, _total = Sender(connection, run_id, root, settings).send_pass()
+    return sent
+
+
+def deliver(connection: redis.Redis, run_id: str, root: Path, settings: Settings) -> int:
+    """Send root and see every batch through, re-sending whatever got lost; return the file count."""
+    return Sender(connection, run_id, root, settings).deliver()
 
 
 def enqueue_batch(connection: redis.Redis, queue: Queue, run_id: str, index: int, chunk: list[Found],
@@ -116,12 +239,16 @@ def enqueue_batch(connection: redis.Redis, queue: Queue, run_id: str, index: int
     with connection.pipeline(transaction=True) as pipe:
         pipe.hset(keys.batch(run_id, index), mapping=payload)  # type: ignore[arg-type]
         pipe.expire(keys.batch(run_id, index), settings.result_ttl)
-        pipe.hincrby(keys.run(run_id), "total", len(chunk))
-        pipe.hincrby(keys.run(run_id), "batches", 1)
+        pipe.hset(keys.run(run_id), "batches", index + 1)  # indexes only grow: a retry sets the same value
         pipe.execute()
+    enqueue_job(queue, run_id, index, len(chunk), settings)
+
+
+def enqueue_job(queue: Queue, run_id: str, index: int, images: int, settings: Settings) -> None:
+    """The job of a stored batch; enqueueing it again (same id) replaces the lost or stale one."""
     queue.enqueue(
         JOB_FUNCTION, args=(run_id, index, settings.result_ttl), job_id=job_id(run_id, index),
-        description=f"classify run {run_id} batch {index} ({len(chunk)} images)",
+        description=f"classify run {run_id} batch {index} ({images} images)",
         job_timeout=settings.job_timeout, result_ttl=3600, failure_ttl=settings.result_ttl,
         retry=Retry(max=settings.retries) if settings.retries else None,
     )
@@ -131,22 +258,24 @@ def reap_failed_batches(connection: redis.Redis, run_id: str) -> int:
     """Give every image of a batch whose job failed for good a failed result naming the reason."""
     run_meta = decode_hash(connection.hgetall(keys.run(run_id)))  # type: ignore[arg-type]
     queue = batch_queue(connection, run_meta.get("queue", keys.DEFAULT_QUEUE))
-    registry = FailedJobRegistry(queue=queue)
     reaped = 0
-    for failed_id in registry.get_job_ids():
+    for failed_id in FailedJobRegistry(queue=queue).get_job_ids():
         parsed = parse_job_id(failed_id)
-        if parsed is None or parsed[0] != run_id:
-            continue
-        batch = parsed[1]
-        raw_paths = connection.hget(keys.batch(run_id, batch), "paths")
-        if raw_paths is None:
-            continue  # its results are stored already
-        reason = failure_reason(connection, failed_id)
-        records = [result_record(path, batch, error=f"{path}: batch {batch} failed in the worker: {reason}")
-                   for path in json.loads(raw_paths)]
-        if store_results(connection, run_id, batch, records, int(run_meta.get("result_ttl", 86400))):
+        if parsed is not None and parsed[0] == run_id and reap_batch(
+                connection, run_id, parsed[1], failed_id, int(run_meta.get("result_ttl", 86400))):
             reaped += 1
     return reaped
+
+
+def reap_batch(connection: redis.Redis, run_id: str, batch: int, failed_id: str, result_ttl: int) -> bool:
+    """Finish one batch whose job failed: each of its images gets a result with the job's error."""
+    raw_paths = connection.hget(keys.batch(run_id, batch), "paths")
+    if raw_paths is None:
+        return False  # its results are stored already
+    reason = failure_reason(connection, failed_id)
+    records = [result_record(path, batch, error=f"{path}: batch {batch} failed in the worker: {reason}")
+               for path in json.loads(raw_paths)]
+    return store_results(connection, run_id, batch, records, result_ttl)
 
 
 def failure_reason(connection: redis.Redis, failed_id: str) -> str:
@@ -169,12 +298,12 @@ def follow(connection: redis.Redis, run_id: str, *, wait: bool = True,
 
 def follow_lines(connection: redis.Redis, run_id: str, *, wait: bool = True,
                  should_stop: Callable[[], bool] = lambda: False) -> Iterator[str]:
-    """Like `follow`, as the stored JSON lines: no parsing when they are only passed on."""
+    """Like `follow`, as the stored JSON lines: each image once, even if a batch was redone."""
     if not connection.exists(keys.run(run_id)):
         raise RunError(f"no such run: {run_id} (never created, or its results expired)")
     last_id = "0-0"
-    seen = 0
-    last_reap = time.monotonic()
+    seen: set[str] = set()  # a batch redone after a Redis restart lost its first result must not repeat
+    last_sweep = time.monotonic()
     while True:
         block = 500 if wait else None
         response: list[Any] = connection.xread(  # type: ignore[assignment]
@@ -183,17 +312,20 @@ def follow_lines(connection: redis.Redis, run_id: str, *, wait: bool = True,
             for entry_id, fields in entries:
                 last_id = text(entry_id)
                 for line in text(fields.get(b"results", b"")).splitlines():
-                    seen += 1
-                    yield line
+                    path = json.loads(line)["path"]
+                    if path not in seen:
+                        seen.add(path)
+                        yield line
         if response:
             continue
         meta = decode_hash(connection.hgetall(keys.run(run_id)))  # type: ignore[arg-type]
-        complete = meta.get("status") == "enqueued" and seen >= int(meta.get("total", 0))
+        complete = meta.get("status") == "enqueued" and len(seen) >= int(meta.get("total", 0))
         if complete or not wait or should_stop():
             return
-        if time.monotonic() - last_reap > 2.0:
+        if time.monotonic() - last_sweep > SWEEP_SECONDS:
+            recover_abandoned(connection, batch_queue(connection, meta.get("queue", keys.DEFAULT_QUEUE)))
             reap_failed_batches(connection, run_id)
-            last_reap = time.monotonic()
+            last_sweep = time.monotonic()
 
 
 def run_status(connection: redis.Redis, run_id: str) -> dict[str, Any]:

@@ -118,6 +118,7 @@ class Watcher:
             real = {f.relative: os.fsencode(f.path) for f in chunk}
             self.redis.hset(keys.run_pending(self.run_id), mapping=real)  # type: ignore[arg-type]
             runs.enqueue_batch(self.redis, self.queue, self.run_id, index, chunk, self.settings)
+            self.redis.hincrby(keys.run(self.run_id), "total", len(chunk))
             self.next_batch += 1
             self.pending.update(real)
             self.ready_since = time.monotonic()

@@ -11,6 +11,8 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from types import FrameType
 
 import click
@@ -22,10 +24,11 @@ from digits.connection import Command, connect, redact, redis_url_option, text
 log = logging.getLogger("digits.worker")
 
 
-def run_one(url: str, queues: list[str], burst: bool, log_level: str, log_format: str,
+def run_one(name: str, url: str, queues: list[str], burst: bool, log_level: str, log_format: str,
             metrics_port: int | None) -> None:
     """One worker process: connect, load the model lazily, work until told to stop."""
     from digits.queueing import batch_queue
+    from digits.recovery import Lease
     from worker import metrics
     from worker.serving import SERVER, NoModelError
     from worker.worker import DigitsWorker
@@ -33,13 +36,14 @@ def run_one(url: str, queues: list[str], burst: bool, log_level: str, log_format
     logs.setup(log_level, log_format)
     if metrics_port is not None:
         metrics.serve(metrics_port)
-    connection = connect(url)
-    name = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
+    connection = connect(url, check=False)  # a Redis that is restarting is waited for, with backoff
+    lease = Lease(connection, name).start()
     try:
         SERVER.refresh(connection, name)  # ready before the first job, not during it
     except NoModelError as exc:
         log.warning("%s; jobs will fail until a version is promoted", exc)
-    worker = DigitsWorker([batch_queue(connection, q) for q in queues], connection=connection, name=name)
+    worker = DigitsWorker([batch_queue(connection, q) for q in queues], connection=connection, name=name,
+                          lease=lease)
     # RQ registers the worker before it installs its signal handlers; a stop signal in that
     # window would kill the process and leave a stale registration behind, so exit cleanly.
     signal.signal(signal.SIGTERM, exit_now)
@@ -49,6 +53,8 @@ def run_one(url: str, queues: list[str], burst: bool, log_level: str, log_format
         worker.work(burst=burst, logging_level=log_level)
     except SystemExit:
         worker.register_death()
+    finally:
+        lease.end()
 
 
 def exit_now(signum: int, frame: FrameType | None) -> None:
@@ -63,45 +69,126 @@ def stop_when_orphaned(parent: int) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
+def worker_name(slot: int) -> str:
+    """Unique per process start: host, supervisor pid, slot and a random suffix."""
+    return f"{socket.gethostname()}.{os.getpid()}.{slot}.{uuid.uuid4().hex[:6]}"
+
+
+class Recoverer:
+    """The supervisor's Redis side: clears a dead worker's traces and requeues abandoned batches."""
+
+    def __init__(self, url: str, queues: list[str]) -> None:
+        from digits.queueing import batch_queue
+
+        self.connection = connect(url, check=False)
+        self.queues = [batch_queue(self.connection, q) for q in queues]
+        self.last_sweep = 0.0
+
+    def bury(self, name: str) -> None:
+        """A worker process died without deregistering: drop its registration and lease now."""
+        from rq import Worker
+
+        from worker.worker import DigitsWorker
+
+        try:
+            found = DigitsWorker.find_by_key(Worker.redis_worker_namespace_prefix + name, self.connection)
+            if found is not None:
+                found.register_death()
+            self.connection.delete(keys.worker_lease(name))
+            self.sweep()
+        except redis.RedisError as exc:
+            log.warning("cannot clean up after worker %s yet: %s", name, exc)
+
+    def sweep(self, every: float = 0.0) -> None:
+        from digits.recovery import recover_abandoned
+
+        if time.monotonic() - self.last_sweep < every:
+            return
+        self.last_sweep = time.monotonic()
+        try:
+            for queue in self.queues:
+                recover_abandoned(self.connection, queue)
+        except redis.RedisError as exc:
+            log.warning("cannot look for abandoned jobs: %s", exc)
+
+
+@dataclass
+class Slot:
+    """One supervised worker process: its name, and how long its next respawn waits."""
+
+    name: str
+    process: multiprocessing.process.BaseProcess
+    started: float
+    delay: float = 1.0
+
+
+SWEEP_SECONDS = 5.0  # how often each supervisor looks for batches abandoned by dead workers anywhere
+QUICK_DEATH = 5.0  # a process that dies sooner than this after starting makes the next start wait longer
+MAX_RESPAWN_DELAY = 30.0
+
+
 def supervise(count: int, url: str, queues: list[str], burst: bool, log_level: str, log_format: str = "text",
               metrics_port: int | None = None) -> int:
     """Run `count` worker processes; respawn any that dies, stop all on SIGTERM or Ctrl-C.
 
-    With a metrics port, process i serves Prometheus metrics on metrics_port + i.
+    A dead worker's batch is requeued at once. Respawns back off exponentially (1 s, 2 s, ... 30 s)
+    while processes keep dying young, e.g. while Redis is down. With a metrics port, process i
+    serves Prometheus metrics on metrics_port + i.
     """
     context = multiprocessing.get_context("spawn")
     stopping = False
+    recoverer = Recoverer(url, queues)
 
-    def spawn(slot: int) -> multiprocessing.process.BaseProcess:
+    def spawn(slot: int, delay: float = 1.0) -> Slot:
+        name = worker_name(slot)
         port = None if metrics_port is None else metrics_port + slot
-        process = context.Process(target=run_one, args=(url, queues, burst, log_level, log_format, port), daemon=False)
+        process = context.Process(target=run_one, args=(name, url, queues, burst, log_level, log_format, port),
+                                  daemon=False)
         process.start()
-        return process
+        return Slot(name, process, time.monotonic(), delay)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
-        for process in processes:
-            if process is not None and process.is_alive() and process.pid is not None:
-                os.kill(process.pid, signal.SIGTERM)  # each finishes its current job first
+        for slot in slots:
+            if slot is not None and slot.process.is_alive() and slot.process.pid is not None:
+                os.kill(slot.process.pid, signal.SIGTERM)  # each finishes its current job first
 
-    processes: list[multiprocessing.process.BaseProcess | None] = [spawn(slot) for slot in range(count)]
+    slots: list[Slot | None] = [spawn(index) for index in range(count)]
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     log.info("started %d worker process(es) on %s, queues %s", count, redact(url), ",".join(queues))
-    while any(p is not None for p in processes):
-        for slot, process in enumerate(processes):
-            if process is None or process.is_alive():
+    while any(s is not None for s in slots):
+        for index, slot in enumerate(slots):
+            if slot is None or slot.process.is_alive():
                 continue
-            process.join()
-            if stopping or burst or process.exitcode == 0:
-                processes[slot] = None
+            slot.process.join()
+            if stopping or burst or slot.process.exitcode == 0:
+                slots[index] = None
+                continue
+            recoverer.bury(slot.name)
+            lived = time.monotonic() - slot.started
+            delay = 1.0 if lived > QUICK_DEATH else min(slot.delay * 2, MAX_RESPAWN_DELAY)
+            log.warning("worker pid %s exited with %s after %.0f s; starting a new one in %.0f s",
+                        slot.process.pid, slot.process.exitcode, lived, delay)
+            if sleep_unless(lambda: stopping, delay):
+                slots[index] = spawn(index, delay)
             else:
-                log.warning("worker pid %s exited with %s; starting a new one", process.pid, process.exitcode)
-                time.sleep(1.0)
-                processes[slot] = spawn(slot)
+                slots[index] = None
+        if not stopping and not burst:
+            recoverer.sweep(every=SWEEP_SECONDS)
         time.sleep(0.2)
     return 0
+
+
+def sleep_unless(stopped: Callable[[], bool], seconds: float) -> bool:
+    """Sleep, but return False at once if told to stop meanwhile."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if stopped():
+            return False
+        time.sleep(0.1)
+    return not stopped()
 
 
 def probe(connection: redis.Redis, kind: str) -> tuple[bool, str]:
@@ -148,7 +235,7 @@ def main(count: int, redis_url: str, queues: tuple[str, ...], burst: bool, metri
          health: str | None, log_level: str, log_format: str) -> None:
     """Start COUNT RQ worker processes that classify digit batches."""
     if health is not None:
-        healthy, message = probe(connect(redis_url), health)
+        healthy, message = probe(connect(redis_url, patient=False, check=False), health)
         click.echo(message)
         sys.exit(0 if healthy else 1)
     logs.setup(log_level, log_format)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from rq import SimpleWorker
+from rq import Queue, SimpleWorker
 from rq.exceptions import DeserializationError
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from digits import keys
 from digits.queueing import JOB_FUNCTION
+from digits.recovery import Lease
 
 ALLOWED_FUNCTIONS = frozenset({JOB_FUNCTION})
 MAX_JOB_BYTES = 64 * 1024  # our jobs carry three small values; anything bigger is not ours
@@ -54,12 +55,24 @@ class SafeJob(Job):
 class DigitsWorker(SimpleWorker):
     """Runs every job in this process, so the model is loaded once and only swapped when it moves."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, lease: Lease | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("serializer", JSONSerializer)
         kwargs.setdefault("job_class", SafeJob)
         kwargs.setdefault("worker_ttl", WORKER_TTL)
         super().__init__(*args, **kwargs)
+        self.lease = lease
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        """Hold the job in this process's lease while it runs, so its loss is noticed in seconds."""
+        if self.lease is not None:
+            self.lease.hold(job.id)
+        try:
+            super().execute_job(job, queue)
+        finally:
+            if self.lease is not None:
+                self.lease.hold("")
 
     def register_death(self) -> None:
-        self.connection.delete(keys.worker_model(self.name), keys.worker_stats(self.name))
+        self.connection.delete(keys.worker_model(self.name), keys.worker_stats(self.name),
+                               keys.worker_lease(self.name))
         super().register_death()  # type: ignore[no-untyped-call]

@@ -1,0 +1,119 @@
+"""Abandoned-job recovery: a batch whose worker died mid-job runs again within seconds.
+
+On its own, RQ is at-most-once here: the job of a SIGKILLed worker stays "started" until its
+heartbeat runs out (job timeout + 60 s) and a maintenance pass (every 10 minutes) fails it.
+Instead, every worker process holds a lease in Redis that names the job it is running, renewed
+every LEASE_RENEW seconds with a TTL of LEASE_SECONDS. A started job whose worker's lease has
+expired, or names another job, was abandoned: it goes back to the front of its queue. Sweeps
+run in every worker supervisor and in the producer while it follows a run; a sweeper claims a
+job by removing it from the started registry, so exactly one of them requeues it. A batch
+abandoned MAX_ABANDONED times (an input that kills every worker that reads it) is finished with
+failed results that say so, instead of taking workers down forever.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+
+import redis
+from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+
+from digits import keys
+from digits.connection import text
+from digits.queueing import parse_job_id
+from digits.results import result_record, store_results
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 10  # a dead worker's batch is recovered at most this long (plus one sweep) after it died
+LEASE_RENEW = 2.0
+MAX_ABANDONED = 3
+
+
+class Lease:
+    """A worker process's lease: renewed by a daemon thread, naming the job the process is running."""
+
+    def __init__(self, connection: redis.Redis, worker_name: str) -> None:
+        self.connection = connection
+        self.key = keys.worker_lease(worker_name)
+        self.job_id = ""
+        self.stopped = threading.Event()
+
+    def start(self) -> Lease:
+        self.renew()
+        threading.Thread(target=self.keep_renewing, name="lease", daemon=True).start()
+        return self
+
+    def hold(self, job_id: str) -> None:
+        """Name the job now, before RQ marks it started, so a sweep never mistakes it for abandoned."""
+        self.job_id = job_id
+        self.renew()
+
+    def renew(self) -> None:
+        self.connection.set(self.key, self.job_id, ex=LEASE_SECONDS)
+
+    def keep_renewing(self) -> None:
+        while not self.stopped.wait(LEASE_RENEW):
+            try:
+                self.renew()
+            except redis.RedisError as exc:  # Redis away: the lease lapses, the job will be recovered
+                log.warning("cannot renew the worker lease: %s", exc)
+
+    def end(self) -> None:
+        self.stopped.set()
+        self.connection.delete(self.key)
+
+
+def recover_abandoned(connection: redis.Redis, queue: Queue) -> list[str]:
+    """Requeue the started jobs of this queue whose worker no longer holds them; return their ids."""
+    registry = queue.started_job_registry
+    entries = registry.get_job_and_execution_ids(cleanup=False)
+    if not entries:
+        return []
+    workers = [connection.hget(f"rq:execution:{job_id}:{execution_id}", "worker_name")
+               for job_id, execution_id in entries]
+    leases = connection.mget([keys.worker_lease(text(w)) if w else "-" for w in workers])
+    recovered = []
+    for (job_id, execution_id), lease in zip(entries, leases, strict=True):
+        if lease is not None and text(lease) == job_id:
+            continue  # its worker is alive and running it
+        if not connection.zrem(registry.key, f"{job_id}:{execution_id}"):
+            continue  # it just finished, or another sweeper claimed it
+        try:
+            job = queue.job_class.fetch(job_id, connection=connection, serializer=queue.serializer)
+        except NoSuchJobError:
+            continue
+        if job.get_status() != JobStatus.STARTED:
+            continue
+        abandoned = int(job.meta.get("abandoned", 0)) + 1
+        if abandoned >= MAX_ABANDONED:
+            fail_batch(connection, job, abandoned)
+            continue
+        job.meta["abandoned"] = abandoned
+        job.save_meta()
+        queue.enqueue_job(job, at_front=True)
+        log.warning("job %s was abandoned by its worker (%d time(s)); requeued", job_id, abandoned)
+        recovered.append(job_id)
+    return recovered
+
+
+def fail_batch(connection: redis.Redis, job: Job, abandoned: int) -> None:
+    """Give every image of a batch that keeps killing workers a failed result, and drop its job."""
+    parsed = parse_job_id(job.id)
+    if parsed is None:
+        job.delete()
+        return
+    run_id, batch = parsed
+    raw_paths = connection.hget(keys.batch(run_id, batch), "paths")
+    if raw_paths is not None:
+        ttl = int(connection.hget(keys.run(run_id), "result_ttl") or 86400)
+        reason = (f"the worker classifying batch {batch} died {abandoned} times (killed, or out of memory: "
+                  "one of its images may be poison)")
+        records = [result_record(path, batch, error=f"{path}: {reason}") for path in json.loads(raw_paths)]
+        store_results(connection, run_id, batch, records, ttl)
+    log.error("job %s abandoned %d times: its images are reported as failed", job.id, abandoned)
+    job.delete()
