@@ -15,7 +15,8 @@ RUNS = f"{PREFIX}:runs"  # sorted set: run id -> creation time
 
 
 def model(version: str) -> str:
-    """Hash with fields theta1, theta2 (gzipped CSV bytes) and manifest (JSON)."""
+    """Hash with fields theta1, theta2 (gzipped CSV bytes), manifest (JSON) and the trainer's PNGs
+    plot:accuracy.png, plot:confusion.png, plot:worst.png."""
     return f"{PREFIX}:model:{version}"
 
 
@@ -59,6 +60,12 @@ def worker_lease(worker_name: str) -> str:
     it is running, or empty when idle. A started job whose worker's lease is gone or names another
     job was abandoned, and is recovered (digits/recovery.py)."""
     return f"{PREFIX}:worker:{worker_name}:lease"
+
+
+def stranded(queue: str) -> str:
+    """Hash: job id -> when a sweep first saw it popped off `queue` by a worker but not started.
+    A job still there after STRANDED_SECONDS lost its worker between the two steps (digits/recovery.py)."""
+    return f"{PREFIX}:queue:{queue}:stranded"
 
 
 def worker_stats(worker_name: str) -> str:

@@ -9,6 +9,10 @@ run in every worker supervisor and in the producer while it follows a run; a swe
 job by removing it from the started registry, so exactly one of them requeues it. A batch
 abandoned MAX_ABANDONED times (an input that kills every worker that reads it) is finished with
 failed results that say so, instead of taking workers down forever.
+
+A worker can also die in the instant between popping a job off the queue and marking it
+started; RQ parks such a job in its "intermediate" list and fails it after a minute. A sweep
+requeues it once it has sat there STRANDED_SECONDS with no live worker's lease naming it.
 """
 
 from __future__ import annotations
@@ -16,11 +20,14 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 
 import redis
 from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.worker import Worker
+from rq.worker_registration import get_keys
 
 from digits import keys
 from digits.connection import text
@@ -32,6 +39,7 @@ log = logging.getLogger(__name__)
 LEASE_SECONDS = 10  # a dead worker's batch is recovered at most this long (plus one sweep) after it died
 LEASE_RENEW = 2.0
 MAX_ABANDONED = 3
+STRANDED_SECONDS = 10  # a popped job is marked started within milliseconds by a live worker
 
 
 class Lease:
@@ -69,7 +77,12 @@ class Lease:
 
 
 def recover_abandoned(connection: redis.Redis, queue: Queue) -> list[str]:
-    """Requeue the started jobs of this queue whose worker no longer holds them; return their ids."""
+    """Requeue the jobs of this queue that a dead worker held (started or only popped); return their ids."""
+    return recover_started(connection, queue) + recover_stranded(connection, queue)
+
+
+def recover_started(connection: redis.Redis, queue: Queue) -> list[str]:
+    """Started jobs whose worker no longer holds them."""
     registry = queue.started_job_registry
     entries = registry.get_job_and_execution_ids(cleanup=False)
     if not entries:
@@ -83,22 +96,54 @@ def recover_abandoned(connection: redis.Redis, queue: Queue) -> list[str]:
             continue  # its worker is alive and running it
         if not connection.zrem(registry.key, f"{job_id}:{execution_id}"):
             continue  # it just finished, or another sweeper claimed it
-        try:
-            job = queue.job_class.fetch(job_id, connection=connection, serializer=queue.serializer)
-        except NoSuchJobError:
-            continue
-        if job.get_status() != JobStatus.STARTED:
-            continue
-        abandoned = int(job.meta.get("abandoned", 0)) + 1
-        if abandoned >= MAX_ABANDONED:
-            fail_batch(connection, job, abandoned)
-            continue
-        job.meta["abandoned"] = abandoned
-        job.save_meta()
-        queue.enqueue_job(job, at_front=True)
-        log.warning("job %s was abandoned by its worker (%d time(s)); requeued", job_id, abandoned)
-        recovered.append(job_id)
+        if requeue(connection, queue, job_id, JobStatus.STARTED):
+            recovered.append(job_id)
     return recovered
+
+
+def recover_stranded(connection: redis.Redis, queue: Queue) -> list[str]:
+    """Jobs popped off the queue by a worker that died before marking them started."""
+    popped = {text(job_id) for job_id in connection.lrange(queue.intermediate_queue_key, 0, -1)}
+    seen_key = keys.stranded(queue.name)
+    seen = {text(job_id): float(at) for job_id, at in connection.hgetall(seen_key).items()}
+    if gone := [job_id for job_id in seen if job_id not in popped]:
+        connection.hdel(seen_key, *gone)
+    for job_id in popped - seen.keys():
+        connection.hsetnx(seen_key, job_id, time.time())
+    overdue = [job_id for job_id in popped & seen.keys() if time.time() - seen[job_id] > STRANDED_SECONDS]
+    if not overdue:
+        return []
+    names = [key.removeprefix(Worker.redis_worker_namespace_prefix) for key in get_keys(queue)]
+    held = {text(job_id) for job_id in connection.mget([keys.worker_lease(n) for n in names] or ["-"]) if job_id}
+    recovered = []
+    for job_id in overdue:
+        if job_id in held or job_id in queue.started_job_registry:
+            continue
+        if not connection.lrem(queue.intermediate_queue_key, 1, job_id):
+            continue  # another sweeper claimed it
+        connection.hdel(seen_key, job_id)
+        if requeue(connection, queue, job_id, JobStatus.QUEUED):
+            recovered.append(job_id)
+    return recovered
+
+
+def requeue(connection: redis.Redis, queue: Queue, job_id: str, expected: JobStatus) -> bool:
+    """Put a claimed job back at the front of its queue, or fail its batch if it keeps killing workers."""
+    try:
+        job = queue.job_class.fetch(job_id, connection=connection, serializer=queue.serializer)
+    except NoSuchJobError:
+        return False
+    if job.get_status() != expected:
+        return False
+    abandoned = int(job.meta.get("abandoned", 0)) + 1
+    if abandoned >= MAX_ABANDONED:
+        fail_batch(connection, job, abandoned)
+        return False
+    job.meta["abandoned"] = abandoned
+    job.save_meta()
+    queue.enqueue_job(job, at_front=True)
+    log.warning("job %s was abandoned by its worker (%d time(s)); requeued", job_id, abandoned)
+    return True
 
 
 def fail_batch(connection: redis.Redis, job: Job, abandoned: int) -> None:

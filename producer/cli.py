@@ -21,6 +21,7 @@ from rq import Worker
 from digits import keys
 from digits.connection import Group, connect, redact, redis_url_option, text
 from digits.images import DEFAULT_MAX_BYTES, EXTENSIONS
+from digits.pattern import parse_pattern
 from digits.queueing import batch_queue
 from digits.registry import Registry
 from producer import runs
@@ -47,9 +48,22 @@ def folder_options(function: Any) -> Any:
                      type=click.IntRange(60), help="Seconds results stay in Redis."),
         click.option("--max-bytes", default=DEFAULT_MAX_BYTES, show_default=True,
                      type=click.IntRange(1), help="Files larger than this are refused."),
+        click.option("--expect-digits", "expect", default=None, callback=check_pattern,
+                     help="Digits per image when the format is known: a count (5) or a pattern (#####-####)."),
+        click.option("--review-threshold", type=click.FloatRange(0, 1), default=None,
+                     help="Flag codes read with less confidence for review [default: the worker's, 0.9]."),
     ]):
         function = option(function)
     return function
+
+
+def check_pattern(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        try:
+            parse_pattern(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
 
 
 def settings_from(options: dict[str, Any]) -> runs.Settings:
@@ -57,7 +71,8 @@ def settings_from(options: dict[str, Any]) -> runs.Settings:
     return runs.Settings(batch_size=options["batch_size"], window=options["window"],
                          result_ttl=options["result_ttl"], queue=options["queue"],
                          max_bytes=options["max_bytes"], extensions=extensions,
-                         globs=tuple(options["globs"]))
+                         globs=tuple(options["globs"]), expect=options["expect"],
+                         review_threshold=options["review_threshold"])
 
 
 def open_output(path: str) -> IO[str]:

@@ -53,6 +53,13 @@ class Settings:
     retries: int = 2
     extensions: tuple[str, ...] = EXTENSIONS
     globs: tuple[str, ...] = ()
+    expect: str | None = None  # digits per image, as a count ("5") or a pattern ("#####-####")
+    review_threshold: float | None = None  # None: each worker's own threshold
+
+    def reading_options(self) -> dict[str, Any]:
+        """What the worker needs to know about reading this run's images (stored with each batch)."""
+        return {k: v for k, v in (("expect", self.expect), ("review_threshold", self.review_threshold))
+                if v is not None}
 
 
 def new_run_id() -> str:
@@ -120,6 +127,7 @@ class Sender:
         self.settings = settings
         self.queue = batch_queue(connection, settings.queue)
         self.open: dict[int, int] = {}  # batch index -> images, for batches not finished yet
+        self.unplaced: set[int] = set()  # open batches whose job the last sweep found nowhere
         self.next_index = int(connection.hget(keys.run(run_id), "batches") or 0)
         self.last_sweep = time.monotonic()
 
@@ -201,10 +209,12 @@ class Sender:
                 del self.open[index]
 
     def sweep(self) -> None:
-        """Enqueue again the open batches whose job is lost or finished without results; fail the failed."""
+        """Enqueue again the open batches whose job is lost, finished without results, or dropped
+        by a sweeper that died mid-recovery; fail the failed."""
         recover_abandoned(self.redis, self.queue)
         ids = [job_id(self.run_id, index) for index in self.open]
         jobs = Job.fetch_many(ids, connection=self.redis, serializer=self.queue.serializer)
+        waiting = []
         for index, job in zip(list(self.open), jobs, strict=True):
             status = job.get_status(refresh=False) if job is not None else None
             if status is None or status == JobStatus.FINISHED:
@@ -213,6 +223,25 @@ class Sender:
                 enqueue_job(self.queue, self.run_id, index, self.open[index], self.settings)
             elif status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
                 reap_batch(self.redis, self.run_id, index, job_id(self.run_id, index), self.settings.result_ttl)
+            elif status in (JobStatus.QUEUED, JobStatus.STARTED):
+                waiting.append(index)
+        unplaced = self.find_unplaced(waiting)
+        for index in unplaced & self.unplaced:  # nowhere on two sweeps in a row: nobody will run it
+            log.warning("run %s batch %d: job is in no queue or registry, enqueueing it again", self.run_id, index)
+            enqueue_job(self.queue, self.run_id, index, self.open[index], self.settings)
+        self.unplaced = unplaced
+
+    def find_unplaced(self, indexes: list[int]) -> set[int]:
+        """The batches whose job is neither queued, popped by a worker, nor started (read atomically)."""
+        if not indexes:
+            return set()
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lrange(self.queue.key, 0, -1)
+            pipe.lrange(self.queue.intermediate_queue_key, 0, -1)
+            pipe.zrange(self.queue.started_job_registry.key, 0, -1)
+            queued, popped, started = pipe.execute()
+        placed = {text(j) for j in queued + popped} | {text(e).rsplit(":", 1)[0] for e in started}
+        return {index for index in indexes if job_id(self.run_id, index) not in placed}
 
 
 def enqueue_folder(connection: redis.Redis, run_id: str, root: Path, settings: Settings) -> int:
@@ -230,6 +259,8 @@ def enqueue_batch(connection: redis.Redis, queue: Queue, run_id: str, index: int
                   settings: Settings) -> None:
     """Store one batch's file bytes (or why a file cannot be read) and enqueue its job."""
     payload: dict[str, bytes | str] = {"paths": json.dumps([f.relative for f in chunk])}
+    if options := settings.reading_options():
+        payload["options"] = json.dumps(options)
     for position, found in enumerate(chunk):
         data, problem = read(found, settings.max_bytes)
         if data is None:

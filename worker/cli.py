@@ -20,6 +20,8 @@ import redis
 
 from digits import keys, logs
 from digits.connection import Command, connect, redact, redis_url_option, text
+from digits.images import DEFAULT_MAX_PIXELS
+from digits.reading import DEFAULT_REVIEW_THRESHOLD
 
 log = logging.getLogger("digits.worker")
 
@@ -123,7 +125,7 @@ class Slot:
 
 
 SWEEP_SECONDS = 5.0  # how often each supervisor looks for batches abandoned by dead workers anywhere
-QUICK_DEATH = 5.0  # a process that dies sooner than this after starting makes the next start wait longer
+QUICK_DEATH = 5.0  # a process that fails this soon after starting makes the next start wait twice as long
 MAX_RESPAWN_DELAY = 30.0
 
 
@@ -131,8 +133,8 @@ def supervise(count: int, url: str, queues: list[str], burst: bool, log_level: s
               metrics_port: int | None = None) -> int:
     """Run `count` worker processes; respawn any that dies, stop all on SIGTERM or Ctrl-C.
 
-    A dead worker's batch is requeued at once. Respawns back off exponentially (1 s, 2 s, ... 30 s)
-    while processes keep dying young, e.g. while Redis is down. With a metrics port, process i
+    A dead worker's batch is requeued at once. Respawns wait 1 s, and back off exponentially
+    (2 s, 4 s, ... 30 s) while processes keep failing right after they start. With a metrics port, process i
     serves Prometheus metrics on metrics_port + i.
     """
     context = multiprocessing.get_context("spawn")
@@ -168,7 +170,8 @@ def supervise(count: int, url: str, queues: list[str], burst: bool, log_level: s
                 continue
             recoverer.bury(slot.name)
             lived = time.monotonic() - slot.started
-            delay = 1.0 if lived > QUICK_DEATH else min(slot.delay * 2, MAX_RESPAWN_DELAY)
+            crash_loop = (slot.process.exitcode or 0) > 0 and lived < QUICK_DEATH  # killed by a signal: exit code < 0
+            delay = min(slot.delay * 2, MAX_RESPAWN_DELAY) if crash_loop else 1.0
             log.warning("worker pid %s exited with %s after %.0f s; starting a new one in %.0f s",
                         slot.process.pid, slot.process.exitcode, lived, delay)
             if sleep_unless(lambda: stopping, delay):
@@ -231,9 +234,16 @@ def probe(connection: redis.Redis, kind: str) -> tuple[bool, str]:
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
 @click.option("--log-format", envvar="DIGITS_LOG_FORMAT", default="text", show_default=True,
               type=click.Choice(logs.FORMATS), help="json: one JSON object per line, with run, batch, model, worker.")
+@click.option("--review-threshold", envvar="DIGITS_REVIEW_THRESHOLD", type=click.FloatRange(0, 1),
+              default=DEFAULT_REVIEW_THRESHOLD, show_default=True,
+              help="Codes read with less confidence get review: true, unless their run sets its own threshold.")
+@click.option("--max-pixels", envvar="DIGITS_MAX_PIXELS", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS,
+              show_default=True, help="Images with more pixels are refused before they are decoded.")
 def main(count: int, redis_url: str, queues: tuple[str, ...], burst: bool, metrics_port: int | None,
-         health: str | None, log_level: str, log_format: str) -> None:
+         health: str | None, log_level: str, log_format: str, review_threshold: float, max_pixels: int) -> None:
     """Start COUNT RQ worker processes that classify digit batches."""
+    os.environ["DIGITS_REVIEW_THRESHOLD"] = str(review_threshold)  # read by each worker process
+    os.environ["DIGITS_MAX_PIXELS"] = str(max_pixels)
     if health is not None:
         healthy, message = probe(connect(redis_url, patient=False, check=False), health)
         click.echo(message)

@@ -1,0 +1,171 @@
+"""Chaos: workers SIGKILLed and respawned, one SIGTERMed, Redis killed and restarted, the producer
+killed and resumed, all during one run; every image must end with exactly one result, equal to a
+clean run's.
+
+Redis runs with the documented persistence (AOF, fsync every second) and is killed with SIGKILL,
+so it may come back without its last second of writes: the producer must notice and send again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import redis
+from PIL import Image
+from rq import Worker
+
+from digits import keys
+from digits.connection import connect, text
+from digits.redis_server import RedisServer
+from digits.registry import DEFAULT_MODEL_DIR, Registry
+from tests.conftest import ROOT, Digits, WorkerPool, write_pngs
+
+IMAGES = 10_000
+# (progress, event): what happens when that share of the images has a result; between these,
+# a random worker is SIGKILLed every 1.5 to 3 s. Workers are respawned by their supervisor.
+PLAN = [(0.03, "kill"), (0.08, "producer"), (0.15, "kill"), (0.25, "term"), (0.35, "kill"), (0.45, "redis"),
+        (0.55, "kill"), (0.65, "kill"), (0.75, "kill"), (0.85, "kill")]
+BAD = {"bad/empty.png": b"", "bad/text.png": b"not an image", "bad/truncated.png": b"\x89PNG\r\n\x1a\n\0\0"}
+PERSISTENT = ["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]
+
+
+def make_folder(folder: Path, mnist_test: Digits) -> None:
+    write_pngs(folder, mnist_test[0][:IMAGES], mnist_test[1][:IMAGES])
+    (folder / "bad").mkdir()
+    for name, data in BAD.items():
+        (folder / name).write_bytes(data)
+    Image.new("L", (28, 28), 255).save(folder / "bad" / "blank.png")
+
+
+def producer(url: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "producer", "run", *args, "--batch-size", "10",
+                             "--window", "400", "--no-progress", "--redis-url", url],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def comparable(record: dict[str, Any]) -> tuple[Any, ...]:
+    """What must not depend on how the run went: the answer, and the error of a bad image."""
+    error = record["error"]
+    return record["path"], record["digits"], record["model_version"], error.split(": ")[-1] if error else None
+
+
+def worker_pids(connection: redis.Redis) -> list[int]:
+    """Live worker processes (a registration can outlive its process by a moment)."""
+    try:
+        registered = [w.pid for w in Worker.all(connection=connection) if w.pid]
+    except redis.RedisError:
+        return []
+    return [pid for pid in registered if Path(f"/proc/{pid}").exists()]
+
+
+def signal_one(pids: list[int], rng: random.Random, signum: int) -> bool:
+    try:
+        os.kill(rng.choice(pids), signum)
+    except ProcessLookupError:  # it died meanwhile
+        return False
+    return True
+
+
+def test_nothing_is_lost_or_repeated_under_chaos(tmp_path: Path, mnist_test: Digits) -> None:
+    folder = tmp_path / "scans"
+    make_folder(folder, mnist_test)
+    total = IMAGES + len(BAD) + 1
+    rng = random.Random(7)
+    (tmp_path / "redis").mkdir()
+    server = RedisServer(extra_args=PERSISTENT, directory=tmp_path / "redis").start()
+    url = server.url
+    connection = connect(url)
+    Registry(connection).publish_dir(DEFAULT_MODEL_DIR, promote=True)
+    pool = WorkerPool(url, 3)
+    events: Counter[str] = Counter()
+    try:
+        pool.wait_registered(connection, 3)
+        clean = tmp_path / "clean.jsonl"
+        started = time.monotonic()
+        assert producer(url, str(folder), "-o", str(clean)).wait(timeout=180) == 1  # bad images: exit 1
+        clean_seconds = time.monotonic() - started
+
+        chaotic = tmp_path / "chaos-1.jsonl"
+        first = producer(url, str(folder), "-o", str(chaotic))
+        run_id = wait_for_run(connection, exclude=runs_before(connection, clean))
+
+        def progress() -> float:
+            try:
+                return int(connection.hlen(keys.run_results(run_id))) / total
+            except redis.RedisError:
+                return 0.0
+
+        resumed: subprocess.Popen[str] | None = None
+        plan = list(PLAN)
+        last_kill = time.monotonic()
+        deadline = time.monotonic() + 300
+        while resumed is None or resumed.poll() is None:
+            assert time.monotonic() < deadline, f"chaos run stuck at {progress():.0%}: {dict(events)}"
+            if plan and progress() >= plan[0][0]:
+                _, event = plan.pop(0)
+                if event == "producer":
+                    first.send_signal(signal.SIGKILL)
+                    first.wait()
+                    resumed = producer(url, "--resume", run_id, "-o", str(tmp_path / "chaos-2.jsonl"))
+                    events["producer killed and resumed"] += 1
+                elif event == "redis":
+                    server.process.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
+                    server.process.wait()  # type: ignore[union-attr]
+                    time.sleep(1.0)
+                    server.start()
+                    events["Redis killed and restarted"] += 1
+                elif signal_one(worker_pids(connection), rng, signal.SIGTERM if event == "term" else signal.SIGKILL):
+                    events["worker SIGTERM" if event == "term" else "worker SIGKILL"] += 1
+                    last_kill = time.monotonic()
+            elif time.monotonic() - last_kill > rng.uniform(1.5, 3.0):
+                if signal_one(worker_pids(connection), rng, signal.SIGKILL):
+                    events["worker SIGKILL"] += 1
+                last_kill = time.monotonic()
+            time.sleep(0.05)
+        chaos_seconds = time.monotonic() - deadline + 300
+        assert resumed is not None
+        stderr = resumed.stderr.read() if resumed.stderr else ""
+        assert resumed.returncode == 1, stderr  # the bad images, and nothing else, failed
+    finally:
+        pool.stop()
+        server.close()
+
+    assert len(plan) == 0 and events["worker SIGKILL"] >= 7 and events["worker SIGTERM"] == 1, dict(events)
+    expected = {r["path"]: comparable(r) for r in read_results(clean)}
+    assert len(expected) == total
+    output = read_results(tmp_path / "chaos-2.jsonl")
+    paths = Counter(r["path"] for r in output)
+    duplicates = sum(n - 1 for n in paths.values())
+    lost = total - len(paths)
+    assert (lost, duplicates) == (0, 0), dict(events)
+    assert {r["path"]: comparable(r) for r in output} == expected
+    assert sum(1 for r in output if r["error"]) == len(BAD) + 1
+    print(f"\nchaos: {total} images, {dict(events)}, lost {lost}, duplicates {duplicates}; "
+          f"clean run {clean_seconds:.1f} s, chaos run {chaos_seconds:.1f} s")
+
+
+def runs_before(connection: redis.Redis, clean: Path) -> set[str]:
+    return {text(r) for r in connection.zrange(keys.RUNS, 0, -1)}
+
+
+def wait_for_run(connection: redis.Redis, exclude: set[str], timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        new = {text(r) for r in connection.zrange(keys.RUNS, 0, -1)} - exclude
+        if new:
+            return new.pop()
+        time.sleep(0.05)
+    raise AssertionError("the chaos run did not start")

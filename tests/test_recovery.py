@@ -1,0 +1,122 @@
+"""Abandoned-job recovery against real Redis and RQ: the states a dead worker leaves behind are
+reached with RQ's own worker methods, then swept (worker kills for real are in test_chaos.py)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from rq import Queue, Worker
+from rq.job import Job, JobStatus
+
+from digits import keys, recovery
+from digits.connection import text
+from digits.queueing import batch_queue, job_id
+from digits.recovery import MAX_ABANDONED, Lease, recover_abandoned
+from producer.files import walk
+from producer.runs import Sender, Settings, create_run, enqueue_batch
+
+
+def one_batch(connection: redis.Redis, tmp_path: Path) -> tuple[str, Queue, Job]:
+    """A run of one stored batch (two files), its job queued."""
+    (tmp_path / "a.png").write_bytes(b"not really a png")
+    (tmp_path / "b.png").write_bytes(b"nor this")
+    settings = Settings(batch_size=2)
+    run_id = create_run(connection, tmp_path, settings)
+    queue = batch_queue(connection)
+    enqueue_batch(connection, queue, run_id, 0, list(walk(tmp_path, settings.extensions, ())), settings)
+    job = Job.fetch(job_id(run_id, 0), connection=connection, serializer=queue.serializer)
+    return run_id, queue, job
+
+
+def ghost(connection: redis.Redis, queue: Queue, name: str) -> Worker:
+    """A registered worker that will never run what it takes, like one about to be SIGKILLed."""
+    worker = Worker([queue], connection=connection, name=name, serializer=queue.serializer)
+    worker.register_birth()
+    return worker
+
+
+def pop(worker: Worker, queue: Queue) -> Job:
+    taken = Queue.dequeue_any([queue], None, connection=queue.connection, serializer=queue.serializer)
+    assert taken is not None
+    return taken[0]
+
+
+def start(worker: Worker, queue: Queue) -> Job:
+    """Pop a job and mark it started, as a worker does before running it."""
+    job = pop(worker, queue)
+    worker.prepare_execution(job)
+    worker.prepare_job_execution(job, remove_from_intermediate_queue=True)
+    return job
+
+
+def test_started_job_of_a_dead_worker_goes_back_to_the_front(connection: redis.Redis, tmp_path: Path) -> None:
+    _run, queue, job = one_batch(connection, tmp_path)
+    start(ghost(connection, queue, "dead"), queue)
+    assert job.get_status() == JobStatus.STARTED and queue.count == 0
+
+    assert recover_abandoned(connection, queue) == [job.id]
+    assert queue.get_job_ids() == [job.id]
+    assert job.get_status() == JobStatus.QUEUED
+    assert job.get_meta()["abandoned"] == 1
+    assert recover_abandoned(connection, queue) == []  # claimed once
+
+
+def test_a_live_lease_protects_the_job_it_names(connection: redis.Redis, tmp_path: Path) -> None:
+    _run, queue, job = one_batch(connection, tmp_path)
+    lease = Lease(connection, "alive").start()
+    try:
+        lease.hold(job.id)
+        start(ghost(connection, queue, "alive"), queue)
+        assert recover_abandoned(connection, queue) == []
+        assert job.get_status() == JobStatus.STARTED
+        lease.hold("some-other-job")  # the worker moved on: this one was left behind
+        assert recover_abandoned(connection, queue) == [job.id]
+    finally:
+        lease.end()
+    assert not connection.exists(keys.worker_lease("alive"))
+
+
+def test_job_popped_but_never_started_is_requeued_after_a_grace(connection: redis.Redis, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    _run, queue, job = one_batch(connection, tmp_path)
+    pop(ghost(connection, queue, "died-after-pop"), queue)
+    assert connection.lrange(queue.intermediate_queue_key, 0, -1) == [job.id.encode()]
+    assert recover_abandoned(connection, queue) == []  # a live worker starts it within milliseconds
+    assert connection.hexists(keys.stranded(queue.name), job.id)
+
+    monkeypatch.setattr(recovery, "STRANDED_SECONDS", 0.0)
+    time.sleep(0.01)
+    assert recover_abandoned(connection, queue) == [job.id]
+    assert queue.get_job_ids() == [job.id]
+    assert connection.llen(queue.intermediate_queue_key) == 0
+    assert not connection.exists(keys.stranded(queue.name))
+
+
+def test_a_batch_that_keeps_killing_workers_fails_with_its_reason(connection: redis.Redis,
+                                                                  tmp_path: Path) -> None:
+    run_id, queue, job = one_batch(connection, tmp_path)
+    for death in range(1, MAX_ABANDONED + 1):
+        start(ghost(connection, queue, f"victim-{death}"), queue)
+        recover_abandoned(connection, queue)
+    results = {text(k): json.loads(v) for k, v in connection.hgetall(keys.run_results(run_id)).items()}
+    assert set(results) == {"a.png", "b.png"}
+    assert all(f"died {MAX_ABANDONED} times" in r["error"] for r in results.values())
+    assert not connection.exists(job.key) and queue.count == 0
+
+
+def test_producer_re_sends_a_job_that_is_nowhere(connection: redis.Redis, tmp_path: Path) -> None:
+    """A sweeper that dies between claiming a job and requeueing it leaves it in no queue or registry."""
+    run_id, queue, job = one_batch(connection, tmp_path)
+    sender = Sender(connection, run_id, tmp_path, Settings(batch_size=2))
+    sender.adopt_open_batches()
+    connection.lrem(queue.key, 1, job.id)
+    sender.sweep()
+    assert queue.count == 0  # once could be a job in flight between two places
+    sender.sweep()
+    assert queue.get_job_ids() == [job.id]
+    sender.sweep()
+    assert queue.get_job_ids() == [job.id]  # found again: not sent twice
