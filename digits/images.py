@@ -71,6 +71,11 @@ def to_grey(image: Image.Image) -> Floats:
 
 def normalise(grey: Floats) -> Floats:
     """Turn one greyscale digit into a 28 x 28 MNIST-style field (ink bright, in [0, 1])."""
+    return normalise_with_box(grey)[0]
+
+
+def normalise_with_box(grey: Floats) -> tuple[Floats, tuple[int, int, int, int]]:
+    """`normalise`, and the ink's box (left, top, right, bottom) in the image's pixels."""
     border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
     background = median(border)
     if background > 0.5:  # dark ink on light paper: flip to MNIST polarity
@@ -86,7 +91,7 @@ def normalise(grey: Floats) -> Floats:
     top, bottom, left, right = ink_box(ink)
     crop = ink[top:bottom, left:right]
     crop = crop / crop.max()
-    return centre(fit_box(crop))
+    return centre(fit_box(crop)), (left, top, right, bottom)
 
 
 def median(values: Floats) -> float:

@@ -20,7 +20,8 @@ from digits import keys
 def result_record(path: str, batch: int, **fields: Any) -> dict[str, Any]:
     """One image's result; every result, good or bad, has the same fields."""
     record: dict[str, Any] = {
-        "path": path, "digits": None, "confidences": None, "probabilities": None,
+        "path": path, "code": None, "digits": None, "confidence": None, "review": None,
+        "confidences": None, "probabilities": None, "boxes": None,
         "model_version": None, "model_sha256": None, "error": None, "batch": batch,
         "worker": None,
     }

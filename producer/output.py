@@ -7,7 +7,7 @@ import json
 from typing import IO, Any
 
 FORMATS = ("jsonl", "csv")
-CSV_FIELDS = ("path", "digits", "confidence", "model_version", "error")
+CSV_FIELDS = ("path", "digits", "code", "confidence", "review", "model_version", "error")
 
 
 class ResultWriter:
@@ -25,7 +25,8 @@ class ResultWriter:
         if self.csv is None:
             self.stream.write((line or json.dumps(record, ensure_ascii=False)) + "\n")
             return
-        confidences = record.get("confidences") or []
-        confidence = f"{min(confidences):.6f}" if confidences else ""
-        self.csv.writerow([record["path"], record.get("digits") or "", confidence,
+        confidence = record.get("confidence")
+        review = record.get("review")
+        self.csv.writerow([record["path"], record.get("digits") or "", record.get("code") or "",
+                           "" if confidence is None else f"{confidence:.6f}", "" if review is None else int(review),
                            record.get("model_version") or "", record.get("error") or ""])

@@ -9,21 +9,25 @@ import socket
 import time
 from typing import Any
 
-import numpy as np
 from rq import get_current_job
 
 from digits import keys
-from digits.images import DEFAULT_MAX_PIXELS, ImageError, prepare
+from digits.images import DEFAULT_MAX_PIXELS, ImageError, decode
+from digits.pattern import Pattern, parse_pattern
+from digits.reading import DEFAULT_REVIEW_THRESHOLD, pieces, read
 from digits.results import result_record, store_results
+from digits.segment import Segmentation
 from worker import metrics
 from worker.serving import SERVER
 
 log = logging.getLogger(__name__)
 MAX_PIXELS = int(os.environ.get("DIGITS_MAX_PIXELS", DEFAULT_MAX_PIXELS))
+REVIEW_THRESHOLD = float(os.environ.get("DIGITS_REVIEW_THRESHOLD", DEFAULT_REVIEW_THRESHOLD))
 
 
 def classify_batch(run_id: str, batch: int, result_ttl: int) -> dict[str, int]:
-    """Decode, normalise and classify one batch; one bad image never fails the others."""
+    """Decode, segment and classify one batch (all its digits in one product); one bad image never
+    fails the others."""
     started = time.perf_counter()
     job = get_current_job()
     if job is None:
@@ -36,27 +40,37 @@ def classify_batch(run_id: str, batch: int, result_ttl: int) -> dict[str, int]:
     worker = job.worker_name or socket.gethostname()
     loaded = SERVER.refresh(connection, worker)  # the model may have moved since the last job
 
-    pixels: list[np.ndarray] = []
-    good: list[int] = []
+    options = json.loads(payload.get(b"options", b"{}"))
+    threshold = float(options.get("review_threshold", REVIEW_THRESHOLD))
+    expect: Pattern | None = None
     records: list[dict[str, Any]] = []
+    try:
+        expect = parse_pattern(options["expect"]) if options.get("expect") else None
+    except ValueError as exc:  # the producer checks it; a job written by hand may not
+        records = [result_record(path, batch, error=f"{path}: {exc}", worker=worker) for path in paths]
+        paths = []
+
+    segmentations: list[Segmentation] = []
+    good: list[int] = []
     for index, path in enumerate(paths):
         problem = payload.get(f"{index}:error".encode())
         try:
             if problem is not None:
                 raise ImageError(problem.decode())
-            pixels.append(prepare(payload[str(index).encode()], MAX_PIXELS))
+            segmentations.append(pieces(decode(payload[str(index).encode()], MAX_PIXELS), loaded.model, expect))
             good.append(index)
         except ImageError as exc:
             records.append(result_record(path, batch, error=f"{path}: {exc}", worker=worker))
-    if pixels:
-        probabilities = loaded.model.probabilities(np.stack(pixels))
-        for index, probs in zip(good, probabilities, strict=True):
-            digit = int(probs.argmax())
-            records.append(result_record(
-                paths[index], batch, digits=str(digit), confidences=[round(float(probs[digit]), 6)],
-                probabilities=[[round(float(p), 6) for p in probs]],
-                model_version=loaded.version, model_sha256=loaded.sha256, worker=worker,
-            ))
+    for index, reading in zip(good, read(segmentations, loaded.model, threshold, expect), strict=True):
+        top = reading.probabilities.max(axis=1)
+        records.append(result_record(
+            paths[index], batch, code=reading.code, digits=reading.digits,
+            confidence=round(reading.confidence, 6), review=reading.review,
+            confidences=[round(float(p), 6) for p in top],
+            probabilities=[[round(float(p), 6) for p in probs] for probs in reading.probabilities],
+            boxes=[list(box) for box in reading.boxes],
+            model_version=loaded.version, model_sha256=loaded.sha256, worker=worker,
+        ))
     store_results(connection, run_id, batch, records, result_ttl)
     failed = len(records) - len(good)
     seconds = time.perf_counter() - started
