@@ -26,6 +26,8 @@ from digits.connection import text
 from digits.theta import Theta, ThetaError, find_file, parse_pair, plain_bytes, sha256_hex
 
 THETA_FILES = ("theta1.csv", "theta2.csv")
+PLOT_FILES = ("accuracy.png", "confusion.png", "worst.png")  # made by the trainer, kept beside the manifest
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 VERSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 RESERVED_IDS = frozenset({"versions", "current", "history"})  # registry keys share the namespace
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"  # shipped, made by the trainer
@@ -83,8 +85,12 @@ class Registry:
 
     # -- writing -------------------------------------------------------------------------
     def publish(self, theta1: bytes, theta2: bytes, manifest: dict[str, Any],
-                promote: bool = False) -> str:
-        """Validate and store a version atomically; refuse to overwrite an existing one."""
+                promote: bool = False, plots: dict[str, bytes] | None = None) -> str:
+        """Validate and store a version atomically, with its plots; refuse to overwrite an existing one."""
+        plots = plots or {}
+        for name, data in plots.items():
+            if name not in PLOT_FILES or not data.startswith(PNG_SIGNATURE):
+                raise RegistryError(f"{name}: not one of the version plots ({', '.join(PLOT_FILES)}) as a PNG")
         plain1, plain2 = plain_bytes(theta1, "theta1.csv"), plain_bytes(theta2, "theta2.csv")
         parse_pair(plain1, plain2)  # raises ThetaError naming the file and the problem
         expected = manifest.get("files", {})
@@ -108,6 +114,7 @@ class Registry:
                 "theta1": gzip.compress(plain1, mtime=0),
                 "theta2": gzip.compress(plain2, mtime=0),
                 "manifest": json.dumps(manifest, sort_keys=True),
+                **{f"plot:{name}": data for name, data in plots.items()},
             })
             pipe.zadd(keys.MODEL_VERSIONS, {version: time.time()})
             if promote:
@@ -126,7 +133,8 @@ class Registry:
             manifest = json.loads(manifest_path.read_text())
         else:
             manifest = build_manifest(data1, data2, theta, preset=preset, source=f"import:{directory}")
-        return self.publish(data1, data2, manifest, promote=promote)
+        plots = {name: (directory / name).read_bytes() for name in PLOT_FILES if (directory / name).is_file()}
+        return self.publish(data1, data2, manifest, promote=promote, plots=plots)
 
     def promote(self, version: str) -> None:
         """Point `current` at a published version, remembering the old pointer for rollback."""
@@ -192,10 +200,18 @@ class Registry:
         return parse_pair(plain1, plain2, f"{version}/theta1.csv", f"{version}/theta2.csv"), manifest
 
     def export(self, version: str, directory: Path) -> Path:
-        """Write a version as a plain directory: theta1.csv, theta2.csv, manifest.json."""
+        """Write a version as a plain directory: theta1.csv, theta2.csv, manifest.json and its plots."""
         plain1, plain2, manifest = self.files(version)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "theta1.csv").write_bytes(plain1)
         (directory / "theta2.csv").write_bytes(plain2)
         (directory / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        for name, data in self.plots(version).items():
+            (directory / name).write_bytes(data)
         return directory
+
+    def plots(self, version: str) -> dict[str, bytes]:
+        """The PNGs published with a version (none for imported CSVs without them)."""
+        stored: list[bytes | None] = self.redis.hmget(  # type: ignore[assignment]
+            keys.model(version), [f"plot:{name}" for name in PLOT_FILES])
+        return {name: data for name, data in zip(PLOT_FILES, stored, strict=True) if data is not None}

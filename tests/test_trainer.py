@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import redis
 
-from digits.registry import DEFAULT_MODEL_DIR, Registry
+from digits.registry import DEFAULT_MODEL_DIR, PLOT_FILES, Registry
 from digits.theta import Model, load_dir
 from tests.conftest import ROOT, Digits
 from trainer import mnist
@@ -96,7 +96,7 @@ def test_registry_commands(redis_url: str, connection: redis.Redis, tmp_path: Pa
     assert trainer(redis_url, "promote", imported).returncode == 0
     assert Registry(connection).current() == imported
     assert trainer(redis_url, "rollback").stdout.strip() == f"current is now {default}"
-    shown = json.loads(trainer(redis_url, "show").stdout)
+    shown = json.loads(trainer(redis_url, "show", "--json").stdout)
     assert shown["version"] == default and shown["metrics"]["test_accuracy"] >= 0.97
     refused = trainer(redis_url, "promote", "no-such-version")
     assert refused.returncode != 0 and "no such version: no-such-version" in refused.stderr
@@ -114,5 +114,85 @@ def test_default_model_accuracy(mnist_test: Digits) -> None:
     model = Model(load_dir(DEFAULT_MODEL_DIR))
     accuracy = (model.probabilities(mnist_test[0] / 255.0).argmax(axis=1) == mnist_test[1]).mean()
     manifest = json.loads((DEFAULT_MODEL_DIR / "manifest.json").read_text())
-    assert accuracy >= 0.97
+    assert accuracy >= 0.993
     assert accuracy == pytest.approx(manifest["metrics"]["test_accuracy"], abs=1e-9)
+    assert manifest["preset"] == "best" and manifest["hidden"] <= 1024
+    for name in PLOT_FILES:
+        assert (DEFAULT_MODEL_DIR / name).read_bytes().startswith(b"\x89PNG")
+
+
+def small(data: mnist.Mnist, train_images: int = 1000) -> mnist.Mnist:
+    """The real split with fewer training images (validation and test untouched): epochs of 7 steps."""
+    keep = mnist.VALIDATION_SIZE + train_images
+    return mnist.Mnist(data.train_images[:keep], data.train_labels[:keep], data.test_images, data.test_labels)
+
+
+def test_best_recipe_is_reproducible_and_folds_its_input_scaling() -> None:
+    from trainer.train import preset_with, train
+
+    data = small(mnist.load())
+    recipe = preset_with("best", steps=14, hidden=16)
+    first, second = (train(data, recipe, report=lambda _line: None) for _ in range(2))
+    assert np.array_equal(first.theta.theta1, second.theta.theta1)
+    assert np.array_equal(first.theta.theta2, second.theta.theta2)
+    assert len(first.history["validation"]) == 2 and first.best_epoch in (1, 2)
+    # The export runs on raw [0, 1] pixels, so the numpy accuracy is the one Keras validated.
+    assert first.validation_accuracy == pytest.approx(first.history["validation"][first.best_epoch - 1], abs=2e-3)
+    other = train(data, preset_with("best", steps=14, hidden=16, seed=1), report=lambda _line: None)
+    assert not np.array_equal(first.theta.theta1, other.theta.theta1)
+
+
+def test_fold_scaling_matches_standardised_inputs() -> None:
+    from trainer.train import fold_scaling
+
+    rng = np.random.default_rng(0)
+    x, w1, b1 = rng.random((5, 784)), rng.normal(size=(784, 3)), rng.normal(size=3)
+    folded_w, folded_b = fold_scaling(w1, b1, mean=0.13, std=0.31)
+    assert np.allclose(x @ folded_w + folded_b, ((x - 0.13) / 0.31) @ w1 + b1)
+
+
+def test_interrupted_run_resumes_from_its_last_epoch(tmp_path: Path) -> None:
+    from trainer.train import preset_with, train
+
+    data = small(mnist.load())
+    recipe = preset_with("best", steps=7 * 4, hidden=16)
+    lines: list[str] = []
+
+    def interrupt_after_two(line: str) -> None:
+        lines.append(line)
+        if line.startswith("epoch 2/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(data, recipe, report=interrupt_after_two, checkpoint_dir=tmp_path)
+    assert len(json.loads((tmp_path / "journal.json").read_text())["history"]["validation"]) == 2
+    resumed: list[str] = []
+    trained = train(data, recipe, report=resumed.append, checkpoint_dir=tmp_path)
+    assert [line.split()[1] for line in resumed] == ["3/4", "4/4"]
+    assert "ETA" in resumed[0]
+    assert len(trained.history["validation"]) == 4
+    assert trained.history["validation"][:2] == pytest.approx([float(line.split()[5]) for line in lines], abs=1e-4)
+
+
+def test_best_preset_publishes_plots_and_show_points_to_them(redis_url: str, connection: redis.Redis,
+                                                            tmp_path: Path) -> None:
+    out = tmp_path / "version"
+    done = trainer(redis_url, "train", "--preset", "best", "--steps", "429", "--hidden", "32",
+                   "--out", str(out), "--checkpoint-dir", str(tmp_path / "checkpoint"))
+    assert done.returncode == 0, done.stderr
+    version = done.stdout.strip().splitlines()[-1]
+    assert "epoch 1/1" in done.stderr and "ETA" in done.stderr
+    assert not (tmp_path / "checkpoint").exists()  # removed once the version is out
+    assert Model(load_dir(out)).w1.shape == (784, 32)
+    for name in PLOT_FILES:
+        assert (out / name).read_bytes().startswith(b"\x89PNG")
+    shown = trainer(redis_url, "show", version)
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(r"test_accuracy\s+0\.9\d{3}", shown.stdout)
+    assert f"digits-trainer export {version} DIR" in shown.stdout and "confusion.png" in shown.stdout
+    exported = tmp_path / "exported"
+    assert trainer(redis_url, "export", version, str(exported)).returncode == 0
+    assert (exported / "worst.png").read_bytes() == (out / "worst.png").read_bytes()
+    table = trainer(redis_url, "robustness", version)
+    assert table.returncode == 0, table.stderr
+    assert re.search(r"slant \+15 deg\s+\d+\.\d\d%", table.stdout)

