@@ -26,7 +26,7 @@ BEST = PRESETS["best"]
 PLAIN = replace(BEST, distort=False, schedule="constant", standardize=False, ema=False, select="last")
 # (label, recipe): cumulative from plain Adam to the `best` preset, then one change at a time from it.
 VARIANTS: list[tuple[str, Preset]] = [
-    ("plain: H=800, Adam 1e-3, Glorot", PLAIN),
+    ("plain: H=1024, Adam 1e-3, Glorot", PLAIN),
     ("+ cosine schedule, best-validation epoch", replace(PLAIN, schedule="cosine", select="best")),
     ("+ inputs standardised (folded into theta1)", replace(PLAIN, schedule="cosine", select="best",
                                                           standardize=True)),
@@ -34,7 +34,9 @@ VARIANTS: list[tuple[str, Preset]] = [
     ("+ elastic and affine distortions = best", BEST),
     ("best, N(0, 1) init as in the seed", replace(BEST, init="normal")),
     ("best, label smoothing 0.1", replace(BEST, label_smoothing=0.1)),
-    ("best at H=300", replace(BEST, hidden=300)),
+    ("best, dropout 0.2 on the hidden layer", replace(BEST, dropout=0.2)),
+    ("best, constant rate, last epoch (no schedule, no selection)", replace(BEST, schedule="constant",
+                                                                           select="last")),
 ]
 
 

@@ -41,6 +41,7 @@ class Preset:
     schedule: str = "constant"  # "cosine": the learning rate decays to 1% of its start over `steps`
     standardize: bool = False  # train on (x - mean) / std of the training pixels; folded into theta1
     label_smoothing: float = 0.0
+    dropout: float = 0.0  # share of hidden units dropped in each training step (none at inference)
     ema: bool = False  # serve an exponential moving average of the weights (momentum 0.999)
     select: str = "last"  # "best": keep the epoch with the best validation accuracy
 
@@ -111,6 +112,7 @@ def train(data: Mnist, preset: Preset, report: Report = print, checkpoint_dir: P
         tf.keras.layers.Rescaling(1.0 / std, offset=-mean / std),
         tf.keras.layers.Dense(preset.hidden, activation="sigmoid",
                               kernel_initializer=kernel, bias_initializer=bias),
+        tf.keras.layers.Dropout(preset.dropout, seed=preset.seed),  # the identity at rate 0 and at inference
         tf.keras.layers.Dense(10, kernel_initializer=kernel, bias_initializer=bias),
     ])
     epochs, per_epoch = epochs_of(preset, len(x_train_f))
