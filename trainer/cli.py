@@ -81,7 +81,7 @@ def train(preset: str, steps: int | None, hidden: int | None, learning_rate: flo
                                   "history": trained.history,
                               })
     plots = version_plots(Model(trained.theta), trained.history, f"{recipe.name}: training and validation accuracy",
-                          data.test_images, data.test_labels)
+                          data.test_images, data.test_labels, train_label=training_label(recipe.distort))
     click.echo(f"validation accuracy {trained.validation_accuracy:.4f}, "
                f"test accuracy {trained.test_accuracy:.4f}, {trained.seconds:.0f} s", err=True)
     if out is not None:
@@ -92,6 +92,11 @@ def train(preset: str, steps: int | None, hidden: int | None, learning_rate: flo
         click.echo(f"published {version}" + (" (current)" if promote else ""), err=True)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     click.echo(manifest["version"])
+
+
+def training_label(distorted: bool) -> str:
+    """Training accuracy is Keras' running average over the epoch's batches, distorted ones if so trained."""
+    return "Training (distorted digits, average over the epoch)" if distorted else "Training (average over the epoch)"
 
 
 def write_dir(directory: Path, theta1: bytes, theta2: bytes, manifest: dict[str, Any],

@@ -24,14 +24,14 @@ def png(figure: Any) -> bytes:
     return buffer.getvalue()
 
 
-def accuracy_plot(history: dict[str, list[float]], title: str) -> bytes:
+def accuracy_plot(history: dict[str, list[float]], title: str, train_label: str = "Training") -> bytes:
     """Training and validation accuracy per epoch, with a zoomed inset, drawn like the seed's figure."""
     epochs = np.arange(1, len(history["train"]) + 1)
     figure = plt.figure(figsize=(10, 7))
     full = figure.add_axes((0.1, 0.1, 0.8, 0.8))
     zoom = figure.add_axes((0.36, 0.25, 0.53, 0.5))
     for axes in (full, zoom):
-        axes.plot(epochs, history["train"], "-b", label="Training")
+        axes.plot(epochs, history["train"], "-b", label=train_label)
         axes.plot(epochs, history["validation"], "-g", label="Validation")
     full.legend(loc="lower left")
     full.set_xlabel("Epoch")
@@ -92,12 +92,12 @@ def worst_plot(images: Bytes, labels: Bytes, probabilities: npt.NDArray[np.float
 
 
 def version_plots(model: Model, history: dict[str, list[float]], title: str,
-                  test_images: Bytes, test_labels: Bytes) -> dict[str, bytes]:
+                  test_images: Bytes, test_labels: Bytes, train_label: str = "Training") -> dict[str, bytes]:
     """The three PNGs of a version, by file name."""
     probabilities = model.probabilities(test_images.astype(np.float32) / 255.0)
     predicted = probabilities.argmax(axis=1).astype(np.uint8)
     return {
-        "accuracy.png": accuracy_plot(history, title),
+        "accuracy.png": accuracy_plot(history, title, train_label),
         "confusion.png": confusion_plot(test_labels, predicted),
         "worst.png": worst_plot(test_images, test_labels, probabilities),
     }
