@@ -157,10 +157,10 @@ def test_page_shows_the_default_model(driver: WebDriver, site: Site) -> None:
     info = open_page(driver, site.url + PAGE)
     manifest = json.loads((DEFAULT_MODEL_DIR / "manifest.json").read_text())
     assert info["version"] == manifest["version"]
-    assert info["hidden"] == manifest["hidden"] == 300
+    assert info["hidden"] == manifest["hidden"] == 1024
     assert "sha256 of both files match the manifest" in info["check"]
     assert driver.find_element(By.ID, "model-version").text == manifest["version"]
-    assert driver.find_element(By.ID, "model-hidden").text == "300"
+    assert driver.find_element(By.ID, "model-hidden").text == "1024"
     log: list[dict[str, Any]] = driver.get_log("browser")
     errors = [entry for entry in log if entry.get("level") == "SEVERE"]
     assert not errors, errors

@@ -59,7 +59,7 @@ def test_publish_default_model(registry: Registry, default_version: str) -> None
     assert registry.versions() == [default_version]
     assert registry.current() == default_version
     theta, manifest = registry.load(default_version)
-    assert theta.theta1.shape == (785, 300) and theta.theta2.shape == (301, 10)
+    assert theta.theta1.shape == (785, 1024) and theta.theta2.shape == (1025, 10)
     assert manifest == DEFAULT_MANIFEST
 
 
@@ -68,16 +68,16 @@ def test_manifest_fields(registry: Registry, default_version: str) -> None:
     manifest = registry.manifest(default_version)
     assert manifest["version"] == default_version
     assert datetime.fromisoformat(manifest["created_at"]).tzinfo is not None
-    for name, shape in (("theta1.csv", [785, 300]), ("theta2.csv", [301, 10])):
+    for name, shape in (("theta1.csv", [785, 1024]), ("theta2.csv", [1025, 10])):
         assert manifest["files"][name]["sha256"] == sha256_hex(DEFAULT_FILES[name])
         assert manifest["files"][name]["shape"] == shape
     assert manifest["model_sha256"] == model_sha256(DEFAULT_FILES["theta1.csv"], DEFAULT_FILES["theta2.csv"])
-    assert manifest["hidden"] == 300
-    assert manifest["preset"] == "seed"
-    assert manifest["hyperparameters"]["hidden"] == 300
+    assert manifest["hidden"] == 1024
+    assert manifest["preset"] == "best"
+    assert manifest["hyperparameters"]["hidden"] == 1024
     assert isinstance(manifest["hyperparameters"]["learning_rate"], float)
-    assert 0.95 < manifest["metrics"]["validation_accuracy"] <= 1.0
-    assert 0.95 < manifest["metrics"]["test_accuracy"] <= 1.0
+    assert 0.99 < manifest["metrics"]["validation_accuracy"] <= 1.0
+    assert 0.993 <= manifest["metrics"]["test_accuracy"] <= 1.0
     assert {"python", "numpy"} <= set(manifest["libraries"])
 
 
@@ -247,7 +247,10 @@ def test_export_then_import_round_trips_the_exact_bytes(tmp_path: Path, registry
                                                         default_version: str) -> None:
     """Moving a model between registries through a directory must not change one byte."""
     exported = registry.export(default_version, tmp_path / "export")
-    assert sorted(p.name for p in exported.iterdir()) == ["manifest.json", "theta1.csv", "theta2.csv"]
+    assert sorted(p.name for p in exported.iterdir()) == [
+        "accuracy.png", "confusion.png", "manifest.json", "theta1.csv", "theta2.csv", "worst.png"]
+    for plot in ("accuracy.png", "confusion.png", "worst.png"):  # the bundled plots travel with the version
+        assert (exported / plot).read_bytes() == (DEFAULT_MODEL_DIR / plot).read_bytes()
     assert (exported / "theta1.csv").read_bytes() == DEFAULT_FILES["theta1.csv"]
     assert (exported / "theta2.csv").read_bytes() == DEFAULT_FILES["theta2.csv"]
 
@@ -261,6 +264,7 @@ def test_export_then_import_round_trips_the_exact_bytes(tmp_path: Path, registry
     assert (theta1, theta2) == (DEFAULT_FILES["theta1.csv"], DEFAULT_FILES["theta2.csv"])
     assert copied["files"] == DEFAULT_MANIFEST["files"]
     assert copied["model_sha256"] == DEFAULT_MANIFEST["model_sha256"]
+    assert registry.plots("copy-1") == registry.plots(default_version)
     assert registry.current() == default_version  # importing does not promote
 
 
