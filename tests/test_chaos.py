@@ -72,6 +72,9 @@ def worker_pids(connection: redis.Redis) -> list[int]:
 
 
 def signal_one(pids: list[int], rng: random.Random, signum: int) -> bool:
+    """Signal a random live worker; False if none is alive just now (all being respawned)."""
+    if not pids:
+        return False
     try:
         os.kill(rng.choice(pids), signum)
     except ProcessLookupError:  # it died meanwhile
