@@ -133,6 +133,8 @@ def test_nothing_is_lost_or_repeated_under_chaos(tmp_path: Path, mnist_test: Dig
                 elif signal_one(worker_pids(connection), rng, signal.SIGTERM if event == "term" else signal.SIGKILL):
                     events["worker SIGTERM" if event == "term" else "worker SIGKILL"] += 1
                     last_kill = time.monotonic()
+                else:  # no live worker this instant: try again on the next tick
+                    plan.insert(0, (0.0, event))
             elif time.monotonic() - last_kill > rng.uniform(1.5, 3.0):
                 if signal_one(worker_pids(connection), rng, signal.SIGKILL):
                     events["worker SIGKILL"] += 1
