@@ -93,8 +93,9 @@ def test_hostile_corpus_each_gets_its_own_result(redis_url: str, default_version
     expected = build_corpus(folder, outside, images[0])
     assert len(expected) >= 19
     pool = start_workers(2)
-    done = subprocess.run([*WITHOUT_ROOTS_READ_ALL, sys.executable, "-m", "producer", "run", str(folder), "--redis-url", redis_url,
-                           "--batch-size", "8"], cwd=ROOT, capture_output=True, text=True, timeout=180, check=False)
+    command = [*WITHOUT_ROOTS_READ_ALL, sys.executable, "-m", "producer", "run", str(folder),
+               "--redis-url", redis_url, "--batch-size", "8"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180, check=False)
     assert done.returncode == 1, done.stderr  # some images failed, and the exit code says so
     results = [json.loads(line) for line in done.stdout.splitlines()]
     by_path = {r["path"]: r for r in results}
