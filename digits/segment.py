@@ -3,11 +3,14 @@
 1. Polarity and paper: ink is made bright; the paper's uneven level (a grey opening, wider
    than any stroke) is subtracted.
 2. Binarise with Otsu's threshold, or call the crop blank when the ink is too faint.
-3. Clean: drop specks, and long thin lines (underlines, box lines) that no digit makes.
+3. Clean: drop specks, and long thin lines (underlines, box lines) that no digit makes: runs of
+   ink longer than any digit, then what is left of them as pieces (a box's sides standing out
+   of the digits' band, hairlines finer than any pen).
 4. Segment (after Matan et al. 1992): connected components; components stacked over each
    other are one broken digit; a short flat blob at mid-height is a hyphen; a piece too wide
    for one digit is split at the cut, straight or slanted, that the classifier likes best.
-5. Normalise each piece the way MNIST was made (digits.images.fit_box and centre).
+5. Normalise each piece the way MNIST was made (digits.images.fit_box and centre), its strokes
+   redrawn part of the way towards MNIST's width: pens vary more between scans than in MNIST.
 """
 
 from __future__ import annotations
@@ -33,6 +36,12 @@ WORK_HEIGHT = 96  # crops are read at most this tall: each digit ends up 20 pixe
 MIN_THRESHOLD = 0.12  # binarisation never goes below this much ink over the paper
 DIGIT_ASPECT = 0.75  # a typical handwritten digit's width over its height
 SLANTS = (-0.3, 0.0, 0.3)  # tangents of the cut lines tried when splitting touching digits
+SPLIT_FROM = 1.2  # without a hint, pieces narrower than this (x a typical digit width) stay whole ...
+SPLIT_SURE = 1.8  # ... and wider ones are always cut; between, a cut must read better than the whole
+HINT_WIDTH_PRIOR = 3.0  # with a hint: log-odds that a piece holds two digits, per typical width beyond one
+MNIST_STROKE = 0.133  # MNIST's median stroke width, over the longer side of the digit's box
+STROKE_STRENGTH = 0.5  # share of the difference from MNIST_STROKE that normalise() takes away
+MAX_SHAVE = 0.06  # ... at most this much of the digit's size from each side of a stroke
 SPLIT_PRIOR = 4.0  # weight of the width prior against the classifier's log-confidence when cutting
 
 
@@ -145,6 +154,25 @@ def components(binary: Mask) -> list[Piece]:
             for index, (rows, cols) in enumerate(slices) if keep[index]]
 
 
+def drop_rules(pieces: list[Piece]) -> list[Piece]:
+    """Drop what is left of box lines and underlines that a digit never makes: pieces far longer
+    than the digits are tall and thin across, standing out of the digits' band (a box's sides) or
+    lying along it (an underline, a box's top and bottom)."""
+    if not pieces:
+        return pieces
+    upright = [p for p in pieces if p.width > 0.2 * p.height and p.height > 0.2 * p.width] or pieces
+    size = float(np.median([p.height for p in upright if p.height >= 0.5 * max(q.height for q in upright)]))
+    top, bottom = min(p.box[1] for p in upright), max(p.box[3] for p in upright)
+    kept = []
+    for p in pieces:
+        side = p.height >= 1.15 * size and p.width <= 0.2 * p.height and p.box[1] < top and p.box[3] > bottom
+        rule = p.width >= 1.6 * size and p.height <= 0.2 * p.width
+        hairline = p.width <= max(2, round(0.05 * size)) and p.height >= 3 * p.width  # finer than any pen
+        if not (side or rule or hairline):
+            kept.append(p)
+    return kept
+
+
 def overlap(a: Box, b: Box) -> int:
     return min(a[2], b[2]) - max(a[0], b[0])
 
@@ -215,18 +243,52 @@ def best_split(piece: Piece, ink: Floats, classify: Classify, typical: float
     return candidates[best], float(pairs[best]), float(confidence[0])
 
 
-def normalise(piece: Piece, ink: Floats) -> Floats:
-    """The piece's own ink (with its anti-aliased edge, not its neighbours'), MNIST-style, as 784 values."""
+def normalise(piece: Piece, ink: Floats, pen: bool = False) -> Floats:
+    """The piece's own ink (with its anti-aliased edge, not its neighbours'), MNIST-style, as 784 values.
+
+    With `pen`, the strokes are redrawn towards MNIST's width (restroke): slower, so only for the
+    digits finally read, not for the many candidate cuts whose scores only need comparing.
+    """
     left, top, right, bottom = piece.box
     height, width = ink.shape
     y0, x0, y1, x1 = max(top - 1, 0), max(left - 1, 0), min(bottom + 1, height), min(right + 1, width)
     grown = np.zeros((y1 - y0, x1 - x0), dtype=bool)
     grown[top - y0:bottom - y0, left - x0:right - x0] = piece.mask
-    crop = ink[y0:y1, x0:x1] * ndimage.maximum_filter(grown, size=3)
+    if pen:
+        crop = restroke(grown, max(piece.height, piece.width))
+    else:
+        crop = ink[y0:y1, x0:x1] * ndimage.maximum_filter(grown, size=3)
     peak = float(crop.max())
     if peak <= 0:
         return np.zeros(FIELD * FIELD, dtype=np.float32)
     return centre(fit_box((crop / peak).astype(np.float32))).reshape(-1)
+
+
+def stroke_width(mask: Mask) -> float:
+    """Mean stroke width in pixels: twice the ink's area over its outline's length."""
+    outline = int((mask & ~ndimage.binary_erosion(mask)).sum())
+    return 2.0 * float(mask.sum()) / max(outline, 1)
+
+
+def restroke(mask: Mask, side: int) -> Floats:
+    """The piece redrawn, anti-aliased, with its strokes moved towards MNIST's width for its size.
+
+    Pens differ far more between scans than within MNIST, and a pen much bolder or finer than
+    the digits the model learnt from costs more accuracy than any other difference (slant, blur).
+    """
+    pad = math.ceil(MAX_SHAVE * side) + 2
+    padded = np.pad(mask, pad)
+    inside = ndimage.distance_transform_edt(padded)
+    outside = ndimage.distance_transform_edt(~padded)
+    signed = inside - outside + 0.5  # > 0 inside the ink, the outline at 0
+    shave = STROKE_STRENGTH * (stroke_width(mask) - MNIST_STROKE * side) / 2
+    shave = float(np.clip(shave, -MAX_SHAVE * side, MAX_SHAVE * side))
+    drawn: Floats = np.clip(signed - shave, 0.0, 1.0).astype(np.float32)
+    rows, cols = np.flatnonzero(drawn.any(axis=1)), np.flatnonzero(drawn.any(axis=0))
+    if rows.size == 0:
+        return drawn
+    trimmed: Floats = drawn[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    return trimmed
 
 
 def is_hyphen(piece: Piece, band_top: int, band_bottom: int) -> bool:
@@ -244,7 +306,7 @@ def segment(grey: Floats, classify: Classify, expect: Pattern | None = None) -> 
     if float(ink.max()) < MIN_CONTRAST:
         raise ImageError("no digits found: the crop is blank")
     binary = remove_lines(ink > max(otsu(ink[ink > 0.02]) if (ink > 0.02).any() else 1.0, MIN_THRESHOLD))
-    pieces = components(binary)
+    pieces = drop_rules(components(binary))
     if not pieces:
         raise ImageError("no digits found: the crop holds only lines or specks")
     tallest = max(p.height for p in pieces)
@@ -258,17 +320,20 @@ def segment(grey: Floats, classify: Classify, expect: Pattern | None = None) -> 
     if expect is not None:
         digits = merge_narrow(digits, expect.digits)
     separators = place_separators(digits, hyphens, expect)
-    fields = np.stack([normalise(p, ink) for p in digits])
+    fields = np.stack([normalise(p, ink, pen=True) for p in digits])
     boxes = [original_box(p.box, scale, grey.shape) for p in digits]
     return Segmentation(fields, boxes, separators)
 
 
 def split_wide(digits: list[Piece], ink: Floats, classify: Classify, expect: Pattern | None,
                band: int) -> list[Piece]:
-    """Split touching digits: up to the expected count if known; else a piece too wide for one
-    digit, when the classifier reads its two halves more confidently than the whole."""
+    """Split touching digits. Without a hint: a piece too wide for one digit, when the classifier
+    reads its two halves more confidently than the whole. With one: up to the expected count,
+    each time the piece whose best cut gains most over reading it whole (plus a width prior):
+    the widest piece is often a wide 0 or 7 while the touching pair is narrower."""
     typical = DIGIT_ASPECT * band
     settled: set[int] = set()  # id()s of pieces better left whole
+    gains: dict[int, tuple[Piece, float]] = {}
     for _ in range(3 * len(digits) + 4):
         if expect is not None and len(digits) >= expect.digits:
             break
@@ -276,19 +341,34 @@ def split_wide(digits: list[Piece], ink: Floats, classify: Classify, expect: Pat
         if not open_:
             break
         widest = max(open_, key=lambda i: digits[i].width / max(digits[i].height, 1))
+        if expect is not None:
+            widest = max(open_, key=lambda i: hinted_gain(digits[i], ink, classify, typical, gains))
         piece = digits[widest]
-        if expect is None and piece.width < 1.2 * typical:
+        if expect is None and piece.width < SPLIT_FROM * typical:
             break
         found = best_split(piece, ink, classify, typical)
         if found is None:
             settled.add(id(piece))
             continue
         halves, split_confidence, whole_confidence = found
-        if expect is None and piece.width < 1.8 * typical and split_confidence < whole_confidence:
+        if expect is None and piece.width < SPLIT_SURE * typical and split_confidence < whole_confidence:
             settled.add(id(piece))
             continue
         digits[widest:widest + 1] = sorted(halves, key=lambda p: p.left)
     return digits
+
+
+def hinted_gain(piece: Piece, ink: Floats, classify: Classify, typical: float,
+                gains: dict[int, tuple[Piece, float]]) -> float:
+    """How much better a piece reads cut in two than whole, plus a prior for its width. Cached by
+    id(), keeping the piece itself so that a reused id of a dropped piece is never mistaken for it."""
+    cached = gains.get(id(piece))
+    if cached is None or cached[0] is not piece:
+        found = best_split(piece, ink, classify, typical) if piece.width >= 0.5 * typical else None
+        prior = HINT_WIDTH_PRIOR * (piece.width / typical - 1.0)
+        cached = piece, -np.inf if found is None else found[1] - found[2] + prior
+        gains[id(piece)] = cached
+    return cached[1]
 
 
 def merge_narrow(digits: list[Piece], count: int) -> list[Piece]:

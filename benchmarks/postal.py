@@ -1,0 +1,158 @@
+"""Postal-code reading on generated crops: accuracy, error against reject rate, crops/s.
+
+Run: .venv/bin/python -m benchmarks.postal --crops 2000 [--model DIR] [--expect 5] [--plot PNG]
+
+The crops come from digits.postal_synth with fixed seeds: a 5-digit set (the acceptance set of
+issue 4) and a mixed set of 4, 5, 6 and 5+4 codes. They are read in this process through the
+worker's own code path: PNG bytes -> decode -> pieces -> read, a batch of 64 crops at a time.
+Rejecting a share of crops means setting aside the least confident ones; the error rate is over
+the crops kept. A crop that raises ImageError counts as wrong and is rejected first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from benchmarks.pipeline import machine
+from digits.images import ImageError, decode
+from digits.pattern import Pattern, parse_pattern
+from digits.postal_synth import Crop, generate, png_bytes
+from digits.reading import DEFAULT_REVIEW_THRESHOLD, Reading, pieces, read
+from digits.registry import DEFAULT_MODEL_DIR
+from digits.segment import Segmentation
+from digits.theta import Model, load_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+BATCH = 64
+REJECTS = (0.0, 0.05, 0.10, 0.20)
+SEED_FIVE, SEED_MIXED = 2026, 2027
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What one set of crops scored."""
+
+    name: str
+    crops: int
+    whole: float  # share of crops whose code string is exactly right
+    digits: float  # share of true digits read right, position by position where the lengths agree
+    errors: dict[float, float]  # reject rate -> error rate over the crops kept
+    rate: float  # crops/s on one core
+    curve: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]  # reject rates, error rates
+
+
+def read_all(crops: list[Crop], model: Model, expect: Pattern | None) -> tuple[list[Reading | None], float]:
+    """Each crop's reading (None where the worker would return an error), and the seconds taken."""
+    blobs = [png_bytes(crop) for crop in crops]
+    readings: list[Reading | None] = []
+    started = time.perf_counter()
+    for start in range(0, len(blobs), BATCH):
+        segmentations: list[Segmentation] = []
+        found: list[int] = []
+        for index, data in enumerate(blobs[start:start + BATCH]):
+            try:
+                segmentations.append(pieces(decode(data), model, expect))
+                found.append(index)
+            except ImageError:
+                pass
+        batch: list[Reading | None] = [None] * len(blobs[start:start + BATCH])
+        for index, reading in zip(found, read(segmentations, model, DEFAULT_REVIEW_THRESHOLD, expect), strict=True):
+            batch[index] = reading
+        readings += batch
+    return readings, time.perf_counter() - started
+
+
+def error_curve(right: npt.NDArray[np.bool_], confidence: npt.NDArray[np.float64],
+                rejects: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Error rate over the crops kept when the least confident share `reject` is set aside."""
+    order = np.argsort(-confidence, kind="stable")
+    kept = np.maximum(1, np.round(len(right) * (1.0 - rejects)).astype(int))
+    wrong_so_far = np.cumsum(~right[order])
+    return np.asarray(wrong_so_far[kept - 1] / kept, dtype=np.float64)
+
+
+def score(name: str, crops: list[Crop], readings: list[Reading | None], seconds: float) -> Scored:
+    right = np.array([r is not None and r.code == c.code for r, c in zip(readings, crops, strict=True)])
+    confidence = np.array([r.confidence if r is not None else -1.0 for r in readings])
+    digits_right = digits_total = 0
+    for reading, crop in zip(readings, crops, strict=True):
+        truth = crop.code.replace("-", "")
+        digits_total += len(truth)
+        if reading is not None and len(reading.digits) == len(truth):
+            digits_right += sum(a == b for a, b in zip(reading.digits, truth, strict=True))
+    rejects = np.linspace(0.0, 0.3, 61)
+    errors = error_curve(right, confidence, np.array(REJECTS))
+    return Scored(name, len(crops), float(right.mean()), digits_right / digits_total,
+                  dict(zip(REJECTS, (float(e) for e in errors), strict=True)), len(crops) / seconds,
+                  (rejects, error_curve(right, confidence, rejects)))
+
+
+def plot(results: list[Scored], path: Path, title: str) -> None:
+    """The error-against-reject curves as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for result in results:
+        rejects, errors = result.curve
+        axes.plot(100 * rejects, 100 * errors, label=f"{result.name} ({result.crops} crops)")
+    axes.axhline(0.5, color="grey", linestyle=":", label="target: 0.5% error")
+    axes.axvline(10, color="grey", linestyle="--", label="at most 10% rejected")
+    axes.set_xlabel("crops rejected for review (%)")
+    axes.set_ylabel("code error rate among kept crops (%)")
+    axes.set_title(title, fontsize=9)
+    axes.set_ylim(bottom=0)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def table(results: list[Scored]) -> str:
+    head = "| set | crops | whole code | digits | " + " | ".join(f"error @ {r:.0%} reject" for r in REJECTS)
+    lines = [head + " | crops/s (1 core) |", "|" + "---|" * (5 + len(REJECTS))]
+    for r in results:
+        errors = " | ".join(f"{100 * r.errors[x]:.2f}%" for x in REJECTS)
+        lines.append(f"| {r.name} | {r.crops} | {100 * r.whole:.2f}% | {100 * r.digits:.2f}% | {errors} "
+                     f"| {r.rate:.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    from trainer.mnist import load
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--crops", type=int, default=2000, help="5-digit crops (default 2000)")
+    parser.add_argument("--mixed", type=int, default=None, help="mixed-format crops (default: a quarter of --crops)")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="a directory of theta CSVs")
+    parser.add_argument("--expect", default=None, help="hint for the 5-digit set, e.g. 5 or #####")
+    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "postal-reject.png")
+    args = parser.parse_args()
+    expect = parse_pattern(args.expect) if args.expect else None
+    model = Model(load_dir(args.model))
+    data = load()
+    five = generate(args.crops, data.test_images, data.test_labels, formats=("5",), seed=SEED_FIVE)
+    mixed_count = args.crops // 4 if args.mixed is None else args.mixed
+    mixed = generate(mixed_count, data.test_images, data.test_labels, formats=("4", "5", "6", "5+4"), seed=SEED_MIXED)
+    results = [score(f"5-digit{', --expect ' + args.expect if expect else ''}", five, *read_all(five, model, expect))]
+    if mixed:
+        results.append(score("mixed 4/5/6/5+4, no hint", mixed, *read_all(mixed, model, None)))
+    print(f"machine: {machine()}")
+    print(f"model: {args.model} (H={model.hidden})\n")
+    print(table(results))
+    plot(results, args.plot, f"model {args.model.name} (H={model.hidden}), generated crops")
+    print(f"\nplot: {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
