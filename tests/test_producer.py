@@ -17,7 +17,7 @@ import redis
 
 from digits import keys
 from producer import runs
-from producer.files import walk
+from producer.files import Found, read, walk
 from tests.conftest import ROOT, MakeFolder, WorkerPool
 
 StartWorkers = Callable[..., WorkerPool]
@@ -161,3 +161,14 @@ def test_failed_batch_gets_a_result_per_image(connection: redis.Redis, digit_fol
     assert {r["path"] for r in records} == set(truth)
     assert all("failed in the worker" in r["error"] and "no model version" in r["error"] for r in records)
     assert runs.run_status(connection, run_id)["failed"] == 6
+
+
+def test_read_is_sized_to_the_file_but_reads_it_whole(tmp_path: Path) -> None:
+    small = tmp_path / "small.png"
+    small.write_bytes(b"x" * 300)
+    assert read(Found("small.png", str(small))) == (b"x" * 300, None)
+    assert read(Found("small.png", str(small)), max_bytes=299) == (None, "file is over the size limit of 299 bytes")
+    assert read(Found("small.png", str(small)), max_bytes=300) == (b"x" * 300, None)
+    status = Path("/proc/self/status")  # reports a size of 0 but has content: read on past the size
+    data, problem = read(Found("status", str(status)))
+    assert problem is None and data is not None and b"VmRSS" in data
