@@ -142,11 +142,11 @@ def results(run_id: str, redis_url: str, fmt: str, output: str, follow: bool) ->
     """Write the results of RUN_ID as JSON Lines or CSV."""
     connection = connect(redis_url)
     try:
-        lines = runs.follow_lines(connection, run_id, wait=follow)
+        results = runs.follow_records(connection, run_id, wait=follow)
         with open_output(output) as stream:
             writer = ResultWriter(stream, fmt)
-            for line in lines:
-                writer.write(json.loads(line), line)
+            for line, record in results:
+                writer.write(record, line)
     except runs.RunError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -231,8 +231,7 @@ def drive(connection: Any, run_id: str, directory: Path, settings: runs.Settings
         task = progress.add_task("classifying", total=expected or None, rate="-")
         enqueued = pool.submit(runs.deliver, connection, run_id, directory, settings)
         failed_to_enqueue = lambda: enqueued.done() and enqueued.exception() is not None  # noqa: E731
-        for line in runs.follow_lines(connection, run_id, should_stop=failed_to_enqueue):
-            record = json.loads(line)
+        for line, record in runs.follow_records(connection, run_id, should_stop=failed_to_enqueue):
             writer.write(record, line)
             outcome["failed" if record["error"] else "ok"] += 1
             if record["model_version"]:

@@ -323,13 +323,20 @@ def failure_reason(connection: redis.Redis, failed_id: str) -> str:
 def follow(connection: redis.Redis, run_id: str, *, wait: bool = True,
            should_stop: Callable[[], bool] = lambda: False) -> Iterator[Record]:
     """Yield a run's results in the order they finished; with wait, until the run is complete."""
-    for line in follow_lines(connection, run_id, wait=wait, should_stop=should_stop):
-        yield json.loads(line)
+    for _line, record in follow_records(connection, run_id, wait=wait, should_stop=should_stop):
+        yield record
 
 
 def follow_lines(connection: redis.Redis, run_id: str, *, wait: bool = True,
                  should_stop: Callable[[], bool] = lambda: False) -> Iterator[str]:
     """Like `follow`, as the stored JSON lines: each image once, even if a batch was redone."""
+    for line, _record in follow_records(connection, run_id, wait=wait, should_stop=should_stop):
+        yield line
+
+
+def follow_records(connection: redis.Redis, run_id: str, *, wait: bool = True,
+                   should_stop: Callable[[], bool] = lambda: False) -> Iterator[tuple[str, Record]]:
+    """Like `follow`, each result as its stored JSON line and parsed (parsed once: it is needed for the path)."""
     if not connection.exists(keys.run(run_id)):
         raise RunError(f"no such run: {run_id} (never created, or its results expired)")
     last_id = "0-0"
@@ -343,10 +350,10 @@ def follow_lines(connection: redis.Redis, run_id: str, *, wait: bool = True,
             for entry_id, fields in entries:
                 last_id = text(entry_id)
                 for line in text(fields.get(b"results", b"")).splitlines():
-                    path = json.loads(line)["path"]
-                    if path not in seen:
-                        seen.add(path)
-                        yield line
+                    record = json.loads(line)
+                    if record["path"] not in seen:
+                        seen.add(record["path"])
+                        yield line, record
         if response:
             continue
         meta = decode_hash(connection.hgetall(keys.run(run_id)))  # type: ignore[arg-type]
