@@ -58,8 +58,8 @@ def parse_theta(data: bytes, name: str) -> npt.NDArray[np.float64]:
             raise ThetaError(
                 f"{name}: row {number} has {line.count(',') + 1} columns, expected {width} like row 1"
             )
-    try:
-        array = np.loadtxt(io.StringIO(text), delimiter=",", dtype=np.float64, ndmin=2)
+    try:  # the lines, not a StringIO: that would hold a 4-byte-per-character copy of the whole file
+        array = np.loadtxt([line for _, line in rows], delimiter=",", dtype=np.float64, ndmin=2)
     except ValueError:
         array = None
     if array is None:
