@@ -11,6 +11,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,40 +40,41 @@ def plain_bytes(data: bytes, name: str = "theta file") -> bytes:
     if data[:2] != b"\x1f\x8b":
         return data
     try:
-        return gzip.decompress(data)
-    except (OSError, EOFError) as exc:
+        return gunzip(data)
+    except (OSError, EOFError, zlib.error) as exc:
         raise ThetaError(f"{name}: not a readable gzip file ({exc})") from None
 
 
+def gunzip(data: bytes) -> bytes:
+    """gzip.decompress, without its peak: it grows and then joins its output, holding the text
+    up to three times (a worker's peak memory while loading a model). The gzip trailer says the
+    size and CRC of the last member; a file of one member is decompressed straight into a buffer
+    of that size. Anything else (several members) goes through gzip.decompress."""
+    crc, size = int.from_bytes(data[-8:-4], "little"), int.from_bytes(data[-4:], "little")
+    plain = zlib.decompress(data, wbits=31, bufsize=max(size, 1))  # one member; a second is ignored
+    if len(plain) == size and zlib.crc32(plain) == crc:
+        return plain
+    return gzip.decompress(data)
+
+
 def parse_theta(data: bytes, name: str) -> npt.NDArray[np.float64]:
-    """Parse one theta CSV (plain or gzipped) into a 2-D float64 array, refusing bad cells."""
-    try:
-        text = plain_bytes(data, name).decode("ascii")
-    except UnicodeDecodeError as exc:
-        raise ThetaError(f"{name}: not a readable CSV text file ({exc})") from exc
-    rows = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
-    if not rows:
+    """Parse one theta CSV (plain or gzipped) into a 2-D float64 array, refusing bad cells.
+
+    The rows are handed to np.loadtxt one at a time: a list of lines or a decoded copy of the
+    text would add two copies of the file (20 MB for H = 1,024) to a worker's peak memory.
+    """
+    plain = plain_bytes(data, name)
+    if not plain.isascii():
+        offset = next(i for i, byte in enumerate(plain) if byte > 127)
+        raise ThetaError(f"{name}: not a readable CSV text file (byte {plain[offset]:#04x} at offset {offset})")
+    if not plain.strip():
         raise ThetaError(f"{name}: file is empty")
-    width = rows[0][1].count(",") + 1
-    for number, line in rows:
-        if line.count(",") + 1 != width:
-            raise ThetaError(
-                f"{name}: row {number} has {line.count(',') + 1} columns, expected {width} like row 1"
-            )
-    try:  # the lines, not a StringIO: that would hold a 4-byte-per-character copy of the whole file
-        array = np.loadtxt([line for _, line in rows], delimiter=",", dtype=np.float64, ndmin=2)
+    try:
+        array = np.loadtxt(checked_rows(plain, name), delimiter=",", dtype=np.float64, ndmin=2)
+    except ThetaError:
+        raise
     except ValueError:
-        array = None
-    if array is None:
-        for number, line in rows:
-            for column, cell in enumerate(line.split(","), start=1):
-                try:
-                    float(cell)
-                except ValueError:
-                    raise ThetaError(
-                        f"{name}: row {number}, column {column}: {cell.strip()[:40]!r} is not a number"
-                    ) from None
-        raise ThetaError(f"{name}: could not be parsed as comma-separated numbers")
+        raise bad_cell_error(plain, name) from None
     bad = np.argwhere(~(np.abs(array) <= FLOAT32_MAX))  # NaN, inf, or too big for float32 inference
     if bad.size:
         row, column = (int(i) + 1 for i in bad[0])
@@ -79,6 +82,32 @@ def parse_theta(data: bytes, name: str) -> npt.NDArray[np.float64]:
             f"{name}: row {row}, column {column}: {array[row - 1, column - 1]} is not a finite float32 number"
         )
     return array
+
+
+def checked_rows(plain: bytes, name: str) -> Iterator[str]:
+    """The non-blank rows, each checked to have as many columns as the first."""
+    width = 0
+    for number, raw in enumerate(io.BytesIO(plain), start=1):
+        line = raw.decode("ascii")
+        if not line.strip():
+            continue
+        columns = line.count(",") + 1
+        width = width or columns
+        if columns != width:
+            raise ThetaError(f"{name}: row {number} has {columns} columns, expected {width} like row 1")
+        yield line
+
+
+def bad_cell_error(plain: bytes, name: str) -> ThetaError:
+    """Name the first cell np.loadtxt could not read as a number."""
+    for number, raw in enumerate(io.BytesIO(plain), start=1):
+        cells = raw.decode("ascii").split(",") if raw.strip() else []
+        for column, cell in enumerate(cells, start=1):
+            try:
+                float(cell)
+            except ValueError:
+                return ThetaError(f"{name}: row {number}, column {column}: {cell.strip()[:40]!r} is not a number")
+    return ThetaError(f"{name}: could not be parsed as comma-separated numbers")
 
 
 @dataclass(frozen=True)

@@ -111,6 +111,17 @@ def test_gzipped_seed_files_load_identically(seed_dir: Path, tmp_path: Path) -> 
     np.testing.assert_array_equal(Model(zipped).probabilities(batch), Model(plain).probabilities(batch))
 
 
+def test_gzip_of_several_members_loads_whole(seed_dir: Path, tmp_path: Path) -> None:
+    """`cat a.gz b.gz` is a valid gzip file; the fast one-member path must not drop the second half."""
+    for name in ("theta1.csv", "theta2.csv"):
+        data = (seed_dir / name).read_bytes()
+        middle = data.index(b"\n", len(data) // 2) + 1
+        (tmp_path / f"{name}.gz").write_bytes(gzip.compress(data[:middle]) + gzip.compress(data[middle:]))
+    plain, zipped = load_dir(seed_dir), load_dir(tmp_path)
+    np.testing.assert_array_equal(zipped.theta1, plain.theta1)
+    np.testing.assert_array_equal(zipped.theta2, plain.theta2)
+
+
 def test_hidden_size_comes_from_the_files(tmp_path: Path) -> None:
     """H is not fixed at 300: a 17-unit model is as valid as the seed's."""
     theta1, theta2 = seed_arrays(hidden=17, seed=5)
