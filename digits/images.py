@@ -14,16 +14,15 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from digits.limits import DEFAULT_MAX_PIXELS
+
 Floats = npt.NDArray[np.float32]
 
 FIELD = 28
 BOX = 20
-DEFAULT_MAX_PIXELS = 40_000_000  # decompression-bomb guard: refuse larger images
-DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 MIN_CONTRAST = 0.2  # ink must differ from the paper by this much of the full range, or the image is blank
 EXIF_FORMATS = frozenset({"JPEG", "MPO", "TIFF", "WEBP"})  # where an orientation tag is common
 Image.MAX_IMAGE_PIXELS = None  # decode() checks its own pixel limit before any pixel is decoded
-EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".pbm", ".pnm", ".gif")
 
 
 class ImageError(ValueError):

@@ -20,10 +20,9 @@ from rq import Worker
 
 from digits import keys
 from digits.connection import Group, connect, redact, redis_url_option, text
-from digits.images import DEFAULT_MAX_BYTES, EXTENSIONS
+from digits.limits import DEFAULT_MAX_BYTES, EXTENSIONS
 from digits.pattern import parse_pattern
 from digits.queueing import batch_queue
-from digits.registry import Registry
 from producer import runs
 from producer.files import walk
 from producer.output import FORMATS, ResultWriter
@@ -187,6 +186,8 @@ def status(run_id: str | None, redis_url: str, queue: str, as_json: bool) -> Non
 
 def status_report(connection: Any, redis_url: str, queue: str, run_id: str | None) -> dict[str, Any]:
     """Everything `status` shows, as plain data."""
+    from digits.registry import Registry  # numpy comes with it: only `status` needs it
+
     rq_queue = batch_queue(connection, queue)
     workers = []
     for worker in Worker.all(queue=rq_queue):

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from digits.images import DEFAULT_MAX_BYTES, EXTENSIONS
+from digits.limits import DEFAULT_MAX_BYTES, EXTENSIONS
 
 
 @dataclass(frozen=True)

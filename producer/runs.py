@@ -25,10 +25,10 @@ from rq.registry import FailedJobRegistry
 
 from digits import keys
 from digits.connection import text
-from digits.images import DEFAULT_MAX_BYTES, EXTENSIONS
+from digits.limits import DEFAULT_MAX_BYTES, EXTENSIONS
 from digits.queueing import JOB_FUNCTION, batch_queue, job_id, parse_job_id
 from digits.recovery import recover_abandoned
-from digits.results import result_record, store_results
+from digits.results import event_lines, result_record, store_results
 from producer.files import Found, read, walk
 
 log = logging.getLogger(__name__)
@@ -267,21 +267,25 @@ def enqueue_batch(connection: redis.Redis, queue: Queue, run_id: str, index: int
             payload[f"{position}:error"] = problem or "unreadable"
         else:
             payload[str(position)] = data
-    with connection.pipeline(transaction=True) as pipe:
+    with connection.pipeline(transaction=True) as pipe:  # payload and job land together, in one round trip
+        pipe.multi()  # explicit, as RQ expects of a pipeline it is handed
         pipe.hset(keys.batch(run_id, index), mapping=payload)  # type: ignore[arg-type]
         pipe.expire(keys.batch(run_id, index), settings.result_ttl)
         pipe.hset(keys.run(run_id), "batches", index + 1)  # indexes only grow: a retry sets the same value
+        enqueue_job(queue, run_id, index, len(chunk), settings, pipe)
         pipe.execute()
-    enqueue_job(queue, run_id, index, len(chunk), settings)
 
 
-def enqueue_job(queue: Queue, run_id: str, index: int, images: int, settings: Settings) -> None:
-    """The job of a stored batch; enqueueing it again (same id) replaces the lost or stale one."""
+def enqueue_job(queue: Queue, run_id: str, index: int, images: int, settings: Settings,
+                pipeline: redis.client.Pipeline | None = None) -> None:
+    """The job of a stored batch; enqueueing it again (same id) replaces the lost or stale one.
+
+    With a pipeline, the job is only queued on it: it reaches Redis when the caller executes it."""
     queue.enqueue(
         JOB_FUNCTION, args=(run_id, index, settings.result_ttl), job_id=job_id(run_id, index),
         description=f"classify run {run_id} batch {index} ({images} images)",
         job_timeout=settings.job_timeout, result_ttl=3600, failure_ttl=settings.result_ttl,
-        retry=Retry(max=settings.retries) if settings.retries else None,
+        retry=Retry(max=settings.retries) if settings.retries else None, pipeline=pipeline,
     )
 
 
@@ -347,13 +351,12 @@ def follow_records(connection: redis.Redis, run_id: str, *, wait: bool = True,
         response: list[Any] = connection.xread(  # type: ignore[assignment]
             {keys.run_events(run_id): last_id}, count=200, block=block)
         for _stream, entries in response or []:
-            for entry_id, fields in entries:
-                last_id = text(entry_id)
-                for line in text(fields.get(b"results", b"")).splitlines():
-                    record = json.loads(line)
-                    if record["path"] not in seen:
-                        seen.add(record["path"])
-                        yield line, record
+            last_id = text(entries[-1][0])
+            for line in event_lines(connection, run_id, entries):
+                record = json.loads(line)
+                if record["path"] not in seen:
+                    seen.add(record["path"])
+                    yield line, record
         if response:
             continue
         meta = decode_hash(connection.hgetall(keys.run(run_id)))  # type: ignore[arg-type]

@@ -26,6 +26,7 @@ import redis
 from digits import keys
 from digits.connection import text
 from digits.queueing import batch_queue
+from digits.results import event_lines
 from producer import runs
 from producer.files import Found, walk
 
@@ -129,7 +130,7 @@ class Watcher:
             {keys.run_events(self.run_id): self.cursor}, count=100, block=block_ms)
         for _stream, entries in response or []:
             for entry_id, fields in entries:
-                for line in text(fields.get(b"results", b"")).splitlines():
+                for line in event_lines(self.redis, self.run_id, [(entry_id, fields)]):
                     record = json.loads(line)
                     path = record["path"]
                     if path not in self.pending:

@@ -20,7 +20,7 @@ import redis
 
 from digits import keys, logs
 from digits.connection import Command, connect, redact, redis_url_option, text
-from digits.images import DEFAULT_MAX_PIXELS
+from digits.limits import DEFAULT_MAX_PIXELS
 from digits.reading import DEFAULT_REVIEW_THRESHOLD
 
 log = logging.getLogger("digits.worker")

@@ -12,7 +12,9 @@ from typing import Any
 from rq import get_current_job
 
 from digits import keys
-from digits.images import DEFAULT_MAX_PIXELS, ImageError, decode
+from digits.connection import text
+from digits.images import ImageError, decode
+from digits.limits import DEFAULT_MAX_PIXELS
 from digits.pattern import Pattern, parse_pattern
 from digits.reading import DEFAULT_REVIEW_THRESHOLD, pieces, read
 from digits.results import result_record, store_results
@@ -33,12 +35,15 @@ def classify_batch(run_id: str, batch: int, result_ttl: int) -> dict[str, int]:
     if job is None:
         raise RuntimeError("classify_batch must run inside an RQ job")
     connection = job.connection
-    payload: dict[bytes, bytes] = connection.hgetall(keys.batch(run_id, batch))  # type: ignore[assignment]
+    with connection.pipeline(transaction=False) as pipe:  # one round trip: the batch and the model pointer
+        pipe.hgetall(keys.batch(run_id, batch))
+        pipe.get(keys.MODEL_CURRENT)
+        payload, current = pipe.execute()
     if not payload:  # already finished by an earlier attempt: results are keyed by image
         return {"images": 0, "failed": 0}
     paths: list[str] = json.loads(payload[b"paths"])
     worker = job.worker_name or socket.gethostname()
-    loaded = SERVER.refresh(connection, worker)  # the model may have moved since the last job
+    loaded = SERVER.serve(connection, text(current) if current else None, worker)  # it may have moved
 
     options = json.loads(payload.get(b"options", b"{}"))
     threshold = float(options.get("review_threshold", REVIEW_THRESHOLD))

@@ -36,8 +36,11 @@ class ModelServer:
 
     def refresh(self, connection: redis.Redis, worker_name: str | None = None) -> Loaded:
         """Load `current` if it moved; if the new version fails to load, keep serving the old one."""
+        return self.serve(connection, Registry(connection).current(), worker_name)
+
+    def serve(self, connection: redis.Redis, wanted: str | None, worker_name: str | None = None) -> Loaded:
+        """`refresh`, with the registry's `current` already read (by a job, in its first round trip)."""
         registry = Registry(connection)
-        wanted = registry.current()
         if wanted is None:
             if self.loaded is not None:
                 return self.loaded
