@@ -1,7 +1,7 @@
 """One result per image, stored in Redis so that any program can read it.
 
 A result is a JSON object with the same fields whether it succeeded or not (see
-docs/redis-keys.md). A batch's results are written in one transaction together with the
+docs/redis-keys.md). A batch's results are written in one step (a Lua script) together with the
 deletion of its payload, and only while that payload still exists: whoever finishes a
 batch first (a worker, or the producer reporting the batch as failed) writes its results,
 so every image gets exactly one result.
@@ -35,36 +35,47 @@ def result_record(path: str, batch: int, **fields: Any) -> dict[str, Any]:
     return record
 
 
+# Runs in Redis as one step: the check that the payload is still there and every write after it.
+# KEYS: payload, results, failed, events, run. ARGV: result TTL, batch index, the batch's paths
+# (JSON), how many paths failed, those paths, then path and result pairs. Lua's unpack takes at
+# most ~8,000 values, hence the slices of 1,000.
+STORE_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 0
+end
+local failed_end = 4 + tonumber(ARGV[4])
+for first = 5, failed_end, 1000 do
+  redis.call('SADD', KEYS[3], unpack(ARGV, first, math.min(first + 999, failed_end)))
+end
+for first = failed_end + 1, #ARGV, 1000 do
+  redis.call('HSET', KEYS[2], unpack(ARGV, first, math.min(first + 999, #ARGV)))
+end
+redis.call('XADD', KEYS[4], '*', 'batch', ARGV[2], 'paths', ARGV[3])
+redis.call('DEL', KEYS[1])
+for i = 2, 5 do
+  redis.call('EXPIRE', KEYS[i], ARGV[1])
+end
+return 1
+"""
+
+
 def store_results(connection: redis.Redis, run_id: str, batch: int,
                   records: list[dict[str, Any]], result_ttl: int) -> bool:
     """Write a batch's results, its event and the payload's deletion at once; False if already done.
 
-    A WatchError means the payload changed under us (another attempt finished the batch) or the
-    connection dropped while watching (Redis restarting): either way, look again.
+    One script, so the check and the writes are one step for Redis and one round trip for us
+    (a WATCH transaction took three).
     """
-    lines = [json.dumps(r, ensure_ascii=False) for r in records]
-    by_path = {r["path"]: line for r, line in zip(records, lines, strict=True)}
+    paths = [r["path"] for r in records]
     failed = [r["path"] for r in records if r["error"] is not None]
-    batch_key = keys.batch(run_id, batch)
-    while True:
-        with connection.pipeline(transaction=True) as pipe:
-            try:
-                pipe.watch(batch_key)
-                if not pipe.exists(batch_key):
-                    return False  # another attempt already finished this batch
-                pipe.multi()
-                if by_path:
-                    pipe.hset(keys.run_results(run_id), mapping=by_path)
-                if failed:
-                    pipe.sadd(keys.run_failed(run_id), *failed)
-                pipe.xadd(keys.run_events(run_id), {"batch": batch, "paths": json.dumps(list(by_path))})
-                pipe.delete(batch_key)
-                for key in keys.run_keys(run_id):
-                    pipe.expire(key, result_ttl)
-                pipe.execute()
-                return True
-            except redis.WatchError:
-                continue
+    pairs: list[str] = []
+    for path, record in zip(paths, records, strict=True):
+        pairs += (path, json.dumps(record, ensure_ascii=False))
+    stored = connection.register_script(STORE_SCRIPT)(
+        keys=[keys.batch(run_id, batch), keys.run_results(run_id), keys.run_failed(run_id),
+              keys.run_events(run_id), keys.run(run_id)],
+        args=[result_ttl, batch, json.dumps(paths), len(failed), *failed, *pairs])
+    return bool(stored)
 
 
 def event_lines(connection: redis.Redis, run_id: str, events: Sequence[tuple[Any, dict[bytes, bytes]]]) -> list[str]:

@@ -1,0 +1,76 @@
+"""Storing a batch's results: once, only while its payload exists, and readable in finishing order."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+
+from digits import keys
+from digits.results import event_lines, result_record, store_results
+
+TTL = 3600
+
+
+def events(connection: redis.Redis, run_id: str) -> list[Any]:
+    entries: list[Any] = connection.xrange(keys.run_events(run_id))  # type: ignore[assignment]
+    return entries
+
+
+def make_payload(connection: redis.Redis, run_id: str, batch: int, paths: list[str]) -> None:
+    connection.hset(keys.batch(run_id, batch), mapping={"paths": json.dumps(paths)})
+
+
+def test_a_big_batch_is_stored_whole_and_once(connection: redis.Redis) -> None:
+    """2,500 images, 1,200 of them failed: more values than one Lua unpack takes."""
+    run_id, batch = "results-big", 0
+    paths = [f"scan-{i:04d}.png" for i in range(2500)]
+    make_payload(connection, run_id, batch, paths)
+    records = [result_record(p, batch, error=f"{p}: bad") if i % 25 < 12 else result_record(p, batch, digits="7")
+               for i, p in enumerate(paths)]
+
+    assert store_results(connection, run_id, batch, records, TTL) is True
+
+    assert not connection.exists(keys.batch(run_id, batch))
+    assert connection.hlen(keys.run_results(run_id)) == 2500
+    assert connection.scard(keys.run_failed(run_id)) == 1200
+    assert json.loads(connection.hget(keys.run_results(run_id), "scan-0013.png"))["digits"] == "7"  # type: ignore[arg-type]
+    assert 0 < connection.ttl(keys.run_results(run_id)) <= TTL
+    entries = events(connection, run_id)
+    assert len(entries) == 1
+    assert json.loads(entries[0][1][b"paths"]) == paths  # names the paths; the results are stored once
+    lines = event_lines(connection, run_id, entries)
+    assert [json.loads(line)["path"] for line in lines] == paths
+    assert lines[0] == json.dumps(records[0], ensure_ascii=False)
+
+
+def test_a_finished_batch_is_never_stored_again(connection: redis.Redis) -> None:
+    """Whoever finishes a batch first wins: a second attempt (a requeued job, the producer's reaper)
+    finds the payload gone and writes nothing."""
+    run_id, batch = "results-twice", 3
+    make_payload(connection, run_id, batch, ["a.png"])
+    assert store_results(connection, run_id, batch, [result_record("a.png", batch, digits="1")], TTL)
+    assert not store_results(connection, run_id, batch, [result_record("a.png", batch, error="a.png: late")], TTL)
+    assert json.loads(connection.hget(keys.run_results(run_id), "a.png"))["digits"] == "1"  # type: ignore[arg-type]
+    assert connection.xlen(keys.run_events(run_id)) == 1
+    assert not connection.exists(keys.run_failed(run_id))
+
+
+def test_events_written_before_results_were_stored_once_still_read(connection: redis.Redis) -> None:
+    """An events entry from an older worker carries its JSON lines itself (a rolling upgrade)."""
+    run_id = "results-old"
+    old = json.dumps(result_record("old.png", 0, digits="4"))
+    connection.xadd(keys.run_events(run_id), {"batch": 0, "results": old})
+    make_payload(connection, run_id, 1, ["new.png"])
+    store_results(connection, run_id, 1, [result_record("new.png", 1, digits="5")], TTL)
+    lines = event_lines(connection, run_id, events(connection, run_id))
+    assert [json.loads(line)["digits"] for line in lines] == ["4", "5"]
+
+
+def test_the_script_survives_a_script_flush(connection: redis.Redis) -> None:
+    """A restarted Redis has no scripts cached: the client loads it again by itself."""
+    run_id = "results-flush"
+    make_payload(connection, run_id, 0, ["x.png"])
+    connection.script_flush()
+    assert store_results(connection, run_id, 0, [result_record("x.png", 0, digits="9")], TTL)
