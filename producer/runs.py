@@ -346,6 +346,7 @@ def follow_records(connection: redis.Redis, run_id: str, *, wait: bool = True,
     last_id = "0-0"
     seen: set[str] = set()  # a batch redone after a Redis restart lost its first result must not repeat
     last_sweep = time.monotonic()
+    total = 0  # the run's total when last read: completion is worth checking once that many are seen
     while True:
         block = 500 if wait else None
         response: list[Any] = connection.xread(  # type: ignore[assignment]
@@ -357,11 +358,16 @@ def follow_records(connection: redis.Redis, run_id: str, *, wait: bool = True,
                 if record["path"] not in seen:
                     seen.add(record["path"])
                     yield line, record
+        if response and (not wait or len(seen) < total):
+            continue
+        # Checked right after the last result too: blocking once more would add half a second to every run.
+        meta = decode_hash(connection.hgetall(keys.run(run_id)))  # type: ignore[arg-type]
+        total = int(meta.get("total", 0))
+        if meta.get("status") == "enqueued" and len(seen) >= total:
+            return
         if response:
             continue
-        meta = decode_hash(connection.hgetall(keys.run(run_id)))  # type: ignore[arg-type]
-        complete = meta.get("status") == "enqueued" and len(seen) >= int(meta.get("total", 0))
-        if complete or not wait or should_stop():
+        if not wait or should_stop():
             return
         if time.monotonic() - last_sweep > SWEEP_SECONDS:
             recover_abandoned(connection, batch_queue(connection, meta.get("queue", keys.DEFAULT_QUEUE)))
