@@ -37,9 +37,12 @@ def test_demo_classifies_samples_and_stops_everything() -> None:
     assert processes_mentioning(f"--port\x00{port.group(1)}") == []
 
 
-def test_demo_interrupted_leaves_nothing_running() -> None:
-    demo = subprocess.Popen([sys.executable, "-m", "producer", "demo"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+def test_demo_interrupted_leaves_nothing_running(tmp_path: Path) -> None:
+    sample = next((ROOT / "producer" / "samples").glob("*.png"))
+    for index in range(20_000):  # seconds of work: the interrupt lands mid-run, however fast the machine
+        (tmp_path / f"{index:05d}.png").hardlink_to(sample)
+    demo = subprocess.Popen([sys.executable, "-m", "producer", "demo", "--directory", str(tmp_path)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert demo.stdout is not None
     line = demo.stdout.readline()
     port = re.search(r"redis://127\.0\.0\.1:(\d+)", line)
