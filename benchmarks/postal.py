@@ -82,7 +82,7 @@ def score(name: str, crops: list[Crop], readings: list[Reading | None], seconds:
     confidence = np.array([r.confidence if r is not None else -1.0 for r in readings])
     digits_right = digits_total = 0
     for reading, crop in zip(readings, crops, strict=True):
-        truth = crop.code.replace("-", "")
+        truth = "".join(c for c in crop.code if c.isdigit())
         digits_total += len(truth)
         if reading is not None and len(reading.digits) == len(truth):
             digits_right += sum(a == b for a, b in zip(reading.digits, truth, strict=True))

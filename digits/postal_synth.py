@@ -50,7 +50,7 @@ TOUCH_OVERLAP_PX = (0, 2)  # a touching pair: ink overlaps by 0..2 px (0 = adjac
 TOUCH_MAX_BOX_OVERLAP = 0.35  # ... but ink boxes overlap by at most this share of the narrower box
 BASELINE_JITTER = 0.05  # per digit: baseline moves up to +-5 % of the digit height (>= 1 px)
 BASELINE_SLOPE = 0.025  # the written line drifts up or down by up to 2.5 % of its length
-HYPHEN_SHARE = 0.8  # a 5+4 code has a hyphen (else a wider space; the code still has "-")
+HYPHEN_SHARE = 0.8  # a 5+4 code has a hyphen (else a wider space, and the code has " " there)
 HYPHEN_LENGTH = (0.25, 0.5)  # x digit height
 HYPHEN_THICKNESS = (0.07, 0.13)  # x digit height, at least 2 px
 HYPHEN_GAP = (0.1, 0.25)  # space either side of the hyphen, x digit height
@@ -71,7 +71,7 @@ class Crop:
     """One synthetic postal-code crop and its ground truth."""
 
     image: Bytes  # (height, width) greyscale scan, dark ink on light paper unless inverted
-    code: str  # the digits read left to right, with "-" where the pattern has one, e.g. "12345-6789"
+    code: str  # the digits left to right with the separator drawn, e.g. "12345-6789" or "12345 6789"
     boxes: list[Box]  # (left, top, right, bottom) of each digit's ink, right/bottom exclusive, in code order
     fmt: str  # key of FORMATS
 
@@ -252,6 +252,7 @@ def make_crop(rng: np.random.Generator, images: Bytes, labels: Bytes, fmt: str =
     marks: list[_Glyph] = list(glyphs)  # everything inked
     touches = rng.random(count) < touching
     split = pattern.find("-")  # digits before the hyphen, or -1
+    separator = "-"
     for index in range(1, count):
         glyph, before = glyphs[index], glyphs[index - 1]
         before_right = before.x + before.box[2]
@@ -262,6 +263,7 @@ def make_crop(rng: np.random.Generator, images: Bytes, labels: Bytes, fmt: str =
                 before_right = hyphen.x + hyphen.box[2] + max(2, round(_uniform(rng, HYPHEN_GAP) * size))
             else:
                 before_right += round(_uniform(rng, SPACE_GAP) * size)
+                separator = " "  # what the reader writes for a wide gap
             glyph.x = before_right - glyph.box[0]
             continue
         glyph.x = before_right + max(2, round(gap * rng.uniform(1 - GAP_JITTER, 1 + GAP_JITTER))) - glyph.box[0]
@@ -289,7 +291,7 @@ def make_crop(rng: np.random.Generator, images: Bytes, labels: Bytes, fmt: str =
         top, bottom = (min(max(v + glyph.y - origin[1], 0), height) for v in (top, bottom))
         boxes.append((left, top, right, bottom))
     digits = iter(str(int(labels[i])) for i in picks)
-    code = "".join(next(digits) if c == "#" else c for c in pattern)
+    code = "".join(next(digits) if c == "#" else separator for c in pattern)
     return Crop(image=image, code=code, boxes=boxes, fmt=fmt)
 
 

@@ -42,7 +42,10 @@ def raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def run_demo(workers: int, directory: Path | None) -> int:
+    # Both stop the demo cleanly. SIGINT too, explicitly: a program started in the background by a
+    # shell inherits SIGINT ignored, and would then run to the end whatever it was sent.
     signal.signal(signal.SIGTERM, raise_interrupt)
+    signal.signal(signal.SIGINT, raise_interrupt)
     console = Console()
     with RedisServer() as server:
         console.print(f"private Redis on {server.url}")

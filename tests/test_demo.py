@@ -38,9 +38,9 @@ def test_demo_classifies_samples_and_stops_everything() -> None:
 
 
 def test_demo_interrupted_leaves_nothing_running(tmp_path: Path) -> None:
-    sample = next((ROOT / "producer" / "samples").glob("*.png"))
+    sample = next((ROOT / "producer" / "samples").glob("*.png")).read_bytes()
     for index in range(20_000):  # seconds of work: the interrupt lands mid-run, however fast the machine
-        (tmp_path / f"{index:05d}.png").hardlink_to(sample)
+        (tmp_path / f"{index:05d}.png").write_bytes(sample)  # copies: a file takes at most 65,000 hard links
     demo = subprocess.Popen([sys.executable, "-m", "producer", "demo", "--directory", str(tmp_path)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert demo.stdout is not None

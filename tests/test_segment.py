@@ -37,7 +37,7 @@ def crops(mnist_test: Digits, count: int, seed: int, **options: object) -> list[
 
 
 def digits_right(reading: Reading, crop: Crop) -> int:
-    truth = crop.code.replace("-", "")
+    truth = "".join(c for c in crop.code if c.isdigit())
     if len(reading.digits) != len(truth):
         return 0
     return sum(a == b for a, b in zip(reading.digits, truth, strict=True))
