@@ -26,9 +26,9 @@ from benchmarks.pipeline import BATCH, machine, write_digits
 from digits.images import Floats, decode
 from digits.reading import DEFAULT_REVIEW_THRESHOLD, Reading, pieces, read
 from digits.registry import DEFAULT_MODEL_DIR
-from digits.results import result_record
 from digits.segment import Segmentation
 from digits.theta import Model, load_dir
+from worker.jobs import reading_record
 
 
 def per_image(stage: Callable[[], object], count: int) -> float:
@@ -42,13 +42,9 @@ def per_image(stage: Callable[[], object], count: int) -> float:
 
 
 def records(readings: list[Reading], paths: list[str]) -> list[str]:
-    """The worker's result JSON for each reading (worker/jobs.py builds the same fields)."""
-    return [json.dumps(result_record(
-        path, 0, code=r.code, digits=r.digits, confidence=round(r.confidence, 6), review=r.review,
-        confidences=[round(float(p), 6) for p in r.probabilities.max(axis=1)],
-        probabilities=[[round(float(p), 6) for p in probs] for probs in r.probabilities],
-        boxes=[list(box) for box in r.boxes], model_version="v", model_sha256="0" * 64, worker="w"),
-        ensure_ascii=False) for r, path in zip(readings, paths, strict=True)]
+    """The worker's result JSON for each reading."""
+    return [json.dumps(reading_record(path, 0, r, "v", "0" * 64, "w"), ensure_ascii=False)
+            for r, path in zip(readings, paths, strict=True)]
 
 
 def opencv_decode() -> Callable[[bytes], Floats] | None:

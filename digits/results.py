@@ -36,23 +36,23 @@ def result_record(path: str, batch: int, **fields: Any) -> dict[str, Any]:
 
 
 # Runs in Redis as one step: the check that the payload is still there and every write after it.
-# KEYS: payload, results, failed, events, run. ARGV: result TTL, batch index, the batch's paths
-# (JSON), how many paths failed, those paths, then path and result pairs. Lua's unpack takes at
-# most ~8,000 values, hence the slices of 1,000.
+# KEYS: the payload, then keys.run_keys (run, results, failed, events: they expire together).
+# ARGV: result TTL, batch index, the batch's paths (JSON), how many paths failed, those paths,
+# then path and result pairs. Lua's unpack takes at most ~8,000 values, hence slices of 1,000.
 STORE_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
 end
 local failed_end = 4 + tonumber(ARGV[4])
 for first = 5, failed_end, 1000 do
-  redis.call('SADD', KEYS[3], unpack(ARGV, first, math.min(first + 999, failed_end)))
+  redis.call('SADD', KEYS[4], unpack(ARGV, first, math.min(first + 999, failed_end)))
 end
 for first = failed_end + 1, #ARGV, 1000 do
-  redis.call('HSET', KEYS[2], unpack(ARGV, first, math.min(first + 999, #ARGV)))
+  redis.call('HSET', KEYS[3], unpack(ARGV, first, math.min(first + 999, #ARGV)))
 end
-redis.call('XADD', KEYS[4], '*', 'batch', ARGV[2], 'paths', ARGV[3])
+redis.call('XADD', KEYS[5], '*', 'batch', ARGV[2], 'paths', ARGV[3])
 redis.call('DEL', KEYS[1])
-for i = 2, 5 do
+for i = 2, #KEYS do
   redis.call('EXPIRE', KEYS[i], ARGV[1])
 end
 return 1
@@ -72,8 +72,7 @@ def store_results(connection: redis.Redis, run_id: str, batch: int,
     for path, record in zip(paths, records, strict=True):
         pairs += (path, json.dumps(record, ensure_ascii=False))
     stored = connection.register_script(STORE_SCRIPT)(
-        keys=[keys.batch(run_id, batch), keys.run_results(run_id), keys.run_failed(run_id),
-              keys.run_events(run_id), keys.run(run_id)],
+        keys=[keys.batch(run_id, batch), *keys.run_keys(run_id)],
         args=[result_ttl, batch, json.dumps(paths), len(failed), *failed, *pairs])
     return bool(stored)
 

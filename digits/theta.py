@@ -67,7 +67,7 @@ def parse_theta(data: bytes, name: str) -> npt.NDArray[np.float64]:
     if not plain.isascii():
         offset = next(i for i, byte in enumerate(plain) if byte > 127)
         raise ThetaError(f"{name}: not a readable CSV text file (byte {plain[offset]:#04x} at offset {offset})")
-    if not plain.strip():
+    if not plain or plain.isspace():  # not strip(): that would copy the whole file
         raise ThetaError(f"{name}: file is empty")
     try:
         array = np.loadtxt(checked_rows(plain, name), delimiter=",", dtype=np.float64, ndmin=2)

@@ -16,7 +16,7 @@ from digits.connection import text
 from digits.images import ImageError, decode
 from digits.limits import DEFAULT_MAX_PIXELS
 from digits.pattern import Pattern, parse_pattern
-from digits.reading import DEFAULT_REVIEW_THRESHOLD, pieces, read
+from digits.reading import DEFAULT_REVIEW_THRESHOLD, Reading, pieces, read
 from digits.results import result_record, store_results
 from digits.segment import Segmentation
 from worker import metrics
@@ -67,15 +67,7 @@ def classify_batch(run_id: str, batch: int, result_ttl: int) -> dict[str, int]:
         except ImageError as exc:
             records.append(result_record(path, batch, error=f"{path}: {exc}", worker=worker))
     for index, reading in zip(good, read(segmentations, loaded.model, threshold, expect), strict=True):
-        top = reading.probabilities.max(axis=1)
-        records.append(result_record(
-            paths[index], batch, code=reading.code, digits=reading.digits,
-            confidence=round(reading.confidence, 6), review=reading.review,
-            confidences=[round(float(p), 6) for p in top],
-            probabilities=[[round(float(p), 6) for p in probs] for probs in reading.probabilities],
-            boxes=[list(box) for box in reading.boxes],
-            model_version=loaded.version, model_sha256=loaded.sha256, worker=worker,
-        ))
+        records.append(reading_record(paths[index], batch, reading, loaded.version, loaded.sha256, worker))
     store_results(connection, run_id, batch, records, result_ttl)
     failed = len(records) - len(good)
     seconds = time.perf_counter() - started
@@ -90,3 +82,16 @@ def classify_batch(run_id: str, batch: int, result_ttl: int) -> dict[str, int]:
     log.info("batch done", extra={"run_id": run_id, "batch": batch, "images": len(records), "failed": failed,
                                   "seconds": round(seconds, 4), "model_version": loaded.version, "worker": worker})
     return {"images": len(records), "failed": failed}
+
+
+def reading_record(path: str, batch: int, reading: Reading, model_version: str, model_sha256: str,
+                   worker: str) -> dict[str, Any]:
+    """The result of an image that was read: its code, per-digit probabilities and boxes, rounded for JSON."""
+    return result_record(
+        path, batch, code=reading.code, digits=reading.digits,
+        confidence=round(reading.confidence, 6), review=reading.review,
+        confidences=[round(float(p), 6) for p in reading.probabilities.max(axis=1)],
+        probabilities=[[round(float(p), 6) for p in probs] for probs in reading.probabilities],
+        boxes=[list(box) for box in reading.boxes],
+        model_version=model_version, model_sha256=model_sha256, worker=worker,
+    )
