@@ -24,6 +24,7 @@ import numpy.typing as npt
 from PIL import Image, ImageFilter
 
 Bytes = npt.NDArray[np.uint8]
+Mask = npt.NDArray[np.bool_]
 Floats = npt.NDArray[np.float32]
 Box = tuple[int, int, int, int]
 
@@ -74,6 +75,7 @@ class Crop:
     code: str  # the digits left to right with the separator drawn, e.g. "12345-6789" or "12345 6789"
     boxes: list[Box]  # (left, top, right, bottom) of each digit's ink, right/bottom exclusive, in code order
     fmt: str  # key of FORMATS
+    masks: list[Mask]  # each digit's own ink within its box (where it covers BOX_COVERAGE), even where touched
 
 
 class CropOptions(TypedDict, total=False):
@@ -284,15 +286,17 @@ def make_crop(rng: np.random.Generator, images: Bytes, labels: Bytes, fmt: str =
         quality = int(rng.integers(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1))
         image = np.asarray(Image.open(io.BytesIO(_encode(image, "JPEG", quality=quality))).convert("L"))
     height, width = image.shape
-    boxes = []
+    boxes, masks = [], []
     for glyph in glyphs:
+        x, y = glyph.x - origin[0], glyph.y - origin[1]
         left, top, right, bottom = glyph.box
-        left, right = (min(max(v + glyph.x - origin[0], 0), width) for v in (left, right))
-        top, bottom = (min(max(v + glyph.y - origin[1], 0), height) for v in (top, bottom))
+        left, right = (min(max(v + x, 0), width) for v in (left, right))
+        top, bottom = (min(max(v + y, 0), height) for v in (top, bottom))
         boxes.append((left, top, right, bottom))
+        masks.append(glyph.cover[top - y:bottom - y, left - x:right - x] >= BOX_COVERAGE)
     digits = iter(str(int(labels[i])) for i in picks)
     code = "".join(next(digits) if c == "#" else separator for c in pattern)
-    return Crop(image=image, code=code, boxes=boxes, fmt=fmt)
+    return Crop(image=image, code=code, boxes=boxes, fmt=fmt, masks=masks)
 
 
 def _hyphen(rng: np.random.Generator, size: float, ink: float, after: int, baseline: int) -> _Glyph:
