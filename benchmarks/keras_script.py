@@ -5,8 +5,9 @@ Prints one JSON object: images, seconds (reading, normalising and predicting; Te
 and the model's construction excluded), and how many digits agree with the NumPy model.
 
 What a Keras user writes: load and prepare every image (the project's own decode and
-normalisation, so the inputs are identical; postal crops are cut by digits.reading.pieces,
-whose cut scoring uses the NumPy model), then one `model.predict` over all the digits.
+normalisation, so the inputs are identical; postal crops are cut into candidate digits by
+digits.reading.pieces), then one `model.predict` over all the candidates, and each crop's best
+path through its candidates (digits.reading.assemble).
 TensorFlow uses its default threads (every core). Benchmark code only: nothing in digits/,
 worker/ or producer/ imports TensorFlow.
 """
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from digits.images import ImageError, decode
-from digits.reading import pieces
+from digits.reading import DEFAULT_REVIEW_THRESHOLD, assemble, pieces
 from digits.registry import DEFAULT_MODEL_DIR
 from digits.theta import N_CLASSES, N_INPUT, Model, Theta, load_dir
 
@@ -47,20 +48,21 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args()
     theta = load_dir(DEFAULT_MODEL_DIR)
-    numpy_model = Model(theta)  # scores the cuts of multi-digit crops, as the workers do
+    numpy_model = Model(theta)  # to check that Keras and the workers' NumPy agree
     imported = time.perf_counter()
     model = keras_model(theta)
     model.predict(np.zeros((1, N_INPUT), np.float32), verbose=0)  # type: ignore[attr-defined]  # build the graph
     ready = time.perf_counter()
 
     paths = sorted(p for p in args.folder.iterdir() if p.suffix == ".png")
-    fields = []
+    lattices = []
     for path in paths:
         with contextlib.suppress(ImageError):  # a worker gives it an error result: nothing to predict
-            fields.append(pieces(decode(path.read_bytes()), numpy_model).fields)
-    pixels = np.concatenate(fields)
+            lattices.append(pieces(decode(path.read_bytes())))
+    pixels = np.concatenate([lattice.fields for lattice in lattices])
     prepared = time.perf_counter()
     probabilities = model.predict(pixels, batch_size=args.batch_size, verbose=0)  # type: ignore[attr-defined]
+    assemble(lattices, probabilities, DEFAULT_REVIEW_THRESHOLD)  # each crop's best path through its candidates
     done = time.perf_counter()
 
     agree = int((probabilities.argmax(axis=1) == numpy_model.probabilities(pixels).argmax(axis=1)).sum())

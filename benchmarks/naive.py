@@ -34,7 +34,7 @@ model = Model(load_dir(DEFAULT_MODEL_DIR))  # lower case: RQ would read an upper
 
 def classify_one(path: str) -> dict[str, Any]:
     """Decode, cut and classify one image; RQ stores the returned dict as the job's result."""
-    reading = read([pieces(decode(Path(path).read_bytes()), model)], model, DEFAULT_REVIEW_THRESHOLD)[0]
+    reading = read([pieces(decode(Path(path).read_bytes()))], model, DEFAULT_REVIEW_THRESHOLD)[0]
     return {"path": path, "code": reading.code, "confidence": reading.confidence}
 
 

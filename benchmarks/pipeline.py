@@ -33,7 +33,7 @@ from digits.images import ImageError, decode
 from digits.reading import DEFAULT_REVIEW_THRESHOLD, pieces, read
 from digits.redis_server import RedisServer
 from digits.registry import DEFAULT_MODEL_DIR, Registry
-from digits.segment import Segmentation
+from digits.segment import Lattice
 from digits.theta import Model, load_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,11 +57,11 @@ def classify_files(paths: list[Path]) -> float:
     model = Model(load_dir(DEFAULT_MODEL_DIR))
     started = time.perf_counter()
     for start in range(0, len(paths), BATCH):
-        segmentations: list[Segmentation] = []
+        lattices: list[Lattice] = []
         for path in paths[start:start + BATCH]:
             with contextlib.suppress(ImageError):  # the worker gives it an error result: nothing to classify
-                segmentations.append(pieces(decode(path.read_bytes()), model))
-        read(segmentations, model, DEFAULT_REVIEW_THRESHOLD)
+                lattices.append(pieces(decode(path.read_bytes())))
+        read(lattices, model, DEFAULT_REVIEW_THRESHOLD)
     return time.perf_counter() - started
 
 

@@ -25,7 +25,7 @@ from digits.pattern import Pattern, parse_pattern
 from digits.postal_synth import Crop, generate, png_bytes
 from digits.reading import DEFAULT_REVIEW_THRESHOLD, Reading, pieces, read
 from digits.registry import DEFAULT_MODEL_DIR
-from digits.segment import Segmentation
+from digits.segment import Lattice
 from digits.theta import Model, load_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,16 +53,16 @@ def read_all(crops: list[Crop], model: Model, expect: Pattern | None) -> tuple[l
     readings: list[Reading | None] = []
     started = time.perf_counter()
     for start in range(0, len(blobs), BATCH):
-        segmentations: list[Segmentation] = []
+        lattices: list[Lattice] = []
         found: list[int] = []
         for index, data in enumerate(blobs[start:start + BATCH]):
             try:
-                segmentations.append(pieces(decode(data), model, expect))
+                lattices.append(pieces(decode(data), expect))
                 found.append(index)
             except ImageError:
                 pass
         batch: list[Reading | None] = [None] * len(blobs[start:start + BATCH])
-        for index, reading in zip(found, read(segmentations, model, DEFAULT_REVIEW_THRESHOLD, expect), strict=True):
+        for index, reading in zip(found, read(lattices, model, DEFAULT_REVIEW_THRESHOLD, expect), strict=True):
             batch[index] = reading
         readings += batch
     return readings, time.perf_counter() - started

@@ -26,7 +26,7 @@ from benchmarks.pipeline import BATCH, machine, write_digits
 from digits.images import Floats, decode
 from digits.reading import DEFAULT_REVIEW_THRESHOLD, Reading, pieces, read
 from digits.registry import DEFAULT_MODEL_DIR
-from digits.segment import Segmentation
+from digits.segment import Lattice
 from digits.theta import Model, load_dir
 from worker.jobs import reading_record
 
@@ -65,11 +65,11 @@ def stages(files: list[Path], model: Model) -> dict[str, float]:
     names = [f.name for f in files]
     batches = range(0, len(blobs), BATCH)
     greys = [decode(b) for b in blobs]
-    cuts: list[Segmentation] = [pieces(g, model) for g in greys]
+    cuts: list[Lattice] = [pieces(g) for g in greys]
     readings = [r for i in batches for r in read(cuts[i:i + BATCH], model, DEFAULT_REVIEW_THRESHOLD)]
     row = {
         "decode (Pillow)": per_image(lambda: [decode(b) for b in blobs], len(blobs)),
-        "normalise or cut (pieces)": per_image(lambda: [pieces(g, model) for g in greys], len(blobs)),
+        "normalise or cut (pieces)": per_image(lambda: [pieces(g) for g in greys], len(blobs)),
         "classify, 256 a batch (read)": per_image(
             lambda: [read(cuts[i:i + BATCH], model, DEFAULT_REVIEW_THRESHOLD) for i in batches], len(blobs)),
         "result JSON": per_image(lambda: records(readings, names), len(blobs)),

@@ -1,7 +1,10 @@
 """Reading decoded images as codes: a single digit or a row of them (a postal code).
 
-Every piece of every image in a batch goes through one matrix product. A code's confidence is
-the product of its digits' probabilities, the chance that the whole code is right if the
+Every candidate digit of every image in a batch goes through one matrix product. Each image's
+code is then the path through its lattice (digits.segment) whose digits read best: the sum of
+their log-probabilities, so that a wrong cut (half a digit, two digits as one) loses to the
+right one, because the model reads such pieces as no digit in particular. A code's confidence
+is the product of its digits' probabilities, the chance that the whole code is right if the
 digits' errors are independent; below the review threshold it is flagged for a person.
 """
 
@@ -10,13 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from digits.images import Floats, normalise_with_box
 from digits.pattern import Pattern
-from digits.segment import Box, Segmentation, segment
+from digits.segment import Box, Lattice, lattice
 from digits.theta import Model
 
 DEFAULT_REVIEW_THRESHOLD = 0.9
+SKIP_SCORE = -1.5  # log-score of leaving an optional primitive out (a digit read as no digit scores about -2.3)
 SINGLE_ASPECT = 1.3  # an image at most this much wider than tall holds one digit (unless told otherwise)
 
 
@@ -40,29 +45,94 @@ def is_single(grey: Floats, expect: Pattern | None) -> bool:
     return bool(width <= SINGLE_ASPECT * height)
 
 
-def pieces(grey: Floats, model: Model, expect: Pattern | None = None) -> Segmentation:
-    """The MNIST-style digit fields of one decoded image; ImageError if it holds none."""
+def pieces(grey: Floats, expect: Pattern | None = None) -> Lattice:
+    """The candidate digits of one decoded image; ImageError if it holds none."""
     if is_single(grey, expect):
         field, box = normalise_with_box(grey)
-        return Segmentation(field.reshape(1, -1), [box])
-    return segment(grey, model.probabilities, expect)
+        return Lattice(field.reshape(1, -1), [(0, 1)], [box], 1)
+    return lattice(grey)
 
 
-def read(segmentations: list[Segmentation], model: Model, review_threshold: float,
+def read(lattices: list[Lattice], model: Model, review_threshold: float,
          expect: Pattern | None = None) -> list[Reading]:
-    """Classify the pieces of many images in one batch and assemble each image's code."""
-    if not segmentations:
+    """Classify the candidates of many images in one batch and read each image's best code."""
+    if not lattices:
         return []
-    probabilities = model.probabilities(np.concatenate([s.fields for s in segmentations]))
+    return assemble(lattices, model.probabilities(np.concatenate([lat.fields for lat in lattices])),
+                    review_threshold, expect)
+
+
+def assemble(lattices: list[Lattice], probabilities: Floats, review_threshold: float,
+             expect: Pattern | None = None) -> list[Reading]:
+    """Each image's best code, given the probabilities of all its candidates (in lattice order)."""
     readings = []
     start = 0
-    for seg in segmentations:
-        probs = probabilities[start:start + len(seg.boxes)]
-        start += len(seg.boxes)
-        digits = probs.argmax(axis=1)
-        code = "".join(seg.separators.get(i, "") + str(d) for i, d in enumerate(digits))
-        confidence = float(np.prod(probs.max(axis=1)))
-        if expect is not None and len(digits) != expect.digits:
+    for lat in lattices:
+        probs = probabilities[start:start + len(lat.spans)]
+        start += len(lat.spans)
+        path = best_path(lat, np.log(probs.max(axis=1) + 1e-12), expect.digits if expect else None)
+        if path is None:  # no cut gives the expected count: read the best code of any length
+            path = best_path(lat, np.log(probs.max(axis=1) + 1e-12), None)
+        assert path is not None
+        chosen = probs[path]
+        boxes = [lat.boxes[i] for i in path]
+        separators = place_separators(boxes, lat.hyphens, expect)
+        code = "".join(separators.get(i, "") + str(d) for i, d in enumerate(chosen.argmax(axis=1)))
+        confidence = float(np.prod(chosen.max(axis=1)))
+        if expect is not None and len(path) != expect.digits:
             confidence = 0.0  # the crop could not be cut into the expected number of digits
-        readings.append(Reading(code, probs, seg.boxes, confidence, confidence < review_threshold))
+        readings.append(Reading(code, chosen, boxes, confidence, confidence < review_threshold))
     return readings
+
+
+def best_path(lat: Lattice, scores: npt.NDArray[np.floating], count: int | None) -> list[int] | None:
+    """The candidates, left to right, that cover every primitive once (optional ones may be left
+    out) with the highest total score; exactly `count` of them when given (None if impossible)."""
+    most = lat.primitives if count is None else count
+    best = np.full((lat.primitives + 1, most + 1), -np.inf)  # [end, n]: primitives before end as n digits
+    best[0, 0] = 0.0
+    came: dict[tuple[int, int], int] = {}  # (end, n) -> the last candidate, or -1: primitive end - 1 left out
+    ending: dict[int, list[int]] = {}
+    for index, (_, end) in enumerate(lat.spans):
+        ending.setdefault(end, []).append(index)
+    for end in range(1, lat.primitives + 1):
+        if end - 1 in lat.optional:
+            best[end] = best[end - 1] + SKIP_SCORE
+            came.update(((end, n), -1) for n in range(most + 1))
+        for index in ending.get(end, []):
+            totals = best[lat.spans[index][0], :-1] + scores[index]
+            better = totals > best[end, 1:]
+            best[end, 1:][better] = totals[better]
+            came.update(((end, int(n) + 1), index) for n in np.flatnonzero(better))
+    n = int(np.argmax(best[-1])) if count is None else count
+    if not np.isfinite(best[-1, n]):
+        return None
+    path, end = [], lat.primitives
+    while end > 0:
+        index = came[end, n]
+        if index < 0:
+            end -= 1
+        else:
+            path.append(index)
+            end, n = lat.spans[index][0], n - 1
+    return path[::-1]
+
+
+def place_separators(boxes: list[Box], hyphens: list[float], expect: Pattern | None) -> dict[int, str]:
+    """Separators by the pattern when given, else where a hyphen stands or a gap is far wider than the rest."""
+    if expect is not None:
+        positions = np.cumsum(expect.groups)[:-1]
+        return {int(p): expect.separator for p in positions if p < len(boxes)}
+    separators: dict[int, str] = {}
+    for centre_x in hyphens:
+        index = sum(1 for box in boxes if (box[0] + box[2]) / 2 < centre_x)
+        if 0 < index < len(boxes):
+            separators[index] = "-"
+    if len(boxes) >= 3:
+        gaps = np.array([boxes[i + 1][0] - boxes[i][2] for i in range(len(boxes) - 1)])
+        widths = np.median([box[2] - box[0] for box in boxes])
+        for i, gap in enumerate(gaps):
+            others = np.delete(gaps, i)
+            if gap > max(0.8 * widths, 3 * max(float(np.median(others)), 1.0)) and i + 1 not in separators:
+                separators[i + 1] = " "
+    return separators

@@ -25,7 +25,6 @@ from PIL import Image
 from scipy import ndimage
 
 from digits.images import FIELD, MIN_CONTRAST, ImageError, centre, fit_box
-from digits.pattern import Pattern
 
 Floats = npt.NDArray[np.float32]
 Mask = npt.NDArray[np.bool_]
@@ -33,16 +32,23 @@ Box = tuple[int, int, int, int]  # left, top, right, bottom (exclusive), in the 
 Classify = Callable[[Floats], Floats]  # (n, 784) pixels -> (n, 10) probabilities
 
 WORK_HEIGHT = 96  # crops are read at most this tall: each digit ends up 20 pixels high anyway
-MIN_THRESHOLD = 0.12  # binarisation never goes below this much ink over the paper
-DIGIT_ASPECT = 0.75  # a typical handwritten digit's width over its height
-SLANTS = (-0.3, 0.0, 0.3)  # tangents of the cut lines tried when splitting touching digits
-SPLIT_FROM = 1.2  # without a hint, pieces narrower than this (x a typical digit width) stay whole ...
-SPLIT_SURE = 1.8  # ... and wider ones are always cut; between, a cut must read better than the whole
-HINT_WIDTH_PRIOR = 3.0  # with a hint: log-odds that a piece holds two digits, per typical width beyond one
-MNIST_STROKE = 0.133  # MNIST's median stroke width, over the longer side of the digit's box
-STROKE_STRENGTH = 0.5  # share of the difference from MNIST_STROKE that normalise() takes away
-MAX_SHAVE = 0.06  # ... at most this much of the digit's size from each side of a stroke
-SPLIT_PRIOR = 4.0  # weight of the width prior against the classifier's log-confidence when cutting
+PAPER_WINDOW = 0.75  # the paper's level is read over windows this share of the crop's height ...
+PAPER_STEP = 4  # ... on every 4th pixel
+MIN_THRESHOLD = 0.12  # binarisation never goes below this much ink over the paper ...
+FAINT_SHARE, MIN_FAINT = 0.35, 0.08  # ... except for a fainter pen's strokes, down to this share of Otsu's
+LOCAL_WINDOW = 0.08  # a stroke is judged against the strongest ink within this share of the crop's height
+CUT_SPACING = 0.25  # cuts stand at least this far apart (x height)
+SIDESTEP_COST = 0.05  # a cut path's step sideways costs as much as crossing this share of an ink pixel
+NOTCH_REACH, NOTCH_DEPTH = 0.35, 0.15  # an outline's dip: this far (x height) on each side, this deep
+MIN_SPLIT = 0.5  # pieces of ink narrower than this (x the digits' height) are never cut ...
+CUT_SHARE = 0.4  # ... and wider ones at most width / (this x height) times
+MAX_CUT_STROKES = 2.5  # a cut through ink crosses at most this many stroke widths of it
+SPECK_AREA = 0.015  # pieces under this share of the largest one's area (and short) are specks, dropped
+SMALL_AREA = 0.12  # pieces under this share of a typical digit's area may be left out as noise ...
+SLIVER_AREA = 0.03  # ... and so may slivers this small that a cut leaves
+MAX_RUN = 6  # a candidate digit joins at most this many primitives
+MAX_WIDTH = 2.0  # ... and is at most this wide (x height)
+MAX_INNER_GAP = 0.3  # ... with no gap between its primitives wider than this (x height)
 
 
 @dataclass(frozen=True)
@@ -77,22 +83,20 @@ def tight(mask: Mask, left: int, top: int) -> Piece:
     return Piece(mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1], left + int(cols[0]), top + int(rows[0]))
 
 
-def union(a: Piece, b: Piece) -> Piece:
-    left, top = min(a.left, b.left), min(a.top, b.top)
-    right, bottom = max(a.box[2], b.box[2]), max(a.box[3], b.box[3])
+def union(*pieces: Piece) -> Piece:
+    """The pieces' ink together, as one piece."""
+    left, top = min(p.left for p in pieces), min(p.top for p in pieces)
+    right, bottom = max(p.box[2] for p in pieces), max(p.box[3] for p in pieces)
     mask = np.zeros((bottom - top, right - left), dtype=bool)
-    for piece in (a, b):
+    for piece in pieces:
         mask[piece.top - top:piece.box[3] - top, piece.left - left:piece.box[2] - left] |= piece.mask
     return Piece(mask, left, top)
 
 
-@dataclass(frozen=True)
-class Segmentation:
-    """The digits of a crop, left to right, and where separators stand between them."""
-
-    fields: Floats  # (n, 784), MNIST-style
-    boxes: list[Box]
-    separators: dict[int, str] = field(default_factory=dict)  # digit index -> separator written before it
+def halo(piece: Piece) -> Piece:
+    """The piece grown by a pixel all round: its ink with the anti-aliased edge around it."""
+    grown = ndimage.binary_dilation(np.pad(piece.mask, 1), structure=np.ones((3, 3), dtype=bool))
+    return Piece(grown, piece.left - 1, piece.top - 1)
 
 
 def read_ink(grey: Floats) -> tuple[Floats, float]:
@@ -103,9 +107,18 @@ def read_ink(grey: Floats) -> tuple[Floats, float]:
         size = (max(1, round(width * scale)), WORK_HEIGHT)
         grey = np.asarray(Image.fromarray(grey, mode="F").resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
     ink = 1.0 - grey if float(np.median(grey)) > 0.5 else grey  # most of a crop is paper
-    stroke = max(3, round(0.2 * ink.shape[0]))  # wider than any pen stroke
-    paper = ndimage.uniform_filter(ndimage.grey_opening(ink, size=(stroke, stroke)), size=stroke)
-    return np.clip(ink - paper, 0.0, 1.0).astype(np.float32), scale
+    return np.clip(ink - paper_level(ink), 0.0, 1.0).astype(np.float32), scale
+
+
+def paper_level(ink: Floats) -> Floats:
+    """The paper's own level under the ink: a grey opening wider than any blot of ink (a bold
+    digit's filled loop is far wider than a pen stroke), on a quarter-size copy for speed."""
+    height, width = ink.shape
+    small = ink[::PAPER_STEP, ::PAPER_STEP]
+    window = max(3, round(PAPER_WINDOW * small.shape[0]))
+    level = ndimage.uniform_filter(ndimage.grey_opening(small, size=(window, window)), size=window, mode="nearest")
+    full = Image.fromarray(level.astype(np.float32), mode="F").resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(full, dtype=np.float32)
 
 
 def otsu(values: Floats) -> float:
@@ -118,16 +131,36 @@ def otsu(values: Floats) -> float:
     total, total_mean = below[-1], mean_below[-1]
     above = total - below
     with np.errstate(divide="ignore", invalid="ignore"):
-        between = (total_mean * below - total * mean_below) ** 2 / (below * above)
-    return float(edges[1:][int(np.nanargmax(np.where(above > 0, between, np.nan)))])
+        between = np.where((above > 0) & (below > 0), (total_mean * below - total * mean_below) ** 2 / (below * above),
+                           np.nan)
+    if np.isnan(between).all():  # one level only (a clean two-tone image): halfway to it
+        return 0.5 * float(values.max())
+    return float(edges[1:][int(np.nanargmax(between))])
+
+
+def binarise(ink: Floats) -> Mask:
+    """Ink above half the strongest ink around it, between a floor and Otsu's threshold for the
+    crop: a single threshold would lose a digit written with a finer or fainter pen than the rest,
+    whose thin strokes never reach the level of the bold ones."""
+    faint = ink > 0.02
+    if not faint.any():
+        return np.zeros_like(faint)
+    threshold = max(otsu(ink[faint]), MIN_THRESHOLD)
+    floor = max(FAINT_SHARE * threshold, MIN_FAINT)
+    window = max(3, round(LOCAL_WINDOW * ink.shape[0]))
+    local = np.clip(0.5 * ndimage.maximum_filter(ink, size=window), floor, threshold)
+    return np.asarray(ink > local, dtype=bool)
 
 
 def runs_of(binary: Mask, length: int, axis: int) -> Mask:
-    """The pixels on straight runs of ink at least `length` long along `axis` (a 1-D opening)."""
+    """The pixels on runs of ink at least `length` long along `axis` (a 1-D opening), allowing a
+    ruled line to drift by a pixel across it (a hand-ruled or slightly rotated box)."""
     if length < 2 or length > binary.shape[axis]:
         return np.zeros_like(binary)
-    eroded = ndimage.minimum_filter1d(binary.view(np.uint8), length, axis=axis, mode="constant")
-    return np.asarray(ndimage.maximum_filter1d(eroded, length, axis=axis, mode="constant"), dtype=bool)
+    grown = ndimage.maximum_filter1d(binary.view(np.uint8), 3, axis=1 - axis)
+    eroded = ndimage.minimum_filter1d(grown, length, axis=axis, mode="constant")
+    runs = ndimage.maximum_filter1d(eroded, length, axis=axis, mode="constant")
+    return np.asarray(runs.astype(bool) & binary, dtype=bool)
 
 
 def remove_lines(binary: Mask) -> Mask:
@@ -149,7 +182,7 @@ def components(binary: Mask) -> list[Piece]:
     areas = np.bincount(labels.ravel())[1:]
     slices = ndimage.find_objects(labels)
     heights = np.array([rows.stop - rows.start for rows, _ in slices])
-    keep = (areas >= 0.04 * areas.max()) | (heights >= 0.4 * heights.max())
+    keep = (areas >= SPECK_AREA * areas.max()) | (heights >= 0.4 * heights.max())
     return [Piece(labels[rows, cols] == index + 1, cols.start, rows.start)
             for index, (rows, cols) in enumerate(slices) if keep[index]]
 
@@ -167,97 +200,261 @@ def drop_rules(pieces: list[Piece]) -> list[Piece]:
     for p in pieces:
         side = p.height >= 1.15 * size and p.width <= 0.2 * p.height and p.box[1] < top and p.box[3] > bottom
         rule = p.width >= 1.6 * size and p.height <= 0.2 * p.width
-        hairline = p.width <= max(2, round(0.05 * size)) and p.height >= 3 * p.width  # finer than any pen
-        if not (side or rule or hairline):
+        if not (side or rule):
             kept.append(p)
     return kept
 
 
-def overlap(a: Box, b: Box) -> int:
-    return min(a[2], b[2]) - max(a[0], b[0])
+def is_optional(piece: Piece, size: float, usual_area: float) -> bool:
+    """Ink that reading may leave out as noise: small next to the digits, or a hairline finer than
+    most pens (what remains of a box line; but a thin pen's 1 looks alike, so it is not dropped)."""
+    hairline = piece.width <= max(2, round(0.05 * size)) and piece.height >= 3 * piece.width
+    return hairline or piece.area < SMALL_AREA * usual_area
 
 
-def group(pieces: list[Piece], band: int) -> list[Piece]:
-    """Join each fragment (a piece under 60% of the band's height: a detached bar or a broken
-    stroke) to the digit it overlaps most, or to the nearest one; order digits left to right."""
-    whole = sorted((p for p in pieces if p.height >= 0.6 * band), key=lambda p: p.left)
-    fragments = sorted((p for p in pieces if p.height < 0.6 * band), key=lambda p: -p.area)
-    for fragment in fragments:
-        if not whole:
-            whole.append(fragment)
+def seams(binary: Mask, band: tuple[int, int], size: float, stroke: float) -> list[npt.NDArray[np.intp]]:
+    """Cut paths through the row of digits, top to bottom, each as its column in every row: the
+    cheapest path (crossing the least ink, a step sideways costing a little) through the middle
+    of the digits' band at the middle of each gap between pieces of ink, however it has to wind,
+    and, within pieces of ink, first where the outline dips in deeply from above or below (where
+    touching digits meet, however much ink the cut then crosses), then at each column where
+    crossing is cheapest locally, at most MAX_CUT_STROKES strokes. A piece of ink takes cuts by
+    its width (none under MIN_SPLIT x size), CUT_SPACING x size apart."""
+    height = binary.shape[0]
+    cost = binary.astype(np.float64)
+    forward, backward = np.empty_like(cost), np.empty_like(cost)
+    forward[0], backward[-1] = cost[0], cost[-1]
+    for row in range(1, height):
+        forward[row] = cost[row] + cheapest_step(forward[row - 1])
+    for row in range(height - 2, -1, -1):
+        backward[row] = cost[row] + cheapest_step(backward[row + 1])
+    top, bottom = band
+    middle = (top + bottom) // 2
+    through = forward[middle] + backward[middle] - cost[middle]  # the cheapest path through each column
+    free = np.concatenate([[False], through < 0.5, [False]])  # paths crossing no ink
+    starts, ends = np.flatnonzero(free[1:] & ~free[:-1]), np.flatnonzero(free[:-1] & ~free[1:])
+    gaps = [int(c) for c in (starts + ends - 1) // 2]
+    padded = np.concatenate([[np.inf], through, [np.inf]])
+    cheap = (~free[1:-1]) & (through <= padded[:-2]) & (through <= padded[2:]) & (through <= MAX_CUT_STROKES * stroke)
+    labels, _ = ndimage.label(binary, structure=np.ones((3, 3), dtype=bool))
+    budget = [0] + [round((cols.stop - cols.start) / (CUT_SHARE * size)) if cols.stop - cols.start >= MIN_SPLIT * size
+                    else 0 for _, cols in ndimage.find_objects(labels)]  # cuts each piece of ink may take
+    paths = list(trace(forward, backward, middle, np.array(gaps, dtype=np.intp)))
+    cuts: dict[int, list[npt.NDArray[np.intp]]] = {}  # piece of ink -> the paths cutting it
+    rows = slice(top, bottom)
+    cheapest = np.array(sorted(np.flatnonzero(cheap), key=lambda c: (through[c], c)), dtype=np.intp)
+    straight = [upright(forward, backward, rows_of, column) for rows_of, column in notches(labels, size)]
+    for path in straight + list(trace(forward, backward, middle, cheapest)):
+        hit = labels[np.arange(height), path]
+        piece = int(np.bincount(hit[hit > 0]).argmax()) if (hit > 0).any() else 0
+        others = cuts.setdefault(piece, [])
+        if len(others) < budget[piece] and all(
+                np.abs(path[rows] - other[rows]).mean() >= CUT_SPACING * size for other in others):
+            others.append(path)
+    return paths + [path for piece_cuts in cuts.values() for path in piece_cuts]
+
+
+def notches(labels: npt.NDArray[np.int32], size: float) -> list[tuple[slice, int]]:
+    """Where a piece's outline dips in by NOTCH_DEPTH x size or more, from above or from below,
+    against the outline on both sides within NOTCH_REACH x size (where two round digits meet):
+    the piece's rows and the column of the dip."""
+    reach, depth = max(2, round(NOTCH_REACH * size)), NOTCH_DEPTH * size
+    found = []
+    for index, (rows, cols) in enumerate(ndimage.find_objects(labels), start=1):
+        if cols.stop - cols.start < MIN_SPLIT * size:
             continue
-        distance = [-overlap(fragment.box, p.box) for p in whole]  # a gap is positive, an overlap negative
-        nearest = int(np.argmin(distance))
-        if distance[nearest] <= 0.3 * band:
-            whole[nearest] = union(whole[nearest], fragment)
-        else:
-            whole.append(fragment)
-    return sorted(whole, key=lambda p: p.left)
+        mask = labels[rows, cols] == index
+        inked = mask.any(axis=0)
+        height = mask.shape[0]
+        tops = np.where(inked, mask.argmax(axis=0), height)  # first ink row of each column
+        bottoms = np.where(inked, height - 1 - mask[::-1].argmax(axis=0), -1)
+        for outline in (tops.astype(np.float64), -bottoms.astype(np.float64)):  # a dip is a larger value
+            for x in range(reach, len(outline) - reach):
+                left, right = outline[x - reach:x].min(), outline[x + 1:x + reach + 1].min()
+                window = outline[max(x - 2, 0):x + 3]
+                if outline[x] - max(left, right) >= depth and outline[x] >= window.max() and inked[x]:
+                    found.append((rows, cols.start + x))
+    return found
 
 
-def split_candidates(piece: Piece) -> list[tuple[Piece, Piece]]:
-    """Ways to cut a piece in two: at the thinnest columns of its middle, straight or slanted."""
-    width = piece.width
-    profile = piece.mask.sum(axis=0).astype(np.float64)
-    low, high = round(0.2 * width), round(0.8 * width)
-    if high <= low:
-        return []
-    columns: list[int] = []
-    for column in np.argsort(profile[low:high], kind="stable") + low:  # the 3 thinnest, 3 px apart
-        if all(abs(column - c) >= 3 for c in columns):
-            columns.append(int(column))
-        if len(columns) == 3:
+def upright(forward: npt.NDArray[np.float64], backward: npt.NDArray[np.float64], rows: slice, column: int
+            ) -> npt.NDArray[np.intp]:
+    """A cut straight down `column` through `rows` (a piece of ink), and the cheapest way on from
+    its ends: where two digits meet along a stroke, no cheap path parts them."""
+    first, last = trace(forward, backward, rows.start, np.array([column])), trace(
+        forward, backward, rows.stop - 1, np.array([column]))
+    path = np.full(forward.shape[0], column, dtype=np.intp)
+    path[:rows.start], path[rows.stop:] = first[0, :rows.start], last[0, rows.stop:]
+    return path
+
+
+def trace(forward: npt.NDArray[np.float64], backward: npt.NDArray[np.float64], row: int,
+          columns: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+    """The cheapest paths through (row, each of columns), one per line: up along `forward`, down along `backward`."""
+    height = forward.shape[0]
+    paths = np.empty((len(columns), height), dtype=np.intp)
+    paths[:, row] = columns
+    for above in range(row - 1, -1, -1):
+        paths[:, above] = cheapest_neighbours(forward[above], paths[:, above + 1])
+    for below in range(row + 1, height):
+        paths[:, below] = cheapest_neighbours(backward[below], paths[:, below - 1])
+    return paths
+
+
+def cheapest_step(previous: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """For each column, the cheapest of the previous row's same and neighbouring columns (plus the sideways cost)."""
+    cheapest = previous.copy()
+    np.minimum(cheapest[1:], previous[:-1] + SIDESTEP_COST, out=cheapest[1:])
+    np.minimum(cheapest[:-1], previous[1:] + SIDESTEP_COST, out=cheapest[:-1])
+    return cheapest
+
+
+def cheapest_neighbours(costs: npt.NDArray[np.float64], columns: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+    """For each column, the column next to it (or itself) where `costs` is lowest, preferring to go straight."""
+    best, lowest = columns.copy(), costs[columns]
+    for step in (-1, 1):
+        other = columns + step
+        inside = (other >= 0) & (other < len(costs))
+        cost = np.where(inside, costs[np.clip(other, 0, len(costs) - 1)] + SIDESTEP_COST, np.inf)
+        better = cost < lowest
+        best = np.where(better, other, best)
+        lowest = np.where(better, cost - SIDESTEP_COST, lowest)
+    return best
+
+
+def split_along(kept: Mask, paths: list[npt.NDArray[np.intp]]) -> npt.NDArray[np.intp]:
+    """Label the ink's pieces once cut along every path (paths may cross: each piece between them
+    is its own): 0 where there is no ink. The ink a path runs over goes to the piece beside it."""
+    height = kept.shape[0]
+    along = np.zeros_like(kept)
+    rows = np.arange(height)
+    for path in paths:
+        along[rows, path] = True
+        low, high = np.minimum(path[1:], path[:-1]), np.maximum(path[1:], path[:-1])
+        along[rows[1:], low] = True  # a sideways step leaves no diagonal gap to leak through
+        along[rows[1:], high] = True
+    labels, _ = ndimage.label(kept & ~along, structure=np.ones((3, 3), dtype=bool))
+    for _ in range(2):  # ink under a path: the piece to its left, else right, else above or below
+        orphans = kept & (labels == 0)
+        if not orphans.any():
             break
-    rows, cols = np.indices(piece.mask.shape)
-    middle = piece.height / 2
-    total = piece.area
-    candidates = []
-    for column in columns:
-        for slant in SLANTS:
-            on_left = cols < column + (middle - rows) * slant
-            first, second = piece.mask & on_left, piece.mask & ~on_left
-            if first.sum() > 0.1 * total and second.sum() > 0.1 * total:
-                candidates.append((tight(first, piece.left, piece.top), tight(second, piece.left, piece.top)))
-    return candidates
+        beside = np.zeros_like(labels)
+        for shift, axis in ((1, 1), (-1, 1), (1, 0), (-1, 0)):
+            moved = np.roll(labels, shift, axis=axis)
+            beside = np.where(beside > 0, beside, moved)
+        labels = np.where(orphans, beside, labels)
+    return np.asarray(labels, dtype=np.intp)
 
 
-def best_split(piece: Piece, ink: Floats, classify: Classify, typical: float
-               ) -> tuple[tuple[Piece, Piece], float, float] | None:
-    """The cut whose two halves the classifier reads most confidently, its log-confidence, and the whole's.
+@dataclass(frozen=True)
+class Lattice:
+    """The ways to read one image as a row of digits: candidate digits, each a run of consecutive
+    primitives (pieces of ink, left to right), normalised MNIST-style. Reading classifies all of
+    them and keeps the path through the primitives whose digits read best."""
 
-    A cut that leaves widths unlike digits' (judged by how many digits the piece is wide) pays a
-    penalty, so that a stroke sliced off a digit does not win because it looks like a confident 1.
-    """
-    candidates = split_candidates(piece)
-    if not candidates:
-        return None
-    fields = np.stack([normalise(piece, ink)] + [normalise(p, ink) for pair in candidates for p in pair])
-    confidence = np.log(classify(fields).max(axis=1) + 1e-9)
-    share = max(1.0, round(piece.width / typical))  # digits in the piece, at least 2 once split
-    share = max(share, 2.0)
-    left_widths = np.array([a.box[2] - piece.left for a, _ in candidates], dtype=np.float64) / piece.width
-    nearest = np.round(left_widths * share) / share
-    penalty = SPLIT_PRIOR * ((left_widths - np.clip(nearest, 1 / share, 1 - 1 / share)) * share) ** 2
-    pairs = confidence[1:].reshape(-1, 2).sum(axis=1) - penalty
-    best = int(pairs.argmax())
-    return candidates[best], float(pairs[best]), float(confidence[0])
+    fields: Floats  # (candidates, 784)
+    spans: list[tuple[int, int]]  # each candidate's primitives [start, end)
+    boxes: list[Box]  # each candidate's ink box, in the image's pixels
+    primitives: int
+    hyphens: list[float] = field(default_factory=list)  # centres of hyphens, x in the image's pixels
+    optional: frozenset[int] = frozenset()  # primitives that may be left out as noise
 
 
-def normalise(piece: Piece, ink: Floats, pen: bool = False) -> Floats:
-    """The piece's own ink (with its anti-aliased edge, not its neighbours'), MNIST-style, as 784 values.
+@dataclass(frozen=True)
+class Cut:
+    """A crop cut into primitives: its ink at working size and the pieces reading will join."""
 
-    With `pen`, the strokes are redrawn towards MNIST's width (restroke): slower, so only for the
-    digits finally read, not for the many candidate cuts whose scores only need comparing.
-    """
-    left, top, right, bottom = piece.box
+    ink: Floats  # bright ink on zero paper, at working size
+    scale: float  # working size over the image's size
+    size: float  # the digits' typical height, working pixels
+    primitives: list[Piece]  # left to right by centre
+    hyphens: list[Piece]
+    optional: frozenset[int]  # primitives that reading may leave out as noise
+
+
+def cut(grey: Floats) -> Cut:
+    """Binarise and clean a crop (greyscale in [0, 1], any polarity) and cut its ink into
+    primitives; blank crops raise ImageError."""
+    ink, scale = read_ink(grey)
+    if float(ink.max()) < MIN_CONTRAST:
+        raise ImageError("no digits found: the crop is blank")
+    binary = remove_lines(binarise(ink))
+    pieces = drop_rules(components(binary))
+    if not pieces:
+        raise ImageError("no digits found: the crop holds only lines or specks")
+    tallest = max(p.height for p in pieces)
+    band_top = min(p.box[1] for p in pieces if p.height >= 0.5 * tallest)
+    band_bottom = max(p.box[3] for p in pieces if p.height >= 0.5 * tallest)
+    hyphens = [p for p in pieces if is_hyphen(p, band_top, band_bottom)]
+    rest = [p for p in pieces if not any(p is h for h in hyphens)]
+    if not rest:
+        raise ImageError("no digits found")
+    tall = [p for p in rest if p.height >= 0.5 * tallest]
+    size = float(np.median([p.height for p in tall]))
+    usual_area = float(np.median([p.area for p in tall]))
+    kept, optional_ink = np.zeros_like(binary), np.zeros_like(binary)
+    for p in rest:
+        left, top, right, bottom = p.box
+        kept[top:bottom, left:right] |= p.mask
+        if is_optional(p, size, usual_area):
+            optional_ink[top:bottom, left:right] |= p.mask
+    stroke = float(np.median([stroke_width(p.mask) for p in tall]))
+    labels = split_along(kept, seams(kept, (band_top, band_bottom), size, stroke))
+    parts = []
+    for index, (rows, cols) in enumerate(ndimage.find_objects(labels), start=1):
+        if rows is None:
+            continue
+        part = Piece(labels[rows, cols] == index, cols.start, rows.start)
+        owned = optional_ink[rows, cols][part.mask]
+        parts.append((part, bool(owned.all()) or part.area < SLIVER_AREA * usual_area))
+    parts.sort(key=lambda item: item[0].left + item[0].width / 2)
+    optional = frozenset(i for i, (_, flag) in enumerate(parts) if flag)
+    return Cut(ink, scale, size, [part for part, _ in parts], hyphens, optional)
+
+
+def lattice(grey: Floats) -> Lattice:
+    """The candidate digits of a crop, normalised, with their boxes in the image's pixels."""
+    found = cut(grey)
+    spans, merged = candidates(found)
+    boxes = [original_box(piece.box, found.scale, grey.shape) for piece in merged]
+    centres = [((h.box[0] + h.box[2]) / 2) / found.scale for h in found.hyphens]
+    return Lattice(fields(found, spans), spans, boxes, len(found.primitives), centres, found.optional)
+
+
+def candidates(found: Cut) -> tuple[list[tuple[int, int]], list[Piece]]:
+    """Every run of up to MAX_RUN neighbouring primitives that could be one digit (not too wide,
+    no wide gap inside), as primitive spans [start, end) and their joined ink."""
+    primitives, size = found.primitives, found.size
+    spans, merged = [], []
+    for start in range(len(primitives)):
+        piece = primitives[start]
+        for end in range(start + 1, min(start + MAX_RUN, len(primitives)) + 1):
+            if end > start + 1:  # a lone primitive is always a candidate, so that a path exists
+                following = primitives[end - 1]
+                if following.left - piece.box[2] > MAX_INNER_GAP * size:
+                    break
+                piece = union(piece, following)
+                if piece.width > MAX_WIDTH * size:
+                    break
+            spans.append((start, end))
+            merged.append(piece)
+    return spans, merged
+
+
+def fields(found: Cut, spans: list[tuple[int, int]]) -> Floats:
+    """The candidates' ink, each normalised MNIST-style, as (candidates, 784)."""
+    halos = [halo(p) for p in found.primitives]
+    return np.stack([normalise(union(*halos[start:end]), found.ink) for start, end in spans])
+
+
+def normalise(halo: Piece, ink: Floats) -> Floats:
+    """The ink under a candidate's halo (its own ink and anti-aliased edge, not its neighbours'
+    ink beyond), MNIST-style, as 784 values."""
     height, width = ink.shape
-    y0, x0, y1, x1 = max(top - 1, 0), max(left - 1, 0), min(bottom + 1, height), min(right + 1, width)
-    grown = np.zeros((y1 - y0, x1 - x0), dtype=bool)
-    grown[top - y0:bottom - y0, left - x0:right - x0] = piece.mask
-    if pen:
-        crop = restroke(grown, max(piece.height, piece.width))
-    else:
-        crop = ink[y0:y1, x0:x1] * ndimage.maximum_filter(grown, size=3)
+    left, top = max(halo.left, 0), max(halo.top, 0)
+    right, bottom = min(halo.box[2], width), min(halo.box[3], height)
+    mask = halo.mask[top - halo.top:bottom - halo.top, left - halo.left:right - halo.left]
+    crop = ink[top:bottom, left:right] * mask
     peak = float(crop.max())
     if peak <= 0:
         return np.zeros(FIELD * FIELD, dtype=np.float32)
@@ -270,27 +467,6 @@ def stroke_width(mask: Mask) -> float:
     return 2.0 * float(mask.sum()) / max(outline, 1)
 
 
-def restroke(mask: Mask, side: int) -> Floats:
-    """The piece redrawn, anti-aliased, with its strokes moved towards MNIST's width for its size.
-
-    Pens differ far more between scans than within MNIST, and a pen much bolder or finer than
-    the digits the model learnt from costs more accuracy than any other difference (slant, blur).
-    """
-    pad = math.ceil(MAX_SHAVE * side) + 2
-    padded = np.pad(mask, pad)
-    inside = ndimage.distance_transform_edt(padded)
-    outside = ndimage.distance_transform_edt(~padded)
-    signed = inside - outside + 0.5  # > 0 inside the ink, the outline at 0
-    shave = STROKE_STRENGTH * (stroke_width(mask) - MNIST_STROKE * side) / 2
-    shave = float(np.clip(shave, -MAX_SHAVE * side, MAX_SHAVE * side))
-    drawn: Floats = np.clip(signed - shave, 0.0, 1.0).astype(np.float32)
-    rows, cols = np.flatnonzero(drawn.any(axis=1)), np.flatnonzero(drawn.any(axis=0))
-    if rows.size == 0:
-        return drawn
-    trimmed: Floats = drawn[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-    return trimmed
-
-
 def is_hyphen(piece: Piece, band_top: int, band_bottom: int) -> bool:
     """A short, flat blob in the middle of the digits' band."""
     band = band_bottom - band_top
@@ -298,107 +474,6 @@ def is_hyphen(piece: Piece, band_top: int, band_bottom: int) -> bool:
     middle = ((top + bottom) / 2 - band_top) / band
     return (bottom - top) <= 0.3 * band and (right - left) >= 1.5 * (bottom - top) \
         and (right - left) <= 0.9 * band and 0.3 <= middle <= 0.75
-
-
-def segment(grey: Floats, classify: Classify, expect: Pattern | None = None) -> Segmentation:
-    """Cut a crop (greyscale in [0, 1], any polarity) into MNIST-style digits; blank crops raise ImageError."""
-    ink, scale = read_ink(grey)
-    if float(ink.max()) < MIN_CONTRAST:
-        raise ImageError("no digits found: the crop is blank")
-    binary = remove_lines(ink > max(otsu(ink[ink > 0.02]) if (ink > 0.02).any() else 1.0, MIN_THRESHOLD))
-    pieces = drop_rules(components(binary))
-    if not pieces:
-        raise ImageError("no digits found: the crop holds only lines or specks")
-    tallest = max(p.height for p in pieces)
-    band_top = min(p.box[1] for p in pieces if p.height >= 0.5 * tallest)
-    band_bottom = max(p.box[3] for p in pieces if p.height >= 0.5 * tallest)
-    hyphens = [p for p in pieces if is_hyphen(p, band_top, band_bottom)]
-    digits = group([p for p in pieces if not any(p is h for h in hyphens)], band_bottom - band_top)
-    if not digits:
-        raise ImageError("no digits found")
-    digits = split_wide(digits, ink, classify, expect, band_bottom - band_top)
-    if expect is not None:
-        digits = merge_narrow(digits, expect.digits)
-    separators = place_separators(digits, hyphens, expect)
-    fields = np.stack([normalise(p, ink, pen=True) for p in digits])
-    boxes = [original_box(p.box, scale, grey.shape) for p in digits]
-    return Segmentation(fields, boxes, separators)
-
-
-def split_wide(digits: list[Piece], ink: Floats, classify: Classify, expect: Pattern | None,
-               band: int) -> list[Piece]:
-    """Split touching digits. Without a hint: a piece too wide for one digit, when the classifier
-    reads its two halves more confidently than the whole. With one: up to the expected count,
-    each time the piece whose best cut gains most over reading it whole (plus a width prior):
-    the widest piece is often a wide 0 or 7 while the touching pair is narrower."""
-    typical = DIGIT_ASPECT * band
-    settled: set[int] = set()  # id()s of pieces better left whole
-    gains: dict[int, tuple[Piece, float]] = {}
-    for _ in range(3 * len(digits) + 4):
-        if expect is not None and len(digits) >= expect.digits:
-            break
-        open_ = [i for i in range(len(digits)) if id(digits[i]) not in settled]
-        if not open_:
-            break
-        widest = max(open_, key=lambda i: digits[i].width / max(digits[i].height, 1))
-        if expect is not None:
-            widest = max(open_, key=lambda i: hinted_gain(digits[i], ink, classify, typical, gains))
-        piece = digits[widest]
-        if expect is None and piece.width < SPLIT_FROM * typical:
-            break
-        found = best_split(piece, ink, classify, typical)
-        if found is None:
-            settled.add(id(piece))
-            continue
-        halves, split_confidence, whole_confidence = found
-        if expect is None and piece.width < SPLIT_SURE * typical and split_confidence < whole_confidence:
-            settled.add(id(piece))
-            continue
-        digits[widest:widest + 1] = sorted(halves, key=lambda p: p.left)
-    return digits
-
-
-def hinted_gain(piece: Piece, ink: Floats, classify: Classify, typical: float,
-                gains: dict[int, tuple[Piece, float]]) -> float:
-    """How much better a piece reads cut in two than whole, plus a prior for its width. Cached by
-    id(), keeping the piece itself so that a reused id of a dropped piece is never mistaken for it."""
-    cached = gains.get(id(piece))
-    if cached is None or cached[0] is not piece:
-        found = best_split(piece, ink, classify, typical) if piece.width >= 0.5 * typical else None
-        prior = HINT_WIDTH_PRIOR * (piece.width / typical - 1.0)
-        cached = piece, -np.inf if found is None else found[1] - found[2] + prior
-        gains[id(piece)] = cached
-    return cached[1]
-
-
-def merge_narrow(digits: list[Piece], count: int) -> list[Piece]:
-    """Too many pieces for the expected count: join the closest neighbours (a digit broken sideways)."""
-    while len(digits) > count:
-        gaps = [digits[i + 1].left - digits[i].box[2] for i in range(len(digits) - 1)]
-        i = int(np.argmin(gaps))
-        digits[i:i + 2] = [union(digits[i], digits[i + 1])]
-    return digits
-
-
-def place_separators(digits: list[Piece], hyphens: list[Piece], expect: Pattern | None) -> dict[int, str]:
-    """Separators by the pattern when given, else where a hyphen stands or a gap is far wider than the rest."""
-    if expect is not None:
-        positions = np.cumsum(expect.groups)[:-1]
-        return {int(p): expect.separator for p in positions if p < len(digits)}
-    separators: dict[int, str] = {}
-    for hyphen in hyphens:
-        centre_x = (hyphen.box[0] + hyphen.box[2]) / 2
-        index = sum(1 for p in digits if (p.box[0] + p.box[2]) / 2 < centre_x)
-        if 0 < index < len(digits):
-            separators[index] = "-"
-    if len(digits) >= 3:
-        gaps = np.array([digits[i + 1].box[0] - digits[i].box[2] for i in range(len(digits) - 1)])
-        widths = np.median([p.width for p in digits])
-        for i, gap in enumerate(gaps):
-            others = np.delete(gaps, i)
-            if gap > max(0.8 * widths, 3 * max(float(np.median(others)), 1.0)) and i + 1 not in separators:
-                separators[i + 1] = " "
-    return separators
 
 
 def original_box(box: Box, scale: float, shape: tuple[int, ...]) -> Box:

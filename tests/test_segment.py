@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 from PIL import Image
 
@@ -18,6 +19,7 @@ from digits.pattern import Pattern, parse_pattern
 from digits.postal_synth import Crop, generate, png_bytes
 from digits.reading import Reading, pieces, read
 from digits.registry import DEFAULT_MODEL_DIR
+from digits.segment import Piece, binarise, candidates, cut, read_ink
 from digits.theta import Model, load_dir
 from tests.conftest import Digits
 
@@ -28,7 +30,7 @@ def model() -> Model:
 
 
 def read_one(data: bytes, model: Model, expect: Pattern | None = None) -> Reading:
-    return read([pieces(decode(data), model, expect)], model, 0.9, expect)[0]
+    return read([pieces(decode(data), expect)], model, 0.9, expect)[0]
 
 
 def crops(mnist_test: Digits, count: int, seed: int, **options: object) -> list[Crop]:
@@ -136,3 +138,51 @@ def test_confidence_ranks_wrong_codes_lower(model: Model, mnist_test: Digits) ->
     assert right.any() and (~right).any()
     assert confidence[right].mean() > confidence[~right].mean()
     assert all(r.review == (r.confidence < 0.9) for r in readings)
+
+
+def ring(image: np.ndarray, centre: tuple[float, float], radius: float, width: float) -> npt.NDArray[np.bool_]:
+    """Draw a dark ring (a round 0) on a light float image; return where it is."""
+    rows, cols = np.indices(image.shape)
+    drawn = np.abs(np.hypot(rows - centre[0], cols - centre[1]) - radius) < width / 2
+    image[drawn] = 0.1
+    return drawn
+
+
+def test_a_bold_filled_digit_keeps_its_middle() -> None:
+    """The paper's level is read over windows wider than any blot, so a filled loop stays ink."""
+    grey = np.full((90, 200), 0.9, np.float32)
+    rows, cols = np.indices(grey.shape)
+    grey[np.hypot(rows - 45, cols - 100) < 28] = 0.15  # a blot 56 pixels across
+    grey += np.linspace(-0.05, 0.05, 200, dtype=np.float32)[None, :]  # uneven light
+    ink, _ = read_ink(grey)
+    assert ink[45, 100] > 0.6 and ink[45, 30] < 0.05
+
+
+def test_a_finer_fainter_pen_survives_binarisation() -> None:
+    grey = np.full((90, 200), 0.9, np.float32)
+    grey[20:70, 30:40] = 0.1  # a bold stroke
+    grey[20:70, 120:122] = 0.6  # a hairline of a fainter pen: under Otsu's threshold for the crop
+    binary = binarise(read_ink(grey)[0])
+    assert binary[20:70, 30:40].mean() > 0.9 and binary[20:70, 120:122].mean() > 0.9
+    assert not binary[:, 60:100].any()
+
+
+def test_touching_digits_are_cut_where_they_touch_and_separate_ones_are_not() -> None:
+    """Two rings that touch (their strokes merge over a lens), one alone and a bar (a 1): each
+    touching ring is a candidate of its own, give or take the lens; the lone ring is one too; a
+    piece as narrow as a 1 is never cut."""
+    grey = np.full((96, 300), 0.92, np.float32)
+    first, second = ring(grey, (48, 40), 22, 6), ring(grey, (48, 84), 22, 6)
+    lone = ring(grey, (48, 170), 22, 6)
+    grey[25:72, 240:247] = 0.1
+    found = cut(grey)
+    _, merged = candidates(found)
+
+    def share(piece: Piece, drawn: npt.NDArray[np.bool_]) -> float:
+        left, top, right, bottom = piece.box
+        return float((drawn[top:bottom, left:right] & piece.mask).sum() / drawn.sum())
+
+    for own, other in ((first, second), (second, first)):
+        assert any(share(p, own) > 0.9 and share(p, other) < 0.1 for p in merged)
+    assert any(share(p, lone) == 1.0 and p.area == lone.sum() for p in merged)
+    assert [p.box for p in found.primitives if p.left > 220] == [(240, 25, 247, 72)]

@@ -18,7 +18,7 @@ from digits.limits import DEFAULT_MAX_PIXELS
 from digits.pattern import Pattern, parse_pattern
 from digits.reading import DEFAULT_REVIEW_THRESHOLD, Reading, pieces, read
 from digits.results import result_record, store_results
-from digits.segment import Segmentation
+from digits.segment import Lattice
 from worker import metrics
 from worker.serving import SERVER
 
@@ -28,8 +28,8 @@ REVIEW_THRESHOLD = float(os.environ.get("DIGITS_REVIEW_THRESHOLD", DEFAULT_REVIE
 
 
 def classify_batch(run_id: str, batch: int, result_ttl: int) -> dict[str, int]:
-    """Decode, segment and classify one batch (all its digits in one product); one bad image never
-    fails the others."""
+    """Decode, cut and classify one batch (every candidate digit of every image in one product);
+    one bad image never fails the others."""
     started = time.perf_counter()
     job = get_current_job()
     if job is None:
@@ -55,18 +55,18 @@ def classify_batch(run_id: str, batch: int, result_ttl: int) -> dict[str, int]:
         records = [result_record(path, batch, error=f"{path}: {exc}", worker=worker) for path in paths]
         paths = []
 
-    segmentations: list[Segmentation] = []
+    lattices: list[Lattice] = []
     good: list[int] = []
     for index, path in enumerate(paths):
         problem = payload.get(f"{index}:error".encode())
         try:
             if problem is not None:
                 raise ImageError(problem.decode())
-            segmentations.append(pieces(decode(payload[str(index).encode()], MAX_PIXELS), loaded.model, expect))
+            lattices.append(pieces(decode(payload[str(index).encode()], MAX_PIXELS), expect))
             good.append(index)
         except ImageError as exc:
             records.append(result_record(path, batch, error=f"{path}: {exc}", worker=worker))
-    for index, reading in zip(good, read(segmentations, loaded.model, threshold, expect), strict=True):
+    for index, reading in zip(good, read(lattices, loaded.model, threshold, expect), strict=True):
         records.append(reading_record(paths[index], batch, reading, loaded.version, loaded.sha256, worker))
     store_results(connection, run_id, batch, records, result_ttl)
     failed = len(records) - len(good)

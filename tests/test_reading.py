@@ -1,0 +1,70 @@
+"""Choosing a code from a lattice of candidate digits: the best path, the count hint, noise left
+out, separators. Hand-made lattices, so each expectation is worked out by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from digits.pattern import parse_pattern
+from digits.reading import SKIP_SCORE, assemble, best_path, place_separators
+from digits.segment import Lattice
+
+
+def lattice(spans: list[tuple[int, int]], primitives: int, optional: frozenset[int] = frozenset(),
+            hyphens: list[float] | None = None) -> Lattice:
+    boxes = [(10 * start, 0, 10 * end - 2, 20) for start, end in spans]
+    return Lattice(np.zeros((len(spans), 784), np.float32), spans, boxes, primitives, hyphens or [], optional)
+
+
+def test_the_path_with_the_best_total_wins() -> None:
+    # Three primitives: read as one digit, as 1 + 2, or as 1 + 1 + 1.
+    lat = lattice([(0, 3), (0, 1), (1, 3), (1, 2), (2, 3)], 3)
+    assert best_path(lat, np.log([0.9, 0.99, 0.99, 0.3, 0.3]), None) == [1, 2]
+    assert best_path(lat, np.log([0.99, 0.5, 0.5, 0.5, 0.5]), None) == [0]
+    assert best_path(lat, np.log([0.99, 0.5, 0.5, 0.6, 0.6]), 3) == [1, 3, 4]  # told three digits
+
+
+def test_an_impossible_count_gives_none() -> None:
+    lat = lattice([(0, 1), (1, 2)], 2)
+    assert best_path(lat, np.zeros(2), 3) is None
+    assert best_path(lat, np.zeros(2), 2) == [0, 1]
+
+
+def test_optional_noise_is_left_out_only_when_that_reads_better() -> None:
+    # Primitive 1 is a speck: it may join digit 0, stand as a digit of its own, or be left out.
+    lat = lattice([(0, 1), (0, 2), (1, 2), (2, 3)], 3, optional=frozenset({1}))
+    speck_as_no_digit = np.log([0.99, 0.2, 0.1, 0.99])
+    assert best_path(lat, speck_as_no_digit, None) == [0, 3]  # left out: SKIP_SCORE beats log 0.2
+    assert np.log(0.2) < SKIP_SCORE
+    speck_belongs = np.log([0.99, 0.98, 0.1, 0.99])
+    assert best_path(lat, speck_belongs, None) == [1, 3]
+
+
+def test_every_primitive_is_covered_once() -> None:
+    rng = np.random.default_rng(0)
+    spans = [(s, e) for s in range(6) for e in range(s + 1, min(s + 3, 6) + 1)]
+    lat = lattice(spans, 6)
+    for _ in range(50):
+        path = best_path(lat, np.log(rng.uniform(0.05, 1.0, len(spans))), None)
+        assert path is not None
+        covered = [p for index in path for p in range(*spans[index])]
+        assert covered == list(range(6))
+
+
+def test_assemble_reads_codes_with_hyphen_and_confidence() -> None:
+    lat = lattice([(0, 1), (1, 2), (0, 2)], 2, hyphens=[9.0])
+    probabilities = np.full((3, 10), 0.01, np.float32)
+    probabilities[0, 4], probabilities[1, 2], probabilities[2, 8] = 0.91, 0.91, 0.5
+    reading = assemble([lat], probabilities, review_threshold=0.9)[0]
+    assert reading.code == "4-2" and reading.digits == "42"
+    assert reading.confidence == np.float32(0.91) ** 2 and reading.review  # 0.83 < 0.9
+    assert reading.boxes == [lat.boxes[0], lat.boxes[1]]
+    hinted = assemble([lat], probabilities, 0.5, parse_pattern("3"))[0]
+    assert hinted.confidence == 0.0 and hinted.review  # could not be cut into three digits
+
+
+def test_separators_follow_the_pattern_or_the_page() -> None:
+    boxes = [(0, 0, 8, 20), (10, 0, 18, 20), (20, 0, 28, 20), (60, 0, 68, 20), (70, 0, 78, 20)]
+    assert place_separators(boxes, [], None) == {3: " "}  # a gap far wider than the others
+    assert place_separators(boxes, [44.0], None) == {3: "-"}  # a hyphen in that gap
+    assert place_separators(boxes, [], parse_pattern("##-###")) == {2: "-"}
