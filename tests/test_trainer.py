@@ -196,3 +196,24 @@ def test_best_preset_publishes_plots_and_show_points_to_them(redis_url: str, con
     table = trainer(redis_url, "robustness", version)
     assert table.returncode == 0, table.stderr
     assert re.search(r"slant \+15 deg\s+\d+\.\d\d%", table.stdout)
+
+
+def test_postal_recipe_trains_on_cut_candidates() -> None:
+    from trainer.train import preset_with, train
+
+    data = small(mnist.load())
+    lines: list[str] = []
+    trained = train(data, preset_with("postal", steps=14, hidden=16, crops=8), report=lines.append)
+    assert re.match(r"cut 8 generated crops into \d+ labelled candidates \(\d+ digits\) in \d+ s$", lines[0])
+    assert len(trained.history["train"]) == 2 and all(0 < value <= 1 for value in trained.history["train"])
+    assert trained.theta.theta1.shape == (785, 16)
+
+
+def test_training_accuracy_counts_digits_not_wrong_cuts() -> None:
+    from trainer.train import digit_accuracy
+
+    metric = digit_accuracy()
+    y_true = np.array([np.eye(10)[3], np.full(10, 0.1), np.eye(10)[7]], np.float32)
+    y_pred = np.array([np.eye(10)[3], np.eye(10)[5], np.eye(10)[1]], np.float32)
+    metric.update_state(y_true, y_pred)
+    assert float(metric.result()) == pytest.approx(0.5)  # the no-digit row counts neither way

