@@ -16,8 +16,9 @@ import numpy as np
 import numpy.typing as npt
 
 from digits.images import Floats, normalise_with_box
+from digits.ink import Box
 from digits.pattern import Pattern
-from digits.segment import Box, Lattice, lattice
+from digits.segment import Lattice, lattice
 from digits.theta import Model
 
 DEFAULT_REVIEW_THRESHOLD = 0.9

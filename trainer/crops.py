@@ -22,8 +22,9 @@ import numpy.typing as npt
 from PIL import Image
 
 from digits.images import decode
+from digits.ink import Mask
 from digits.postal_synth import FORMATS, Crop, make_crop, png_bytes
-from digits.segment import Cut, Mask, candidates, cut, fields
+from digits.segment import Cut, candidates, cut, fields
 
 Bytes = npt.NDArray[np.uint8]
 JUNK = -1  # the label of a candidate that is no digit

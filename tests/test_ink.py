@@ -1,0 +1,49 @@
+"""From a scan to its ink: paper levelling, binarisation, lines and specks, on drawn images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from digits.ink import binarise, components, drop_rules, otsu, read_ink, remove_lines
+
+
+def test_a_bold_filled_digit_keeps_its_middle() -> None:
+    """The paper's level is read over windows wider than any blot, so a filled loop stays ink."""
+    grey = np.full((90, 200), 0.9, np.float32)
+    rows, cols = np.indices(grey.shape)
+    grey[np.hypot(rows - 45, cols - 100) < 28] = 0.15  # a blot 56 pixels across
+    grey += np.linspace(-0.05, 0.05, 200, dtype=np.float32)[None, :]  # uneven light
+    ink, _ = read_ink(grey)
+    assert ink[45, 100] > 0.6 and ink[45, 30] < 0.05
+
+
+def test_a_finer_fainter_pen_survives_binarisation() -> None:
+    grey = np.full((90, 200), 0.9, np.float32)
+    grey[20:70, 30:40] = 0.1  # a bold stroke
+    grey[20:70, 120:122] = 0.6  # a hairline of a fainter pen: under Otsu's threshold for the crop
+    binary = binarise(read_ink(grey)[0])
+    assert binary[20:70, 30:40].mean() > 0.9 and binary[20:70, 120:122].mean() > 0.9
+    assert not binary[:, 60:100].any()
+
+
+def test_otsu_splits_two_levels_and_copes_with_one() -> None:
+    values = np.concatenate([np.full(500, 0.1), np.full(100, 0.7)]).astype(np.float32)
+    threshold = otsu(values)
+    assert ((values > threshold) == (values > 0.5)).all()
+    assert otsu(np.full(50, 0.8, np.float32)) == pytest.approx(0.4)  # a clean two-tone scan has one ink level
+
+
+def test_ruled_lines_go_and_digits_stay() -> None:
+    """An underline drifting by a pixel, and a box's side taller than the digits: gone. The digits'
+    strokes (shorter than a crop's height) stay."""
+    grey = np.full((96, 300), 0.9, np.float32)
+    grey[20:70, 60:67] = 0.1  # a digit's upright stroke
+    grey[20:27, 100:140] = 0.1  # a digit's bar
+    grey[80:82, 10:150] = 0.2  # an underline ...
+    grey[81:83, 150:290] = 0.2  # ... that drifts by a pixel halfway
+    grey[5:92, 290:292] = 0.2  # a box's side, standing out above and below the digits
+    binary = remove_lines(binarise(read_ink(grey)[0]))
+    pieces = drop_rules(components(binary))
+    assert sorted(p.box[0] for p in pieces) == [60, 100]
+    assert not binary[79:84].any()
