@@ -186,6 +186,7 @@ def seams(binary: Mask, band: tuple[int, int], size: float, stroke: float) -> li
         forward[row] = cost[row] + cheapest_step(forward[row - 1])
     for row in range(height - 2, -1, -1):
         backward[row] = cost[row] + cheapest_step(backward[row + 1])
+    up, down = cheapest_moves(forward), cheapest_moves(backward)
     top, bottom = band
     middle = (top + bottom) // 2
     through = forward[middle] + backward[middle] - cost[middle]  # the cheapest path through each column
@@ -197,12 +198,12 @@ def seams(binary: Mask, band: tuple[int, int], size: float, stroke: float) -> li
     labels, _ = ndimage.label(binary, structure=np.ones((3, 3), dtype=bool))
     budget = [0] + [round((cols.stop - cols.start) / (CUT_SHARE * size)) if cols.stop - cols.start >= MIN_SPLIT * size
                     else 0 for _, cols in ndimage.find_objects(labels)]  # cuts each piece of ink may take
-    paths = list(trace(forward, backward, middle, np.array(gaps, dtype=np.intp)))
+    paths = list(trace(up, down, middle, np.array(gaps, dtype=np.intp)))
     cuts: dict[int, list[npt.NDArray[np.intp]]] = {}  # piece of ink -> the paths cutting it
     rows = slice(top, bottom)
     cheapest = np.array(sorted(np.flatnonzero(cheap), key=lambda c: (through[c], c)), dtype=np.intp)
-    straight = [upright(forward, backward, rows_of, column) for rows_of, column in notches(labels, size)]
-    for path in straight + list(trace(forward, backward, middle, cheapest)):
+    straight = [path for rows_of, columns in notches(labels, size) for path in upright(up, down, rows_of, columns)]
+    for path in straight + list(trace(up, down, middle, cheapest)):
         hit = labels[np.arange(height), path]
         piece = int(np.bincount(hit[hit > 0]).argmax()) if (hit > 0).any() else 0
         others = cuts.setdefault(piece, [])
@@ -213,10 +214,10 @@ def seams(binary: Mask, band: tuple[int, int], size: float, stroke: float) -> li
 
 
 
-def notches(labels: npt.NDArray[np.int32], size: float) -> list[tuple[slice, int]]:
+def notches(labels: npt.NDArray[np.int32], size: float) -> list[tuple[slice, list[int]]]:
     """Where a piece's outline dips in by NOTCH_DEPTH x size or more, from above or from below,
     against the outline on both sides within NOTCH_REACH x size (where two round digits meet):
-    the piece's rows and the column of the dip."""
+    each piece's rows and the columns of its dips."""
     reach, depth = max(2, round(NOTCH_REACH * size)), NOTCH_DEPTH * size
     found = []
     for index, (rows, cols) in enumerate(ndimage.find_objects(labels), start=1):
@@ -227,40 +228,42 @@ def notches(labels: npt.NDArray[np.int32], size: float) -> list[tuple[slice, int
         height = mask.shape[0]
         tops = np.where(inked, mask.argmax(axis=0), height)  # first ink row of each column
         bottoms = np.where(inked, height - 1 - mask[::-1].argmax(axis=0), -1)
+        columns: list[int] = []
         for outline in (tops.astype(np.float64), -bottoms.astype(np.float64)):  # a dip is a larger value
             for x in range(reach, len(outline) - reach):
                 left, right = outline[x - reach:x].min(), outline[x + 1:x + reach + 1].min()
                 window = outline[max(x - 2, 0):x + 3]
-                if outline[x] - max(left, right) >= depth and outline[x] >= window.max() and inked[x]:
-                    found.append((rows, cols.start + x))
+                if outline[x] - max(left, right) >= depth and outline[x] >= window.max() and inked[x] \
+                        and cols.start + x not in columns:
+                    columns.append(cols.start + x)
+        if columns:
+            found.append((rows, columns))
     return found
 
 
 
-def upright(forward: npt.NDArray[np.float64], backward: npt.NDArray[np.float64], rows: slice, column: int
+def upright(up: npt.NDArray[np.intp], down: npt.NDArray[np.intp], rows: slice, columns: list[int]
             ) -> npt.NDArray[np.intp]:
-    """A cut straight down `column` through `rows` (a piece of ink), and the cheapest way on from
-    its ends: where two digits meet along a stroke, no cheap path parts them."""
-    first, last = trace(forward, backward, rows.start, np.array([column])), trace(
-        forward, backward, rows.stop - 1, np.array([column]))
-    path = np.full(forward.shape[0], column, dtype=np.intp)
-    path[:rows.start], path[rows.stop:] = first[0, :rows.start], last[0, rows.stop:]
-    return path
+    """Cuts straight down each column through `rows` (a piece of ink), and the cheapest way on
+    from their ends, one per line: where two digits meet along a stroke, no cheap path parts them."""
+    at = np.array(columns, dtype=np.intp)
+    above, below = trace(up, down, rows.start, at), trace(up, down, rows.stop - 1, at)
+    paths = np.repeat(at[:, None], up.shape[0], axis=1)
+    paths[:, :rows.start], paths[:, rows.stop:] = above[:, :rows.start], below[:, rows.stop:]
+    return paths
 
 
-
-def trace(forward: npt.NDArray[np.float64], backward: npt.NDArray[np.float64], row: int,
-          columns: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
-    """The cheapest paths through (row, each of columns), one per line: up along `forward`, down along `backward`."""
-    height = forward.shape[0]
+def trace(up: npt.NDArray[np.intp], down: npt.NDArray[np.intp], row: int, columns: npt.NDArray[np.intp]
+          ) -> npt.NDArray[np.intp]:
+    """The cheapest paths through (row, each of columns), one per line, following the moves."""
+    height = up.shape[0]
     paths = np.empty((len(columns), height), dtype=np.intp)
     paths[:, row] = columns
     for above in range(row - 1, -1, -1):
-        paths[:, above] = cheapest_neighbours(forward[above], paths[:, above + 1])
+        paths[:, above] = up[above, paths[:, above + 1]]
     for below in range(row + 1, height):
-        paths[:, below] = cheapest_neighbours(backward[below], paths[:, below - 1])
+        paths[:, below] = down[below, paths[:, below - 1]]
     return paths
-
 
 
 def cheapest_step(previous: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -271,19 +274,17 @@ def cheapest_step(previous: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return cheapest
 
 
-
-def cheapest_neighbours(costs: npt.NDArray[np.float64], columns: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
-    """For each column, the column next to it (or itself) where `costs` is lowest, preferring to go straight."""
-    best, lowest = columns.copy(), costs[columns]
-    for step in (-1, 1):
-        other = columns + step
-        inside = (other >= 0) & (other < len(costs))
-        cost = np.where(inside, costs[np.clip(other, 0, len(costs) - 1)] + SIDESTEP_COST, np.inf)
-        better = cost < lowest
-        best = np.where(better, other, best)
-        lowest = np.where(better, cost - SIDESTEP_COST, lowest)
-    return best
-
+def cheapest_moves(costs: npt.NDArray[np.float64]) -> npt.NDArray[np.intp]:
+    """For each pixel, the column a path coming from it takes in that pixel's row: itself, or the
+    neighbour where `costs` (the cheapest way on) is lower by more than a sideways step costs."""
+    height, width = costs.shape
+    columns = np.broadcast_to(np.arange(width, dtype=np.intp), costs.shape)
+    wall = np.full((height, 1), np.inf)
+    left, right = np.hstack([wall, costs[:, :-1]]), np.hstack([costs[:, 1:], wall])
+    go_left = left + SIDESTEP_COST < costs
+    lowest = np.where(go_left, left, costs)
+    go_right = right + SIDESTEP_COST < lowest
+    return np.asarray(np.where(go_right, columns + 1, np.where(go_left, columns - 1, columns)), dtype=np.intp)
 
 
 def split_along(kept: Mask, paths: list[npt.NDArray[np.intp]]) -> npt.NDArray[np.intp]:

@@ -135,12 +135,14 @@ def with_candidates(batches: Any, candidates: Candidates, batch_size: int, seed:
     targets = np.full((len(candidates), 10), 0.1, dtype=np.float32)
     digits = candidates.labels >= 0
     targets[digits] = np.eye(10, dtype=np.float32)[candidates.labels[digits]]
-    pieces = (tf.data.Dataset.from_tensor_slices((candidates.images, targets))
-              .shuffle(len(candidates), seed=seed + 1, reshuffle_each_iteration=True)
-              .repeat().batch(batch_size, drop_remainder=True)
-              .map(lambda images, y: (tf.cast(images, tf.float32) / 255.0, y)))
+    def scaled(images: Any, y: Any) -> tuple[Any, Any]:
+        return tf.cast(images, tf.float32) / 255.0, y
 
     def join(mnist: tuple[Any, Any], cut: tuple[Any, Any]) -> tuple[Any, Any]:
         return tf.concat([mnist[0], cut[0]], axis=0), tf.concat([mnist[1], cut[1]], axis=0)
 
-    return tf.data.Dataset.zip((batches, pieces)).map(join).prefetch(2)
+    plain = tf.autograph.experimental.do_not_convert  # plain tensor code: nothing for AutoGraph to rewrite
+    pieces = (tf.data.Dataset.from_tensor_slices((candidates.images, targets))
+              .shuffle(len(candidates), seed=seed + 1, reshuffle_each_iteration=True)
+              .repeat().batch(batch_size, drop_remainder=True).map(plain(scaled)))
+    return tf.data.Dataset.zip((batches, pieces)).map(plain(join)).prefetch(2)
