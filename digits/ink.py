@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -196,6 +197,30 @@ def drop_rules(pieces: list[Piece]) -> list[Piece]:
         if not (side or rule):
             kept.append(p)
     return kept
+
+
+
+def stacks(pieces: list[Piece], max_gap: float = math.inf) -> list[Piece]:
+    """The pieces joined where one stands over the other (overlapping across by half the narrower's
+    width or more, apart up and down by at most max_gap pixels, and overlapping up and down by
+    less than half the shorter's height): a digit broken across is one piece again. Digits in a
+    row never stand over one another."""
+    joined = sorted(pieces, key=lambda p: p.left)
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(joined)):
+            for j in range(i + 1, len(joined)):
+                a, b = joined[i], joined[j]
+                across = min(a.box[2], b.box[2]) - max(a.left, b.left)
+                down = min(a.box[3], b.box[3]) - max(a.top, b.top)  # negative: the gap between them
+                if across >= 0.5 * min(a.width, b.width) and -max_gap <= down < 0.5 * min(a.height, b.height):
+                    joined[i] = union(a, joined.pop(j))
+                    merged = True
+                    break
+            if merged:
+                break
+    return joined
 
 
 

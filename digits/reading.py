@@ -22,6 +22,9 @@ from digits.segment import Lattice, lattice
 from digits.theta import Model
 
 DEFAULT_REVIEW_THRESHOLD = 0.9
+DIGIT_BONUS = -0.15  # score per digit read (these weights: tuned on crops of validation digits, docs/postal.md)
+WIDE_FROM, WIDE_PENALTY = 0.9, 0.6  # candidates wider than this (x the digits' height) pay this per height
+SHORT_FROM, SHORT_PENALTY = 0.6, 3.0  # ... and shorter than this, this per height
 SKIP_SCORE = -1.5  # log-score of leaving an optional primitive out (a digit read as no digit scores about -2.3)
 SINGLE_ASPECT = 1.3  # an image at most this much wider than tall holds one digit (unless told otherwise)
 
@@ -49,8 +52,9 @@ def is_single(grey: Floats, expect: Pattern | None) -> bool:
 def pieces(grey: Floats, expect: Pattern | None = None) -> Lattice:
     """The candidate digits of one decoded image; ImageError if it holds none."""
     if is_single(grey, expect):
-        field, box = normalise_with_box(grey)
-        return Lattice(field.reshape(1, -1), [(0, 1)], [box], 1)
+        field, (left, top, right, bottom) = normalise_with_box(grey)
+        width = np.array([(right - left) / (bottom - top)], dtype=np.float32)
+        return Lattice(field.reshape(1, -1), [(0, 1)], [(left, top, right, bottom)], width, np.ones(1, np.float32), 1)
     return lattice(grey)
 
 
@@ -71,9 +75,10 @@ def assemble(lattices: list[Lattice], probabilities: Floats, review_threshold: f
     for lat in lattices:
         probs = probabilities[start:start + len(lat.spans)]
         start += len(lat.spans)
-        path = best_path(lat, np.log(probs.max(axis=1) + 1e-12), expect.digits if expect else None)
+        scores = candidate_scores(lat, probs)
+        path = best_path(lat, scores, expect.digits if expect else None)
         if path is None:  # no cut gives the expected count: read the best code of any length
-            path = best_path(lat, np.log(probs.max(axis=1) + 1e-12), None)
+            path = best_path(lat, scores, None)
         assert path is not None
         chosen = probs[path]
         boxes = [lat.boxes[i] for i in path]
@@ -84,6 +89,17 @@ def assemble(lattices: list[Lattice], probabilities: Floats, review_threshold: f
             confidence = 0.0  # the crop could not be cut into the expected number of digits
         readings.append(Reading(code, chosen, boxes, confidence, confidence < review_threshold))
     return readings
+
+
+def candidate_scores(lat: Lattice, probabilities: Floats) -> npt.NDArray[np.float64]:
+    """How well each candidate reads as one digit: the log of its most likely class's
+    probability, plus DIGIT_BONUS, minus WIDE_PENALTY per digit height of width beyond WIDE_FROM
+    and SHORT_PENALTY per digit height it falls short of SHORT_FROM (normalising a candidate to
+    20 pixels hides that it is as wide as two digits, or a fragment of one)."""
+    wide = np.maximum(lat.widths.astype(np.float64) - WIDE_FROM, 0.0)
+    short = np.maximum(SHORT_FROM - lat.heights.astype(np.float64), 0.0)
+    likely = np.log(probabilities.max(axis=1).astype(np.float64) + 1e-12)
+    return np.asarray(likely + DIGIT_BONUS - WIDE_PENALTY * wide - SHORT_PENALTY * short, dtype=np.float64)
 
 
 def best_path(lat: Lattice, scores: npt.NDArray[np.floating], count: int | None) -> list[int] | None:

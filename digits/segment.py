@@ -32,6 +32,7 @@ from digits.ink import (
     is_optional,
     read_ink,
     remove_lines,
+    stacks,
     stroke_width,
     union,
 )
@@ -43,6 +44,7 @@ MIN_SPLIT = 0.5  # pieces of ink narrower than this (x the digits' height) are n
 CUT_SHARE = 0.4  # ... and wider ones at most width / (this x height) times
 MAX_CUT_STROKES = 2.5  # a cut through ink crosses at most this many stroke widths of it
 SLIVER_AREA = 0.03  # a sliver a cut leaves, under this share of a typical digit's area, may be left out as noise
+STACK_GAP = 0.1  # pieces one over the other, at most this far apart (x height), are one digit's broken strokes
 MAX_RUN = 6  # a candidate digit joins at most this many primitives
 MAX_WIDTH = 2.0  # ... and is at most this wide (x height)
 MAX_INNER_GAP = 0.3  # ... with no gap between its primitives wider than this (x height)
@@ -57,6 +59,8 @@ class Lattice:
     fields: Floats  # (candidates, 784)
     spans: list[tuple[int, int]]  # each candidate's primitives [start, end)
     boxes: list[Box]  # each candidate's ink box, in the image's pixels
+    widths: Floats  # each candidate's width over the digits' usual height: normalising hides it ...
+    heights: Floats  # ... and its height
     primitives: int
     hyphens: list[float] = field(default_factory=list)  # centres of hyphens, x in the image's pixels
     optional: frozenset[int] = frozenset()  # primitives that may be left out as noise
@@ -93,7 +97,8 @@ def cut(grey: Floats) -> Cut:
     rest = [p for p in pieces if not any(p is h for h in hyphens)]
     if not rest:
         raise ImageError("no digits found")
-    tall = [p for p in rest if p.height >= 0.5 * tallest]
+    whole = stacks(rest)  # broken digits joined, for measuring
+    tall = [p for p in whole if p.height >= 0.5 * max(p.height for p in whole)]
     size = float(np.median([p.height for p in tall]))
     usual_area = float(np.median([p.area for p in tall]))
     kept, optional_ink = np.zeros_like(binary), np.zeros_like(binary)
@@ -111,6 +116,8 @@ def cut(grey: Floats) -> Cut:
         part = Piece(labels[rows, cols] == index, cols.start, rows.start)
         owned = optional_ink[rows, cols][part.mask]
         parts.append((part, bool(owned.all()) or part.area < SLIVER_AREA * usual_area))
+    solid = stacks([part for part, noise in parts if not noise], STACK_GAP * size)  # broken strokes joined
+    parts = [(part, False) for part in solid] + [(part, True) for part, noise in parts if noise]
     parts.sort(key=lambda item: item[0].left + item[0].width / 2)
     optional = frozenset(i for i, (_, flag) in enumerate(parts) if flag)
     return Cut(ink, scale, size, [part for part, _ in parts], hyphens, optional)
@@ -123,7 +130,10 @@ def lattice(grey: Floats) -> Lattice:
     spans, merged = candidates(found)
     boxes = [original_box(piece.box, found.scale, grey.shape) for piece in merged]
     centres = [((h.box[0] + h.box[2]) / 2) / found.scale for h in found.hyphens]
-    return Lattice(fields(found, spans), spans, boxes, len(found.primitives), centres, found.optional)
+    widths = np.array([piece.width / found.size for piece in merged], dtype=np.float32)
+    heights = np.array([piece.height / found.size for piece in merged], dtype=np.float32)
+    return Lattice(fields(found, spans), spans, boxes, widths, heights, len(found.primitives), centres,
+                   found.optional)
 
 
 

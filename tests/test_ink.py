@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from digits.ink import binarise, components, drop_rules, otsu, read_ink, remove_lines
+from digits.ink import Piece, binarise, components, drop_rules, otsu, read_ink, remove_lines, stacks
 
 
 def test_a_bold_filled_digit_keeps_its_middle() -> None:
@@ -47,3 +47,20 @@ def test_ruled_lines_go_and_digits_stay() -> None:
     pieces = drop_rules(components(binary))
     assert sorted(p.box[0] for p in pieces) == [60, 100]
     assert not binary[79:84].any()
+
+
+def block(left: int, top: int, width: int, height: int) -> Piece:
+    return Piece(np.ones((height, width), dtype=bool), left, top)
+
+
+def test_a_digit_broken_across_is_joined_and_neighbours_are_not() -> None:
+    """Pieces one over the other are one digit's broken strokes; digits side by side, even
+    overlapping a little, stay apart; a blot far above a digit stays apart when gaps are limited."""
+    top_half, bottom_half = block(10, 0, 20, 18), block(12, 21, 18, 19)  # a 3-pixel break
+    neighbour = block(26, 2, 20, 38)  # overlaps the digit by 4 columns, and all the way down
+    blot = block(14, -30, 8, 6)
+    joined = stacks([neighbour, bottom_half, top_half])
+    assert sorted(p.box for p in joined) == [(10, 0, 30, 40), (26, 2, 46, 40)]
+    assert joined[0].area == 18 * 20 + 19 * 18  # the gap is not filled in
+    limited = stacks([top_half, bottom_half, blot], max_gap=5)
+    assert sorted(p.box for p in limited) == [(10, 0, 30, 40), (14, -30, 22, -24)]

@@ -13,7 +13,9 @@ from digits.segment import Lattice
 def lattice(spans: list[tuple[int, int]], primitives: int, optional: frozenset[int] = frozenset(),
             hyphens: list[float] | None = None) -> Lattice:
     boxes = [(10 * start, 0, 10 * end - 2, 20) for start, end in spans]
-    return Lattice(np.zeros((len(spans), 784), np.float32), spans, boxes, primitives, hyphens or [], optional)
+    widths, heights = np.full(len(spans), 0.5, np.float32), np.ones(len(spans), np.float32)
+    return Lattice(np.zeros((len(spans), 784), np.float32), spans, boxes, widths, heights, primitives, hyphens or [],
+                   optional)
 
 
 def test_the_path_with_the_best_total_wins() -> None:
