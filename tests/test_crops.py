@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -17,6 +19,8 @@ def test_judge_names_digits_no_digits_and_the_doubtful() -> None:
     assert judge(np.array([50.0, 0.0]), 50.0, ink) == (0, False, True)  # half a digit
     assert judge(np.array([100.0, 60.0]), 160.0, ink) == (0, False, True)  # a digit and most of the next
     assert judge(np.array([80.0, 0.0]), 80.0, ink) == (0, False, False)  # most of a digit: left out
+    small = np.array([100.0, 30.0])  # the second digit is small (a faint 1)
+    assert judge(np.array([100.0, 25.0]), 125.0, small) == (0, False, False)  # a digit and most of it: left out
 
 
 def test_a_clean_crop_gives_every_digit_and_some_no_digits(mnist_test: Digits) -> None:
@@ -45,3 +49,10 @@ def test_candidates_join_each_batch_with_their_targets() -> None:
     assert float(x[2:].numpy().max()) == 1.0 and float(x[:2].numpy().max()) == 0.0
     for target in y[2:].numpy():
         assert np.allclose(target, 0.1) or (target.max() == 1.0 and target.argmax() == 3)
+
+
+def test_candidates_survive_a_save_and_load(tmp_path: Path) -> None:
+    candidates = Candidates(np.arange(2 * 784, dtype=np.uint8).reshape(2, 784), np.array([7, JUNK], np.int8))
+    candidates.save(tmp_path / "resume" / "candidates.npz")
+    again = Candidates.load(tmp_path / "resume" / "candidates.npz")
+    assert (again.images == candidates.images).all() and (again.labels == candidates.labels).all()

@@ -131,14 +131,14 @@ def test_best_recipe_is_reproducible_and_folds_its_input_scaling() -> None:
     from trainer.train import preset_with, train
 
     data = small(mnist.load())
-    recipe = preset_with("best", steps=14, hidden=16)
+    recipe = preset_with("best", steps=14, hidden=16, crops=8)
     first, second = (train(data, recipe, report=lambda _line: None) for _ in range(2))
     assert np.array_equal(first.theta.theta1, second.theta.theta1)
     assert np.array_equal(first.theta.theta2, second.theta.theta2)
     assert len(first.history["validation"]) == 2 and first.best_epoch in (1, 2)
     # The export runs on raw [0, 1] pixels, so the numpy accuracy is the one Keras validated.
     assert first.validation_accuracy == pytest.approx(first.history["validation"][first.best_epoch - 1], abs=2e-3)
-    other = train(data, preset_with("best", steps=14, hidden=16, seed=1), report=lambda _line: None)
+    other = train(data, preset_with("best", steps=14, hidden=16, crops=8, seed=1), report=lambda _line: None)
     assert not np.array_equal(first.theta.theta1, other.theta.theta1)
 
 
@@ -155,7 +155,7 @@ def test_interrupted_run_resumes_from_its_last_epoch(tmp_path: Path) -> None:
     from trainer.train import preset_with, train
 
     data = small(mnist.load())
-    recipe = preset_with("best", steps=7 * 4, hidden=16)
+    recipe = preset_with("best", steps=7 * 4, hidden=16, crops=8)
     lines: list[str] = []
 
     def interrupt_after_two(line: str) -> None:
@@ -168,16 +168,18 @@ def test_interrupted_run_resumes_from_its_last_epoch(tmp_path: Path) -> None:
     assert len(json.loads((tmp_path / "journal.json").read_text())["history"]["validation"]) == 2
     resumed: list[str] = []
     trained = train(data, recipe, report=resumed.append, checkpoint_dir=tmp_path)
-    assert [line.split()[1] for line in resumed] == ["3/4", "4/4"]
+    assert [line.split()[1] for line in resumed] == ["3/4", "4/4"]  # and the crops were not cut again
     assert "ETA" in resumed[0]
     assert len(trained.history["validation"]) == 4
-    assert trained.history["validation"][:2] == pytest.approx([float(line.split()[5]) for line in lines], abs=1e-4)
+    epochs = [line for line in lines if line.startswith("epoch ")]
+    assert lines[0].startswith("cut 8 generated crops") and len(epochs) == 2
+    assert trained.history["validation"][:2] == pytest.approx([float(line.split()[5]) for line in epochs], abs=1e-4)
 
 
 def test_best_preset_publishes_plots_and_show_points_to_them(redis_url: str, connection: redis.Redis,
                                                             tmp_path: Path) -> None:
     out = tmp_path / "version"
-    done = trainer(redis_url, "train", "--preset", "best", "--steps", "429", "--hidden", "32",
+    done = trainer(redis_url, "train", "--preset", "best", "--steps", "429", "--hidden", "32", "--crops", "8",
                    "--out", str(out), "--checkpoint-dir", str(tmp_path / "checkpoint"))
     assert done.returncode == 0, done.stderr
     version = done.stdout.strip().splitlines()[-1]
@@ -198,12 +200,12 @@ def test_best_preset_publishes_plots_and_show_points_to_them(redis_url: str, con
     assert re.search(r"slant \+15 deg\s+\d+\.\d\d%", table.stdout)
 
 
-def test_postal_recipe_trains_on_cut_candidates() -> None:
+def test_best_recipe_trains_on_cut_candidates() -> None:
     from trainer.train import preset_with, train
 
     data = small(mnist.load())
     lines: list[str] = []
-    trained = train(data, preset_with("postal", steps=14, hidden=16, crops=8), report=lines.append)
+    trained = train(data, preset_with("best", steps=14, hidden=16, crops=8), report=lines.append)
     assert re.match(r"cut 8 generated crops into \d+ labelled candidates \(\d+ digits\) in \d+ s$", lines[0])
     assert len(trained.history["train"]) == 2 and all(0 < value <= 1 for value in trained.history["train"])
     assert trained.theta.theta1.shape == (785, 16)

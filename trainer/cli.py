@@ -30,7 +30,7 @@ def main() -> None:
 
 @main.command()
 @click.option("--preset", default="seed", show_default=True,
-              help="Training recipe: seed, best or postal (docs/training.md).")
+              help="Training recipe: seed or best (docs/training.md).")
 @click.option("--steps", type=int, default=None, help="Override the preset's number of mini-batches.")
 @click.option("--hidden", type=int, default=None, help="Override the hidden size H.")
 @click.option("--learning-rate", type=float, default=None)

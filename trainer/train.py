@@ -53,13 +53,11 @@ PRESETS = {
     # (`--init normal`) reached 96.8% here; Keras' Glorot init is the default.
     "seed": Preset("seed", hidden=300, learning_rate=0.005, steps=30_000, batch_size=50, init="glorot"),
     # Simard et al. 2003's single hidden layer on distorted digits, widened from 800 to 1,024, with a
-    # cosine schedule, weight averaging and selection on the validation set (docs/training.md: the ablation).
+    # cosine schedule, weight averaging and selection on the validation set (docs/training.md: the ablation);
+    # and in every batch as many candidate digits cut by the postal-code reader from crops of training
+    # digits: read right when well cut, read as no digit in particular when cut wrong (--crops 0: MNIST only).
     "best": Preset("best", hidden=1024, learning_rate=0.001, steps=300 * 429, batch_size=128, init="glorot",
-                   distort=True, schedule="cosine", standardize=True, ema=True, select="best"),
-    # `best`, and in every batch as many candidate digits cut by the postal-code reader from crops of
-    # training digits: read right when well cut, read as no digit in particular when cut wrong.
-    "postal": Preset("postal", hidden=1024, learning_rate=0.001, steps=300 * 429, batch_size=128, init="glorot",
-                     distort=True, schedule="cosine", standardize=True, ema=True, select="best", crops=40_000),
+                   distort=True, schedule="cosine", standardize=True, ema=True, select="best", crops=40_000),
 }
 
 
@@ -134,12 +132,18 @@ def train(data: Mnist, preset: Preset, report: Report = print, checkpoint_dir: P
     dataset = distorted_batches(x_train_f, one_hot[y_train], preset.batch_size, preset.seed,
                                 Distortion(stroke=preset.stroke) if preset.distort else None)
     if preset.crops:
-        from trainer.crops import build, with_candidates
+        from trainer.crops import Candidates, build, with_candidates
 
-        started = time.monotonic()
-        candidates = build(x_train, y_train, preset.crops, preset.seed)
-        report(f"cut {preset.crops} generated crops into {len(candidates)} labelled candidates "
-               f"({int((candidates.labels >= 0).sum())} digits) in {time.monotonic() - started:.0f} s")
+        saved = checkpoint_dir / "candidates.npz" if checkpoint_dir is not None else None
+        if saved is not None and saved.is_file():  # a resumed run: cutting them again takes minutes
+            candidates = Candidates.load(saved)
+        else:
+            started = time.monotonic()
+            candidates = build(x_train, y_train, preset.crops, preset.seed)
+            report(f"cut {preset.crops} generated crops into {len(candidates)} labelled candidates "
+                   f"({int((candidates.labels >= 0).sum())} digits) in {time.monotonic() - started:.0f} s")
+            if saved is not None:
+                candidates.save(saved)
         dataset = with_candidates(dataset, candidates, preset.batch_size, preset.seed)
     journal = Journal(checkpoint_dir, keep_best=preset.select == "best")
     callbacks: list[Any] = []
