@@ -22,9 +22,9 @@ from digits.segment import Lattice, lattice
 from digits.theta import Model
 
 DEFAULT_REVIEW_THRESHOLD = 0.9
-DIGIT_BONUS = -0.15  # score per digit read (these weights: tuned on crops of validation digits, docs/postal.md)
-WIDE_FROM, WIDE_PENALTY = 0.9, 0.6  # candidates wider than this (x the digits' height) pay this per height
-SHORT_FROM, SHORT_PENALTY = 0.6, 3.0  # ... and shorter than this, this per height
+DIGIT_BONUS = 0.0  # score per digit read (these weights: tuned on crops of validation digits, docs/postal.md)
+WIDE_FROM, WIDE_PENALTY = 0.9, 1.0  # candidates wider than this (x the digits' height) pay this per height
+SHORT_FROM, SHORT_PENALTY = 0.6, 2.0  # ... and shorter than this, this per height
 SKIP_SCORE = -1.5  # log-score of leaving an optional primitive out (a digit read as no digit scores about -2.3)
 SINGLE_ASPECT = 1.3  # an image at most this much wider than tall holds one digit (unless told otherwise)
 

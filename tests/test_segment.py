@@ -46,8 +46,6 @@ def digits_right(reading: Reading, crop: Crop) -> int:
     return sum(a == b for a, b in zip(reading.digits, truth, strict=True))
 
 
-@pytest.mark.xfail(reason="issue 4: touching pairs are still often cut in the wrong place (about half the digits right "
-                          "with the default model when every pair touches)", strict=False)
 def test_touching_digits_are_split(model: Model, mnist_test: Digits) -> None:
     """Every adjacent pair touches: told to expect 5 digits, the reader cuts the touching blobs
     where the digits meet, so most digits read right (cutting anywhere else would misread them)."""
@@ -75,6 +73,16 @@ def test_broken_digits_are_joined(model: Model, mnist_test: Digits) -> None:
     readings = [read_one(break_strokes(c), model) for c in batch]
     assert sum(len(r.digits) == 5 for r in readings) >= 4, [r.code for r in readings]
     assert sum(digits_right(r, c) for r, c in zip(readings, batch, strict=True)) >= 0.7 * 5 * len(batch)
+
+
+def test_most_five_digit_codes_read_right(model: Model, mnist_test: Digits) -> None:
+    """A guard on the whole reader, on crops like the acceptance set's (benchmarks.postal has the
+    full figures): a change to the ink, the cuts, the scores or the model that costs many codes
+    fails here. The default model reads 86 of these right."""
+    batch = crops(mnist_test, 100, seed=16, formats=("5",))
+    readings = read([pieces(decode(png_bytes(c))) for c in batch], model, 0.9)
+    right = [r.code == c.code for r, c in zip(readings, batch, strict=True)]
+    assert sum(right) >= 78, [(r.code, c.code) for r, c in zip(readings, batch, strict=True)]
 
 
 def test_both_polarities_read_alike(model: Model, mnist_test: Digits) -> None:
@@ -132,11 +140,11 @@ def test_single_digit_is_a_code_of_length_one(model: Model, mnist_test: Digits) 
 
 def test_confidence_ranks_wrong_codes_lower(model: Model, mnist_test: Digits) -> None:
     """Codes read wrong are on average less confident than codes read right, and flagged more."""
-    batch = crops(mnist_test, 16, seed=16)
-    readings = [read_one(png_bytes(c), model) for c in batch]
+    batch = crops(mnist_test, 48, seed=17)
+    readings = read([pieces(decode(png_bytes(c))) for c in batch], model, 0.9)
     right = np.array([r.code == c.code for r, c in zip(readings, batch, strict=True)])
     confidence = np.array([r.confidence for r in readings])
-    assert right.any() and (~right).any()
+    assert right.sum() >= 30 and (~right).sum() >= 3
     assert confidence[right].mean() > confidence[~right].mean()
     assert all(r.review == (r.confidence < 0.9) for r in readings)
 
