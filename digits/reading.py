@@ -19,7 +19,7 @@ from digits.images import Floats, normalise_with_box
 from digits.ink import Box
 from digits.pattern import Pattern
 from digits.segment import Lattice, lattice
-from digits.theta import Model
+from digits.theta import BLOCK_ROWS, Model
 
 DEFAULT_REVIEW_THRESHOLD = 0.9
 DIGIT_BONUS = 0.0  # score per digit read (these weights: tuned on crops of validation digits, docs/postal.md)
@@ -63,8 +63,23 @@ def read(lattices: list[Lattice], model: Model, review_threshold: float,
     """Classify the candidates of many images in one batch and read each image's best code."""
     if not lattices:
         return []
-    return assemble(lattices, model.probabilities(np.concatenate([lat.fields for lat in lattices])),
-                    review_threshold, expect)
+    return assemble(lattices, classify(lattices, model), review_threshold, expect)
+
+
+def classify(lattices: list[Lattice], model: Model) -> Floats:
+    """The probabilities of every candidate of every image, in lattice order, fed to the model
+    a block of about BLOCK_ROWS candidates at a time: a batch of long crops (30 candidates each)
+    never holds a second copy of all its fields."""
+    probabilities: list[Floats] = []
+    block: list[Floats] = []
+    rows = 0
+    for index, lat in enumerate(lattices):
+        block.append(lat.fields)
+        rows += len(lat.fields)
+        if rows >= BLOCK_ROWS or index == len(lattices) - 1:
+            probabilities.append(model.probabilities(np.concatenate(block)))
+            block, rows = [], 0
+    return np.concatenate(probabilities)
 
 
 def assemble(lattices: list[Lattice], probabilities: Floats, review_threshold: float,

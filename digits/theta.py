@@ -22,6 +22,7 @@ import numpy.typing as npt
 
 N_INPUT = 784
 N_CLASSES = 10
+BLOCK_ROWS = 1024  # rows per matrix product: bounds the hidden layer's temporaries (rows x H floats) in any batch
 
 Floats = npt.NDArray[np.float32]
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -184,8 +185,15 @@ class Model:
         return int(self.w1.shape[1])
 
     def probabilities(self, pixels: npt.NDArray[np.floating[Any]]) -> Floats:
-        """Map an (n, 784) batch of pixels in [0, 1] to (n, 10) class probabilities."""
+        """Map an (n, 784) batch of pixels in [0, 1] to (n, 10) class probabilities, BLOCK_ROWS
+        rows at a time: a large batch costs no more memory than a block."""
         x = np.asarray(pixels, dtype=np.float32).reshape(-1, N_INPUT)
+        probs: Floats = np.empty((len(x), N_CLASSES), dtype=np.float32)
+        for start in range(0, len(x), BLOCK_ROWS):
+            probs[start:start + BLOCK_ROWS] = self.forward(x[start:start + BLOCK_ROWS])
+        return probs
+
+    def forward(self, x: Floats) -> Floats:
         hidden = 0.5 + 0.5 * np.tanh(0.5 * (x @ self.w1 + self.b1))  # sigmoid, overflow-free
         logits = hidden @ self.w2 + self.b2
         logits -= logits.max(axis=1, keepdims=True)

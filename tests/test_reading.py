@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from digits.pattern import parse_pattern
-from digits.reading import SKIP_SCORE, assemble, best_path, place_separators
+from digits.reading import SKIP_SCORE, assemble, best_path, classify, place_separators
 from digits.segment import Lattice
+from digits.theta import BLOCK_ROWS, Model, pack
 
 
 def lattice(spans: list[tuple[int, int]], primitives: int, optional: frozenset[int] = frozenset(),
@@ -51,6 +52,20 @@ def test_every_primitive_is_covered_once() -> None:
         assert path is not None
         covered = [p for index in path for p in range(*spans[index])]
         assert covered == list(range(6))
+
+
+def test_classify_keeps_every_candidate_in_order_across_blocks() -> None:
+    """Candidates go to the model a block of lattices at a time; the probabilities still come
+    back one row per candidate, in lattice order, as one product over all of them gives."""
+    rng = np.random.default_rng(4)
+    model = Model(pack(rng.normal(size=8), rng.normal(size=(784, 8)), rng.normal(size=10), rng.normal(size=(8, 10))))
+    lattices = []
+    for count in (700, 1, 500, 30, BLOCK_ROWS + 3, 2):
+        lat = lattice([(i, i + 1) for i in range(count)], count)
+        lattices.append(Lattice(rng.uniform(size=(count, 784)).astype(np.float32), lat.spans, lat.boxes,
+                                lat.widths, lat.heights, count))
+    expected = model.probabilities(np.concatenate([lat.fields for lat in lattices]))
+    np.testing.assert_allclose(classify(lattices, model), expected, rtol=0, atol=1e-5)  # other blocks round the last bits otherwise
 
 
 def test_assemble_reads_codes_with_hyphen_and_confidence() -> None:

@@ -17,6 +17,7 @@ import numpy.typing as npt
 import pytest
 
 from digits.theta import (
+    BLOCK_ROWS,
     Model,
     Theta,
     ThetaError,
@@ -315,6 +316,17 @@ def test_probabilities_rows_sum_to_one(seed_dir: Path) -> None:
     probabilities = Model(load_dir(seed_dir)).probabilities(pixels(200).astype(np.float32))
     assert (probabilities >= 0).all()
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=0, atol=1e-5)
+
+
+def test_a_batch_larger_than_a_block_reads_every_row(seed_dir: Path) -> None:
+    """Rows are multiplied BLOCK_ROWS at a time; every row of a longer batch still gets its own
+    probabilities, in order, as the float64 reference computes them."""
+    theta = load_dir(seed_dir)
+    batch = pixels(2 * BLOCK_ROWS + 37, seed=3)
+    probabilities = Model(theta).probabilities(batch.astype(np.float32))
+    expected = reference_probabilities(theta.theta1, theta.theta2, batch)
+    assert probabilities.shape == (2 * BLOCK_ROWS + 37, 10)
+    np.testing.assert_allclose(probabilities, expected, rtol=0, atol=1e-4)
 
 
 def test_huge_activations_do_not_overflow() -> None:
