@@ -5,8 +5,11 @@ Run: .venv/bin/python -m benchmarks.postal --crops 2000 [--model DIR] [--expect 
 The crops come from digits.postal_synth with fixed seeds: a 5-digit set (the acceptance set of
 issue 4) and a mixed set of 4, 5, 6 and 5+4 codes. They are read in this process through the
 worker's own code path: PNG bytes -> decode -> pieces -> read, a batch of 64 crops at a time.
-Rejecting a share of crops means setting aside the least confident ones; the error rate is over
-the crops kept. A crop that raises ImageError counts as wrong and is rejected first.
+"wrong count" is the share of crops read with
+the wrong number of digits (a failed cut); the other wrong codes have the right number of digits
+and at least one of them wrong. Rejecting a share of crops means setting aside the least
+confident ones; the error rate is over the crops kept. A crop that raises ImageError counts as
+wrong and is rejected first.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class Scored:
     crops: int
     whole: float  # share of crops whose code string is exactly right
     digits: float  # share of true digits read right, position by position where the lengths agree
+    miscounted: float  # share of crops read with the wrong number of digits (the cut failed)
     errors: dict[float, float]  # reject rate -> error rate over the crops kept
     rate: float  # crops/s on one core
     curve: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]  # reject rates, error rates
@@ -80,15 +84,17 @@ def error_curve(right: npt.NDArray[np.bool_], confidence: npt.NDArray[np.float64
 def score(name: str, crops: list[Crop], readings: list[Reading | None], seconds: float) -> Scored:
     right = np.array([r is not None and r.code == c.code for r, c in zip(readings, crops, strict=True)])
     confidence = np.array([r.confidence if r is not None else -1.0 for r in readings])
-    digits_right = digits_total = 0
+    digits_right = digits_total = miscounted = 0
     for reading, crop in zip(readings, crops, strict=True):
         truth = "".join(c for c in crop.code if c.isdigit())
         digits_total += len(truth)
         if reading is not None and len(reading.digits) == len(truth):
             digits_right += sum(a == b for a, b in zip(reading.digits, truth, strict=True))
+        else:
+            miscounted += 1
     rejects = np.linspace(0.0, 0.3, 61)
     errors = error_curve(right, confidence, np.array(REJECTS))
-    return Scored(name, len(crops), float(right.mean()), digits_right / digits_total,
+    return Scored(name, len(crops), float(right.mean()), digits_right / digits_total, miscounted / len(crops),
                   dict(zip(REJECTS, (float(e) for e in errors), strict=True)), len(crops) / seconds,
                   (rejects, error_curve(right, confidence, rejects)))
 
@@ -119,12 +125,13 @@ def plot(results: list[Scored], path: Path, title: str) -> None:
 
 
 def table(results: list[Scored]) -> str:
-    head = "| set | crops | whole code | digits | " + " | ".join(f"error @ {r:.0%} reject" for r in REJECTS)
-    lines = [head + " | crops/s (1 core) |", "|" + "---|" * (5 + len(REJECTS))]
+    head = ("| set | crops | whole code | digits | wrong count | "
+            + " | ".join(f"error @ {r:.0%} reject" for r in REJECTS))
+    lines = [head + " | crops/s (1 core) |", "|" + "---|" * (6 + len(REJECTS))]
     for r in results:
         errors = " | ".join(f"{100 * r.errors[x]:.2f}%" for x in REJECTS)
-        lines.append(f"| {r.name} | {r.crops} | {100 * r.whole:.2f}% | {100 * r.digits:.2f}% | {errors} "
-                     f"| {r.rate:.1f} |")
+        lines.append(f"| {r.name} | {r.crops} | {100 * r.whole:.2f}% | {100 * r.digits:.2f}% "
+                     f"| {100 * r.miscounted:.2f}% | {errors} | {r.rate:.1f} |")
     return "\n".join(lines)
 
 
