@@ -5,9 +5,8 @@ Run: .venv/bin/python -m benchmarks.postal --crops 2000 [--model DIR] [--expect 
 The crops come from digits.postal_synth with fixed seeds: a 5-digit set (the acceptance set of
 issue 4) and a mixed set of 4, 5, 6 and 5+4 codes. They are read in this process through the
 worker's own code path: PNG bytes -> decode -> pieces -> read, a batch of 64 crops at a time.
-"wrong count" is the share of crops read with
-the wrong number of digits (a failed cut); the other wrong codes have the right number of digits
-and at least one of them wrong. Rejecting a share of crops means setting aside the least
+"wrong count" is the share of crops read with the wrong number of digits (a failed cut); the
+other wrong codes have the right number of digits and at least one of them wrong. Rejecting a share of crops means setting aside the least
 confident ones; the error rate is over the crops kept. A crop that raises ImageError counts as
 wrong and is rejected first.
 """
