@@ -6,9 +6,11 @@ The crops come from digits.postal_synth with fixed seeds: a 5-digit set (the acc
 issue 4) and a mixed set of 4, 5, 6 and 5+4 codes. They are read in this process through the
 worker's own code path: PNG bytes -> decode -> pieces -> read, a batch of 64 crops at a time.
 "wrong count" is the share of crops read with the wrong number of digits (a failed cut); the
-other wrong codes have the right number of digits and at least one of them wrong. Rejecting a share of crops means setting aside the least
-confident ones; the error rate is over the crops kept. A crop that raises ImageError counts as
-wrong and is rejected first.
+other wrong codes have the right number of digits and at least one of them wrong. Rejecting a
+share of crops means setting aside the least confident ones; the error rate is over the crops
+kept. "review" is the share that the workers' default review threshold flags, with the error
+rate over the crops it lets through. A crop that raises ImageError counts as wrong and is
+rejected first.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class Scored:
     digits: float  # share of true digits read right, position by position where the lengths agree
     miscounted: float  # share of crops read with the wrong number of digits (the cut failed)
     errors: dict[float, float]  # reject rate -> error rate over the crops kept
+    reviewed: float  # share of crops flagged for review at the default review threshold
+    review_error: float  # error rate over the crops not flagged
     rate: float  # crops/s on one core
     curve: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]  # reject rates, error rates
 
@@ -93,9 +97,11 @@ def score(name: str, crops: list[Crop], readings: list[Reading | None], seconds:
             miscounted += 1
     rejects = np.linspace(0.0, 0.3, 61)
     errors = error_curve(right, confidence, np.array(REJECTS))
+    reviewed = np.array([r is None or r.review for r in readings])
+    review_error = float((~right & ~reviewed).sum() / max(1, (~reviewed).sum()))
     return Scored(name, len(crops), float(right.mean()), digits_right / digits_total, miscounted / len(crops),
-                  dict(zip(REJECTS, (float(e) for e in errors), strict=True)), len(crops) / seconds,
-                  (rejects, error_curve(right, confidence, rejects)))
+                  dict(zip(REJECTS, (float(e) for e in errors), strict=True)), float(reviewed.mean()),
+                  review_error, len(crops) / seconds, (rejects, error_curve(right, confidence, rejects)))
 
 
 def plot(results: list[Scored], path: Path, title: str) -> None:
@@ -126,11 +132,13 @@ def plot(results: list[Scored], path: Path, title: str) -> None:
 def table(results: list[Scored]) -> str:
     head = ("| set | crops | whole code | digits | wrong count | "
             + " | ".join(f"error @ {r:.0%} reject" for r in REJECTS))
-    lines = [head + " | crops/s (1 core) |", "|" + "---|" * (6 + len(REJECTS))]
+    lines = [head + f" | review @ {DEFAULT_REVIEW_THRESHOLD} (error of the rest) | crops/s (1 core) |",
+             "|" + "---|" * (7 + len(REJECTS))]
     for r in results:
         errors = " | ".join(f"{100 * r.errors[x]:.2f}%" for x in REJECTS)
         lines.append(f"| {r.name} | {r.crops} | {100 * r.whole:.2f}% | {100 * r.digits:.2f}% "
-                     f"| {100 * r.miscounted:.2f}% | {errors} | {r.rate:.1f} |")
+                     f"| {100 * r.miscounted:.2f}% | {errors} | {100 * r.reviewed:.2f}% ({100 * r.review_error:.2f}%) "
+                     f"| {r.rate:.1f} |")
     return "\n".join(lines)
 
 
