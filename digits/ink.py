@@ -31,6 +31,7 @@ MIN_THRESHOLD = 0.12  # binarisation never goes below this much ink over the pap
 FAINT_SHARE, MIN_FAINT = 0.35, 0.08  # ... except for a fainter pen's strokes, down to this share of Otsu's
 LOCAL_WINDOW = 0.08  # a stroke is judged against the strongest ink within this share of the crop's height
 SPECK_AREA = 0.015  # pieces under this share of the largest one's area (and short) are specks, dropped
+BREAK_GAP = 2  # a fine pen's stroke broken by binarising: fragments this close (pixels) are judged together
 SMALL_AREA = 0.12  # pieces under this share of a typical digit's area may be left out as noise ...
 
 
@@ -168,13 +169,20 @@ def remove_lines(binary: Mask) -> Mask:
 
 
 def components(binary: Mask) -> list[Piece]:
-    """Connected pieces of ink, without specks: tiny next to the largest piece, and short."""
-    labels, count = ndimage.label(binary, structure=np.ones((3, 3), dtype=bool))
+    """Connected pieces of ink, without specks: tiny next to the largest piece, and short. Pieces
+    within BREAK_GAP pixels of each other are judged together: a fine pen's stroke that
+    binarising left in dashes is as tall as a digit, though each dash is as small as a speck."""
+    eight_way = np.ones((3, 3), dtype=bool)
+    labels, count = ndimage.label(binary, structure=eight_way)
     if count == 0:
         return []
-    areas = np.bincount(labels.ravel())[1:]
+    near, _ = ndimage.label(ndimage.binary_dilation(binary, iterations=BREAK_GAP), structure=eight_way)
     slices = ndimage.find_objects(labels)
-    heights = np.array([rows.stop - rows.start for rows, _ in slices])
+    group_of = np.array([near[rows, cols][labels[rows, cols] == index + 1][0]
+                         for index, (rows, cols) in enumerate(slices)])
+    areas = np.bincount(group_of, weights=np.bincount(labels.ravel())[1:])[group_of]  # each piece's group's ink
+    group_rows = [rows for rows, _ in ndimage.find_objects(near)]
+    heights = np.array([group_rows[group - 1].stop - group_rows[group - 1].start for group in group_of])
     keep = (areas >= SPECK_AREA * areas.max()) | (heights >= 0.4 * heights.max())
     return [Piece(labels[rows, cols] == index + 1, cols.start, rows.start)
             for index, (rows, cols) in enumerate(slices) if keep[index]]

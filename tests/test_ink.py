@@ -27,6 +27,19 @@ def test_a_finer_fainter_pen_survives_binarisation() -> None:
     assert not binary[:, 60:100].any()
 
 
+def test_a_fine_pen_stroke_broken_into_dashes_is_not_taken_for_specks() -> None:
+    """Binarising a faint hairline can leave it in dashes, each smaller than a speck; together
+    they are a digit as tall as the rest (a 1), and stay. A lone speck of the same size goes."""
+    binary = np.zeros((80, 200), dtype=bool)
+    binary[10:70, 20:60] = True  # a bold digit, 2,400 pixels
+    for top in range(10, 70, 6):
+        binary[top:top + 4, 100:102] = True  # dashes of 8 pixels, 2 pixels apart
+    binary[40:42, 170:174] = True  # a speck of 8 pixels, far from any ink
+    kept = components(binary)
+    assert sorted(p.box[0] for p in kept) == [20] + [100] * 10
+    assert all(p.area == 8 for p in kept if p.left == 100)  # the dashes' own pixels, not joined here
+
+
 def test_otsu_splits_two_levels_and_copes_with_one() -> None:
     values = np.concatenate([np.full(500, 0.1), np.full(100, 0.7)]).astype(np.float32)
     threshold = otsu(values)
