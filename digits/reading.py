@@ -6,6 +6,12 @@ their log-probabilities, so that a wrong cut (half a digit, two digits as one) l
 right one, because the model reads such pieces as no digit in particular. A code's confidence
 is the product of its digits' probabilities, the chance that the whole code is right if the
 digits' errors are independent; below the review threshold it is flagged for a person.
+
+The model reads every candidate twice, as normalised and shrunk a little (SHRUNK_VIEW), and its
+probabilities are the mean of the two readings: two looks at a digit err less than one.
+Measured on crops of MNIST validation digits, whole codes read right went from 80.8% to 83.8%
+(85.4% to 87.4% with the hint); on MNIST test digits from 99.32% to 99.43%. It costs a second
+pass of the hidden layer, a few per cent of a crop's time (docs/postal.md).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from digits.images import Floats, normalise_with_box
+from digits.images import Floats, normalise_with_box, zoomed
 from digits.ink import Box
 from digits.pattern import Pattern
 from digits.segment import Lattice, lattice
@@ -27,6 +33,7 @@ WIDE_FROM, WIDE_PENALTY = 0.9, 1.0  # candidates wider than this (x the digits' 
 SHORT_FROM, SHORT_PENALTY = 0.6, 2.0  # ... and shorter than this, this per height
 SKIP_SCORE = -1.5  # log-score of leaving an optional primitive out (a digit read as no digit scores about -2.3)
 SINGLE_ASPECT = 1.3  # an image at most this much wider than tall holds one digit (unless told otherwise)
+SHRUNK_VIEW = 0.9  # the second look at each candidate: its digit scaled by this about the field's centre
 
 
 @dataclass(frozen=True)
@@ -77,9 +84,15 @@ def classify(lattices: list[Lattice], model: Model) -> Floats:
         block.append(lat.fields)
         rows += len(lat.fields)
         if rows >= BLOCK_ROWS or index == len(lattices) - 1:
-            probabilities.append(model.probabilities(np.concatenate(block)))
+            probabilities.append(two_looks(np.concatenate(block), model))
             block, rows = [], 0
     return np.concatenate(probabilities)
+
+
+def two_looks(fields: Floats, model: Model) -> Floats:
+    """The mean of the model's probabilities for the fields as they are and shrunk by SHRUNK_VIEW."""
+    looks = model.probabilities(fields) + model.probabilities(zoomed(fields, SHRUNK_VIEW))
+    return np.asarray(looks / 2, dtype=np.float32)
 
 
 def assemble(lattices: list[Lattice], probabilities: Floats, review_threshold: float,

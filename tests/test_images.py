@@ -14,7 +14,7 @@ import numpy.typing as npt
 import pytest
 from PIL import Image
 
-from digits.images import FIELD, ImageError, decode, normalise, prepare
+from digits.images import FIELD, ImageError, decode, normalise, prepare, zoomed
 from digits.registry import DEFAULT_MODEL_DIR
 from digits.theta import Model, load_dir
 from trainer.mnist import Mnist, load
@@ -296,3 +296,27 @@ def test_huge_image_message_names_our_limit() -> None:
     message = str(caught.value)
     assert "100000000" in message
     assert "40000000" in message, message
+
+
+def test_zoomed_scales_a_digit_about_the_fields_centre(mnist: Mnist) -> None:
+    """Scale 1 changes nothing; 0.9 shrinks the ink's box by about a tenth and its ink by about a
+    fifth (the area), keeping its centre of mass where normalising put it."""
+    fields = mnist.test_images[:50].astype(np.float32) / 255.0
+    np.testing.assert_allclose(zoomed(fields, 1.0), fields, atol=1e-6)
+    shrunk = zoomed(fields, 0.9)
+    assert shrunk.shape == fields.shape and shrunk.dtype == np.float32
+    kept = shrunk.sum(axis=1) / fields.sum(axis=1)
+    assert abs(float(kept.mean()) - 0.81) < 0.01 and ((kept > 0.75) & (kept < 0.9)).all()
+
+    def heights_and_centres(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        images = batch.reshape(-1, FIELD, FIELD)
+        rows = np.arange(FIELD)
+        inked = images.max(axis=2) > 0.3
+        heights = np.array([np.ptp(rows[row]) for row in inked])
+        centres = (images.sum(axis=2) @ rows) / images.sum(axis=(1, 2))
+        return heights, centres
+
+    heights, centres = heights_and_centres(fields)
+    shrunk_heights, shrunk_centres = heights_and_centres(shrunk)
+    assert 0.8 < float(np.mean(shrunk_heights / heights)) < 0.95
+    np.testing.assert_allclose(shrunk_centres, FIELD / 2 + (centres - FIELD / 2) * 0.9, atol=0.3)

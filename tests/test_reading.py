@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from digits.images import zoomed
 from digits.pattern import parse_pattern
-from digits.reading import SKIP_SCORE, assemble, best_path, classify, place_separators
+from digits.reading import SHRUNK_VIEW, SKIP_SCORE, assemble, best_path, classify, place_separators, two_looks
 from digits.segment import Lattice
 from digits.theta import BLOCK_ROWS, Model, pack
 
@@ -64,9 +65,20 @@ def test_classify_keeps_every_candidate_in_order_across_blocks() -> None:
         lat = lattice([(i, i + 1) for i in range(count)], count)
         lattices.append(Lattice(rng.uniform(size=(count, 784)).astype(np.float32), lat.spans, lat.boxes,
                                 lat.widths, lat.heights, count))
-    expected = model.probabilities(np.concatenate([lat.fields for lat in lattices]))
+    expected = two_looks(np.concatenate([lat.fields for lat in lattices]), model)
     # blocks of other sizes round the last bits differently, hence a tolerance
     np.testing.assert_allclose(classify(lattices, model), expected, rtol=0, atol=1e-5)
+
+
+def test_two_looks_average_the_field_and_its_shrunk_copy() -> None:
+    rng = np.random.default_rng(5)
+    model = Model(pack(rng.normal(size=8), rng.normal(size=(784, 8)), rng.normal(size=10), rng.normal(size=(8, 10))))
+    fields = rng.uniform(size=(6, 784)).astype(np.float32)
+    looks = two_looks(fields, model)
+    as_they_are, shrunk = model.probabilities(fields), model.probabilities(zoomed(fields, SHRUNK_VIEW))
+    np.testing.assert_allclose(looks, (as_they_are + shrunk) / 2, rtol=0, atol=1e-6)
+    assert not np.allclose(looks, as_they_are, atol=1e-3)  # the second look does change the reading
+    np.testing.assert_allclose(looks.sum(axis=1), 1.0, atol=1e-5)
 
 
 def test_assemble_reads_codes_with_hyphen_and_confidence() -> None:
