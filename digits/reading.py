@@ -131,36 +131,48 @@ def candidate_scores(lat: Lattice, probabilities: Floats) -> npt.NDArray[np.floa
 
 
 def best_path(lat: Lattice, scores: npt.NDArray[np.floating], count: int | None) -> list[int] | None:
-    """The candidates, left to right, that cover every primitive once (optional ones may be left
-    out) with the highest total score; exactly `count` of them when given (None if impossible)."""
-    most = lat.primitives if count is None else count
-    best = np.full((lat.primitives + 1, most + 1), -np.inf)  # [end, n]: primitives before end as n digits
+    """The candidates, left to right, that cover every primitive of one of the lattice's cuts once
+    (optional ones may be left out) with the highest total score; exactly `count` of them when
+    given (None if impossible)."""
+    ends = [*lat.starts[1:], lat.primitives]
+    found = [chain_path(lat, scores, count, first, last) for first, last in zip(lat.starts, ends, strict=True)]
+    best = max(found, key=lambda score_and_path: score_and_path[0])
+    return best[1] if np.isfinite(best[0]) else None
+
+
+def chain_path(lat: Lattice, scores: npt.NDArray[np.floating], count: int | None, first: int, last: int
+               ) -> tuple[float, list[int]]:
+    """best_path within one cut, primitives [first, last): its total score (-inf if impossible) and path."""
+    most = last - first if count is None else count
+    best = np.full((last - first + 1, most + 1), -np.inf)  # [end, n]: the cut's primitives before end as n digits
     best[0, 0] = 0.0
     came: dict[tuple[int, int], int] = {}  # (end, n) -> the last candidate, or -1: primitive end - 1 left out
     ending: dict[int, list[int]] = {}
-    for index, (_, end) in enumerate(lat.spans):
-        ending.setdefault(end, []).append(index)
-    for end in range(1, lat.primitives + 1):
-        if end - 1 in lat.optional:
+    for index, (start, end) in enumerate(lat.spans):
+        if first <= start and end <= last:
+            ending.setdefault(end - first, []).append(index)
+    for end in range(1, last - first + 1):
+        if first + end - 1 in lat.optional:
             best[end] = best[end - 1] + SKIP_SCORE
             came.update(((end, n), -1) for n in range(most + 1))
         for index in ending.get(end, []):
-            totals = best[lat.spans[index][0], :-1] + scores[index]
+            totals = best[lat.spans[index][0] - first, :-1] + scores[index]
             better = totals > best[end, 1:]
             best[end, 1:][better] = totals[better]
             came.update(((end, int(n) + 1), index) for n in np.flatnonzero(better))
     n = int(np.argmax(best[-1])) if count is None else count
-    if not np.isfinite(best[-1, n]):
-        return None
-    path, end = [], lat.primitives
+    total = float(best[-1, n])
+    if not np.isfinite(total):
+        return total, []
+    path, end = [], last - first
     while end > 0:
         index = came[end, n]
         if index < 0:
             end -= 1
         else:
             path.append(index)
-            end, n = lat.spans[index][0], n - 1
-    return path[::-1]
+            end, n = lat.spans[index][0] - first, n - 1
+    return total, path[::-1]
 
 
 def place_separators(boxes: list[Box], hyphens: list[float], expect: Pattern | None) -> dict[int, str]:

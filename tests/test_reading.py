@@ -28,6 +28,18 @@ def test_the_path_with_the_best_total_wins() -> None:
     assert best_path(lat, np.log([0.99, 0.5, 0.5, 0.6, 0.6]), 3) == [1, 3, 4]  # told three digits
 
 
+def test_a_path_keeps_to_one_cut() -> None:
+    """Two cuts of one crop: primitives 0-1 (a digit cut in two) and 2 (the same ink whole).
+    The path reads one cut or the other, never a mixture, and the better one wins."""
+    spans = [(0, 1), (1, 2), (0, 2), (2, 3)]
+    lat = Lattice(np.zeros((4, 784), np.float32), spans, [(0, 0, 9, 20)] * 4, np.full(4, 0.5, np.float32),
+                  np.ones(4, np.float32), 3, starts=(0, 2))
+    assert best_path(lat, np.log([0.9, 0.9, 0.5, 0.7]), None) == [0, 1]  # 0.81 > 0.7
+    assert best_path(lat, np.log([0.9, 0.9, 0.5, 0.95]), None) == [3]
+    assert best_path(lat, np.log([0.9, 0.9, 0.5, 0.95]), 2) == [0, 1]  # only the first cut has two digits
+    assert best_path(lat, np.log([0.9, 0.9, 0.5, 0.95]), 3) is None
+
+
 def test_an_impossible_count_gives_none() -> None:
     lat = lattice([(0, 1), (1, 2)], 2)
     assert best_path(lat, np.zeros(2), 3) is None

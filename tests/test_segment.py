@@ -20,7 +20,7 @@ from digits.pattern import Pattern, parse_pattern
 from digits.postal_synth import Crop, generate, png_bytes
 from digits.reading import Reading, pieces, read
 from digits.registry import DEFAULT_MODEL_DIR
-from digits.segment import candidates, cut
+from digits.segment import candidates, cut, cuts, lattice
 from digits.theta import Model, load_dir
 from tests.conftest import Digits
 
@@ -176,3 +176,22 @@ def test_touching_digits_are_cut_where_they_touch_and_separate_ones_are_not() ->
         assert any(share(p, own) > 0.9 and share(p, other) < 0.1 for p in merged)
     assert any(share(p, lone) == 1.0 and p.area == lone.sum() for p in merged)
     assert [p.box for p in found.primitives if p.left > 220] == [(240, 25, 247, 72)]
+
+
+def test_slanted_touching_digits_get_a_second_cut_and_the_lattice_holds_both(mnist_test: Digits) -> None:
+    """Where touching digits give the two orders of proposing cuts (straight down from an
+    outline's dip first, or winding cheapest paths first) different cuts, the lattice holds the
+    candidates of both, one cut after the other; where they agree, one cut."""
+    batch = crops(mnist_test, 12, seed=5, touching=1.0, box_line=0.0)
+    counts = []
+    for crop in batch:
+        grey = decode(png_bytes(crop))
+        found, lat = cuts(grey), lattice(grey)
+        counts.append(len(found))
+        assert len(lat.starts) == len(found) and lat.starts[0] == 0
+        assert lat.primitives == sum(len(f.primitives) for f in found)
+        ends = [*lat.starts[1:], lat.primitives]
+        for start, end in lat.spans:  # no candidate joins primitives of two cuts
+            assert any(first <= start and end <= last for first, last in zip(lat.starts, ends, strict=True))
+        assert len(lat.fields) == len(lat.spans) == len(lat.boxes)
+    assert 2 in counts and set(counts) <= {1, 2}

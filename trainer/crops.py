@@ -7,7 +7,8 @@ reads a wrong cut (half a digit, two digits, a stray stroke) as no digit in part
 MNIST teaches neither, so the trainer adds these candidates, cut by the reader's own code from
 crops of MNIST *training* digits: a candidate that holds one digit's ink and little else is
 that digit; one that holds a small part of a digit, or much of two, is "no digit" and is
-trained towards equal probabilities (the theta contract keeps its 10 outputs).
+trained towards equal probabilities (the theta contract keeps its 10 outputs). Candidates come
+from the first of the reader's cuts of a crop (digits.segment.cut), as for the default model.
 """
 
 from __future__ import annotations
