@@ -12,6 +12,10 @@ crops means setting aside the least confident ones; the error rate is over the c
 "review" is the share that the workers' default review threshold flags, with the error rate
 over the crops it lets through. A crop that raises ImageError counts as wrong (too few digits)
 and is rejected first.
+
+The row "true cuts" reads the 5-digit set from each digit's own ink as the generator drew it,
+normalised and classified as the reader does: what the model would read if cutting were
+perfect, so the gap to the first row is what cutting costs.
 """
 
 from __future__ import annotations
@@ -23,14 +27,16 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+from PIL import Image
 
 from benchmarks.pipeline import machine
 from digits.images import ImageError, decode
+from digits.ink import halo, read_ink, tight
 from digits.pattern import Pattern, parse_pattern
 from digits.postal_synth import Crop, generate, png_bytes
-from digits.reading import DEFAULT_REVIEW_THRESHOLD, Reading, pieces, read
+from digits.reading import DEFAULT_REVIEW_THRESHOLD, Reading, pieces, read, two_looks
 from digits.registry import DEFAULT_MODEL_DIR
-from digits.segment import Lattice
+from digits.segment import Lattice, normalise
 from digits.theta import Model, load_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,6 +80,30 @@ def read_all(crops: list[Crop], model: Model, expect: Pattern | None) -> tuple[l
         for index, reading in zip(found, read(lattices, model, DEFAULT_REVIEW_THRESHOLD, expect), strict=True):
             batch[index] = reading
         readings += batch
+    return readings, time.perf_counter() - started
+
+
+def read_true_cuts(crops: list[Crop], model: Model) -> tuple[list[Reading | None], float]:
+    """Each crop read from its digits' true ink (the generator's masks, at the reader's working
+    size) instead of the reader's cuts, and the seconds taken."""
+    readings: list[Reading | None] = []
+    started = time.perf_counter()
+    for crop in crops:
+        grey = decode(png_bytes(crop))
+        ink, _ = read_ink(grey)
+        fields = []
+        for (left, top, right, bottom), mask in zip(crop.boxes, crop.masks, strict=True):
+            drawn = np.zeros(grey.shape, np.float32)
+            drawn[top:bottom, left:right] = mask
+            working = np.asarray(Image.fromarray(drawn, mode="F").resize(ink.shape[::-1], Image.Resampling.BILINEAR))
+            own = working > min(0.5, float(working.max()) / 2)
+            fields.append(normalise(halo(tight(own, 0, 0)), ink))
+        probabilities = two_looks(np.stack(fields), model)
+        read_digits = iter(str(int(d)) for d in probabilities.argmax(axis=1))
+        code = "".join(next(read_digits) if c.isdigit() else c for c in crop.code)
+        confidence = float(np.prod(probabilities.max(axis=1)))
+        readings.append(Reading(code, probabilities, list(crop.boxes), confidence,
+                                confidence < DEFAULT_REVIEW_THRESHOLD))
     return readings, time.perf_counter() - started
 
 
@@ -166,6 +196,7 @@ def main() -> None:
     results = [score(f"5-digit{', --expect ' + args.expect if expect else ''}", five, *read_all(five, model, expect))]
     if mixed:
         results.append(score("mixed 4/5/6/5+4, no hint", mixed, *read_all(mixed, model, None)))
+    results.append(score("5-digit, true cuts (what cutting costs)", five, *read_true_cuts(five, model)))
     print(f"machine: {machine()}")
     print(f"model: {args.model} (H={model.hidden})\n")
     print(table(results))
