@@ -23,12 +23,15 @@ from rq.serializers import DefaultSerializer
 
 from digits import keys
 from digits.connection import text
+from digits.images import decode
+from digits.postal_synth import generate, png_bytes
 from digits.queueing import batch_queue
+from digits.reading import pieces
 from digits.redis_server import free_port
 from digits.registry import DEFAULT_MODEL_DIR, Registry, build_manifest
-from digits.theta import load_dir, to_csv
+from digits.theta import BLOCK_ROWS, load_dir, to_csv
 from producer import runs
-from tests.conftest import ROOT, MakeFolder, WorkerPool
+from tests.conftest import ROOT, Digits, MakeFolder, WorkerPool
 
 StartWorkers = Callable[..., WorkerPool]
 
@@ -82,6 +85,27 @@ def test_corrupt_image_fails_alone(connection: redis.Redis, default_version: str
     assert all(records[p]["error"] is None and records[p]["digits"] for p in truth)
     run_id = text(connection.zrange(keys.RUNS, 0, 0)[0])
     assert connection.scard(keys.run_failed(run_id)) == 2
+
+
+def test_a_batch_of_crops_is_read_a_block_at_a_time_in_order(
+        connection: redis.Redis, default_version: str, start_workers: StartWorkers, tmp_path: Path,
+        mnist_test: Digits) -> None:
+    """60 crops of about 40 candidate digits each: one batch, read in several blocks of about
+    BLOCK_ROWS candidates so that its fields are never all held at once. Every crop's result is
+    its own (most read right), and a broken file in the middle fails alone."""
+    images, labels = mnist_test
+    crops = generate(60, images, labels, seed=3)
+    assert sum(len(pieces(decode(png_bytes(c))).spans) for c in crops) > 2 * BLOCK_ROWS
+    truth = {}
+    for index, crop in enumerate(crops):
+        (tmp_path / f"{index:02d}.png").write_bytes(png_bytes(crop))
+        truth[f"{index:02d}.png"] = crop.code
+    (tmp_path / "30-broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    start_workers(1)
+    records = classify(connection, tmp_path, batch_size=100)
+    assert records["30-broken.png"]["error"].startswith("30-broken.png: ")
+    assert all(records[p]["error"] is None for p in truth)
+    assert sum(records[p]["code"] == code for p, code in truth.items()) >= 0.7 * len(truth)
 
 
 def test_two_worker_processes_share_one_run(connection: redis.Redis, default_version: str,

@@ -19,6 +19,7 @@ from digits.pattern import Pattern, parse_pattern
 from digits.reading import DEFAULT_REVIEW_THRESHOLD, Reading, pieces, read
 from digits.results import result_record, store_results
 from digits.segment import Lattice
+from digits.theta import BLOCK_ROWS
 from worker import metrics
 from worker.serving import SERVER
 
@@ -28,8 +29,8 @@ REVIEW_THRESHOLD = float(os.environ.get("DIGITS_REVIEW_THRESHOLD", DEFAULT_REVIE
 
 
 def classify_batch(run_id: str, batch: int, result_ttl: int) -> dict[str, int]:
-    """Decode, cut and classify one batch (every candidate digit of every image in one product);
-    one bad image never fails the others."""
+    """Decode, cut and classify one batch (the candidate digits of its images in products of
+    about BLOCK_ROWS rows); one bad image never fails the others."""
     started = time.perf_counter()
     job = get_current_job()
     if job is None:
@@ -55,18 +56,24 @@ def classify_batch(run_id: str, batch: int, result_ttl: int) -> dict[str, int]:
         records = [result_record(path, batch, error=f"{path}: {exc}", worker=worker) for path in paths]
         paths = []
 
-    lattices: list[Lattice] = []
+    lattices: list[Lattice] = []  # read a block of about BLOCK_ROWS candidates at a time, then let go:
+    candidates = 0  # a batch of long crops (40 candidates each) never holds all its fields at once
     good: list[int] = []
+    readings: list[Reading] = []
     for index, path in enumerate(paths):
         problem = payload.get(f"{index}:error".encode())
         try:
             if problem is not None:
                 raise ImageError(problem.decode())
             lattices.append(pieces(decode(payload[str(index).encode()], MAX_PIXELS), expect))
+            candidates += len(lattices[-1].spans)
             good.append(index)
         except ImageError as exc:
             records.append(result_record(path, batch, error=f"{path}: {exc}", worker=worker))
-    for index, reading in zip(good, read(lattices, loaded.model, threshold, expect), strict=True):
+        if candidates >= BLOCK_ROWS or index == len(paths) - 1:
+            readings += read(lattices, loaded.model, threshold, expect)
+            lattices, candidates = [], 0
+    for index, reading in zip(good, readings, strict=True):
         records.append(reading_record(paths[index], batch, reading, loaded.version, loaded.sha256, worker))
     store_results(connection, run_id, batch, records, result_ttl)
     failed = len(records) - len(good)
