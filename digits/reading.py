@@ -25,7 +25,7 @@ from digits.images import Floats, normalise_with_box, zoomed
 from digits.ink import Box
 from digits.pattern import Pattern
 from digits.segment import Lattice, lattice
-from digits.theta import BLOCK_ROWS, Model
+from digits.theta import Model
 
 DEFAULT_REVIEW_THRESHOLD = 0.9
 DIGIT_BONUS = 0.0  # score per digit read (these weights: tuned on crops of validation digits, docs/postal.md)
@@ -74,19 +74,9 @@ def read(lattices: list[Lattice], model: Model, review_threshold: float,
 
 
 def classify(lattices: list[Lattice], model: Model) -> Floats:
-    """The probabilities of every candidate of every image, in lattice order, fed to the model
-    a block of about BLOCK_ROWS candidates at a time: a batch of long crops (30 candidates each)
-    never holds a second copy of all its fields."""
-    probabilities: list[Floats] = []
-    block: list[Floats] = []
-    rows = 0
-    for index, lat in enumerate(lattices):
-        block.append(lat.fields)
-        rows += len(lat.fields)
-        if rows >= BLOCK_ROWS or index == len(lattices) - 1:
-            probabilities.append(two_looks(np.concatenate(block), model))
-            block, rows = [], 0
-    return np.concatenate(probabilities)
+    """The probabilities of every candidate of every image, in lattice order, in one product
+    (the model multiplies BLOCK_ROWS rows at a time; the worker bounds how many images it holds)."""
+    return two_looks(np.concatenate([lat.fields for lat in lattices]), model)
 
 
 def two_looks(fields: Floats, model: Model) -> Floats:
