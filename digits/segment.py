@@ -107,7 +107,7 @@ def cuts(grey: Floats) -> list[Cut]:
     tallest = max(p.height for p in pieces)
     band_top = min(p.box[1] for p in pieces if p.height >= 0.5 * tallest)
     band_bottom = max(p.box[3] for p in pieces if p.height >= 0.5 * tallest)
-    hyphens = [p for p in pieces if is_hyphen(p, band_top, band_bottom)]
+    hyphens = [p for p in pieces if is_hyphen(p, band_top, band_bottom, binary)]
     rest = [p for p in pieces if not any(p is h for h in hyphens)]
     if not rest:
         raise ImageError("no digits found")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from digits.ink import Piece, binarise, components, drop_rules, otsu, read_ink, remove_lines, stacks
+from digits.ink import Piece, binarise, components, drop_rules, is_hyphen, otsu, read_ink, remove_lines, stacks
 
 
 def test_a_bold_filled_digit_keeps_its_middle() -> None:
@@ -77,3 +77,15 @@ def test_a_digit_broken_across_is_joined_and_neighbours_are_not() -> None:
     assert joined[0].area == 18 * 20 + 19 * 18  # the gap is not filled in
     limited = stacks([top_half, bottom_half, blot], max_gap=5)
     assert sorted(p.box for p in limited) == [(10, 0, 30, 40), (14, -30, 22, -24)]
+
+
+def test_a_hyphen_stands_in_a_gap_a_digits_loose_stroke_does_not() -> None:
+    """The same short flat blob mid-band is a hyphen between two digits, and a 5's loose flag
+    (no hyphen) when the 5's body is under it."""
+    ink = np.zeros((60, 200), dtype=bool)
+    ink[10:50, 20:40] = ink[10:50, 140:160] = True  # digits either side
+    dash = np.ones((5, 20), dtype=bool)
+    ink[28:33, 80:100] = True
+    assert is_hyphen(Piece(dash, 80, 28), 10, 50, ink)
+    ink[36:50, 82:98] = True  # a body under the dash: the 5's flag
+    assert not is_hyphen(Piece(dash, 80, 28), 10, 50, ink)

@@ -107,6 +107,10 @@ def test_assemble_reads_codes_with_hyphen_and_confidence() -> None:
 
 def test_separators_follow_the_pattern_or_the_page() -> None:
     boxes = [(0, 0, 8, 20), (10, 0, 18, 20), (20, 0, 28, 20), (60, 0, 68, 20), (70, 0, 78, 20)]
-    assert place_separators(boxes, [], None) == {3: " "}  # a gap far wider than the others
+    assert place_separators(boxes, [], None) == {}  # a wide gap in five digits: uneven writing
     assert place_separators(boxes, [44.0], None) == {3: "-"}  # a hyphen in that gap
+    zip4 = [(20 * i + shift, 0, 20 * i + 16 + shift, 20) for i, shift in enumerate([0] * 5 + [30] * 4)]
+    assert place_separators(zip4, [], None) == {5: " "}  # a ZIP+4 written with a space
+    even = [(20 * i, 0, 20 * i + 16, 20) for i in range(9)]
+    assert place_separators(even, [], None) == {}  # nine digits evenly spaced
     assert place_separators(boxes, [], parse_pattern("##-###")) == {2: "-"}
