@@ -7,8 +7,9 @@ and the model's construction excluded), and how many digits agree with the NumPy
 What a Keras user writes: load and prepare every image (the project's own decode and
 normalisation, so the inputs are identical; postal crops are cut into candidate digits by
 digits.reading.pieces), then `model.predict` over all the candidates as they are and shrunk
-(the reader's two looks, averaged, as the workers read), and each crop's best path through its
-candidates (digits.reading.assemble).
+(the reader's two looks, averaged, as the workers read: digits.reading.classify), and each
+crop's best path through its candidates, its doubtful digits looked at closer with
+`model.predict` too (digits.reading.assemble).
 TensorFlow uses its default threads (every core). Benchmark code only: nothing in digits/,
 worker/ or producer/ imports TensorFlow.
 """
@@ -23,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from digits.images import ImageError, decode, zoomed
-from digits.reading import DEFAULT_REVIEW_THRESHOLD, SHRUNK_VIEW, assemble, pieces, two_looks
+from digits.images import ImageError, decode
+from digits.reading import DEFAULT_REVIEW_THRESHOLD, assemble, classify, pieces
 from digits.registry import DEFAULT_MODEL_DIR
 from digits.theta import N_CLASSES, N_INPUT, Model, Theta, load_dir
 
@@ -62,13 +63,15 @@ def main() -> None:
             lattices.append(pieces(decode(path.read_bytes())))
     pixels = np.concatenate([lattice.fields for lattice in lattices])
     prepared = time.perf_counter()
-    looks = [model.predict(view, batch_size=args.batch_size, verbose=0)  # type: ignore[attr-defined]
-             for view in (pixels, zoomed(pixels, SHRUNK_VIEW))]  # the reader's two looks (digits.reading)
-    probabilities = (looks[0] + looks[1]) / 2
-    assemble(lattices, probabilities, DEFAULT_REVIEW_THRESHOLD)  # each crop's best path through its candidates
+
+    def predict(fields: np.ndarray) -> np.ndarray:
+        return np.asarray(model.predict(fields, batch_size=args.batch_size, verbose=0))  # type: ignore[attr-defined]
+
+    probabilities = classify(lattices, predict)  # the reader's two looks
+    assemble(lattices, probabilities, predict, DEFAULT_REVIEW_THRESHOLD)  # each crop's best path, doubtful digits again
     done = time.perf_counter()
 
-    agree = int((probabilities.argmax(axis=1) == two_looks(pixels, numpy_model).argmax(axis=1)).sum())
+    agree = int((probabilities.argmax(axis=1) == classify(lattices, numpy_model.probabilities).argmax(axis=1)).sum())
     print(json.dumps({"images": len(paths), "digits": len(pixels), "seconds": done - ready,
                       "prepare_seconds": prepared - ready, "predict_seconds": done - prepared,
                       "startup_seconds": ready - imported, "agree": agree}))

@@ -8,11 +8,14 @@ reverse) is brought to exactly that form before the model sees it.
 
 from __future__ import annotations
 
+import functools
 import io
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
+from scipy import sparse
 
 from digits.limits import DEFAULT_MAX_PIXELS
 
@@ -144,18 +147,47 @@ def centre(digit: Floats) -> Floats:
     return field
 
 
-def zoomed(fields: Floats, scale: float) -> Floats:
-    """(n, 784) fields with their digits scaled by `scale` about the field's centre, where
-    `centre` puts the ink's centre of mass (bilinear): the same digits a little smaller or larger."""
-    source = FIELD / 2 + (np.arange(FIELD) - FIELD / 2) / scale  # where each output row (and column) reads
+@dataclass(frozen=True)
+class View:
+    """A normalised digit seen a little differently, about the field's centre (where `centre`
+    puts its centre of mass): turned, scaled, sheared or moved, as its writer might as well
+    have drawn it."""
+
+    turn: float = 0.0  # degrees
+    scale: float = 1.0
+    shear: float = 0.0  # each column's ink moves up or down by this share of its distance from the centre
+    right: float = 0.0  # pixels
+    down: float = 0.0  # pixels
+
+
+def viewed(fields: Floats, view: View) -> Floats:
+    """(n, 784) fields as seen in `view` (bilinear; beyond the field is paper)."""
+    return np.asarray((resampling(view) @ fields.T).T, dtype=np.float32)
+
+
+@functools.cache
+def resampling(view: View) -> sparse.csr_array:
+    """The view as a (784, 784) matrix: each pixel of the view mixes the four pixels of the
+    field around the point it comes from."""
+    turn = np.deg2rad(view.turn)
+    back = (np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
+            @ np.array([[1.0, view.shear], [0.0, 1.0]]) / view.scale)  # a (row, column) offset -> where it comes from
+    rows, cols = np.indices((FIELD, FIELD)).reshape(2, -1)
+    middle = FIELD / 2
+    source = middle + back @ np.stack([rows - middle, cols - middle]) - np.array([[view.down], [view.right]])
     low = np.floor(source).astype(np.intp)
-    resample = np.zeros((FIELD, FIELD), dtype=np.float32)  # out = resample @ image @ resample.T
-    for out, (column, share) in enumerate(zip(low, source - low, strict=True)):
-        for taken, weight in ((column, 1.0 - share), (column + 1, share)):
-            if 0 <= taken < FIELD:
-                resample[out, taken] += weight
-    images = fields.reshape(-1, FIELD, FIELD).astype(np.float32)
-    return np.asarray(resample @ images @ resample.T, dtype=np.float32).reshape(len(images), FIELD * FIELD)
+    share = source - low
+    outs, ins, weights = [], [], []
+    for down in (0, 1):
+        for right in (0, 1):
+            row, col = low[0] + down, low[1] + right
+            weight = (share[0] if down else 1 - share[0]) * (share[1] if right else 1 - share[1])
+            inside = (row >= 0) & (row < FIELD) & (col >= 0) & (col < FIELD) & (weight > 0)
+            outs.append(np.flatnonzero(inside))
+            ins.append(row[inside] * FIELD + col[inside])
+            weights.append(weight[inside])
+    return sparse.csr_array((np.concatenate(weights).astype(np.float32), (np.concatenate(outs), np.concatenate(ins))),
+                            shape=(FIELD * FIELD, FIELD * FIELD))
 
 
 def prepare(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Floats:

@@ -7,21 +7,30 @@ right one, because the model reads such pieces as no digit in particular. A code
 is the product of its digits' probabilities, the chance that the whole code is right if the
 digits' errors are independent; below the review threshold it is flagged for a person.
 
-The model reads every candidate twice, as normalised and shrunk a little (SHRUNK_VIEW), and its
+The model reads every candidate twice, as normalised and shrunk a little (SHRUNK), and its
 probabilities are the mean of the two readings: two looks at a digit err less than one.
 Measured on crops of MNIST validation digits, whole codes read right went from 80.8% to 83.8%
 (85.4% to 87.4% with the hint); on MNIST test digits from 99.32% to 99.43%. It costs a second
 pass of the hidden layer, a few per cent of a crop's time (docs/postal.md).
+
+Once the path is chosen, a digit on it read less surely than CLOSER_BELOW gets a closer look:
+ten more views (CLOSER_VIEWS: turned, scaled, sheared, moved by a pixel), and its probabilities
+become the mean of all twelve. It re-decides doubtful digits and makes their probabilities
+rank errors better, where the cut is already made (on every candidate, more looks would also
+sway the choice of cut, and cost five times as much). On crops of validation digits with the
+hint, whole codes 89.7% -> 90.5% and the error at 10% rejected 5.78% -> 5.22% (a seventh of
+their digits looked at again); on MNIST test digits 99.43% -> 99.57% (one in fifteen).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from digits.images import Floats, normalise_with_box, zoomed
+from digits.images import Floats, View, normalise_with_box, viewed
 from digits.ink import Box
 from digits.pattern import Pattern
 from digits.segment import Lattice, lattice
@@ -34,7 +43,12 @@ SHORT_FROM, SHORT_PENALTY = 0.6, 2.0  # ... and shorter than this, this per heig
 SKIP_SCORE = -1.5  # log-score of leaving an optional primitive out (a digit read as no digit scores about -2.3)
 SINGLE_ASPECT = 1.3  # an image at most this much wider than tall holds one digit (unless told otherwise)
 ZIP4, ZIP4_SPACE = (5, 4), 1.5  # without a hint, a space is read only in a ZIP+4 (place_separators)
-SHRUNK_VIEW = 0.9  # the second look at each candidate: its digit scaled by this about the field's centre
+SHRUNK = View(scale=0.9)  # the second look at every candidate
+CLOSER_BELOW = 0.9  # a chosen digit read less surely than this gets a closer look ...
+CLOSER_VIEWS = (View(turn=10), View(turn=-10), View(scale=0.8), View(scale=1.1), View(shear=0.2), View(shear=-0.2),
+                View(right=1), View(right=-1), View(down=1), View(down=-1))  # ... in these views too
+
+Classifier = Callable[[Floats], Floats]  # (n, 784) fields -> (n, 10) probabilities: a model's, or Keras's
 
 
 @dataclass(frozen=True)
@@ -71,25 +85,30 @@ def read(lattices: list[Lattice], model: Model, review_threshold: float,
     """Classify the candidates of many images in one batch and read each image's best code."""
     if not lattices:
         return []
-    return assemble(lattices, classify(lattices, model), review_threshold, expect)
+    return assemble(lattices, classify(lattices, model.probabilities), model.probabilities, review_threshold, expect)
 
 
-def classify(lattices: list[Lattice], model: Model) -> Floats:
+def classify(lattices: list[Lattice], classifier: Classifier) -> Floats:
     """The probabilities of every candidate of every image, in lattice order, in one product
     (the model multiplies BLOCK_ROWS rows at a time; the worker bounds how many images it holds)."""
-    return two_looks(np.concatenate([lat.fields for lat in lattices]), model)
+    return looks(np.concatenate([lat.fields for lat in lattices]), classifier, (SHRUNK,))
 
 
-def two_looks(fields: Floats, model: Model) -> Floats:
-    """The mean of the model's probabilities for the fields as they are and shrunk by SHRUNK_VIEW."""
-    looks = model.probabilities(fields) + model.probabilities(zoomed(fields, SHRUNK_VIEW))
-    return np.asarray(looks / 2, dtype=np.float32)
+def looks(fields: Floats, classifier: Classifier, views: tuple[View, ...]) -> Floats:
+    """The mean of the classifier's probabilities for the fields as they are and in each view."""
+    total = classifier(fields).astype(np.float32)
+    for view in views:
+        total += classifier(viewed(fields, view))
+    return np.asarray(total / (1 + len(views)), dtype=np.float32)
 
 
-def assemble(lattices: list[Lattice], probabilities: Floats, review_threshold: float,
+def assemble(lattices: list[Lattice], probabilities: Floats, classifier: Classifier, review_threshold: float,
              expect: Pattern | None = None) -> list[Reading]:
-    """Each image's best code, given the probabilities of all its candidates (in lattice order)."""
-    readings = []
+    """Each image's best code, given the probabilities of all its candidates (in lattice order);
+    its doubtful digits looked at closer by the classifier, all images' at once."""
+    if not lattices:
+        return []
+    paths, chosen_fields, chosen = [], [], []
     start = 0
     for lat in lattices:
         probs = probabilities[start:start + len(lat.spans)]
@@ -99,14 +118,24 @@ def assemble(lattices: list[Lattice], probabilities: Floats, review_threshold: f
         if path is None:  # no cut gives the expected count: read the best code of any length
             path = best_path(lat, scores, None)
         assert path is not None
-        chosen = probs[path]
+        paths.append(path)
+        chosen_fields.append(lat.fields[path])
+        chosen.append(probs[path])
+    digits = np.concatenate(chosen)
+    doubtful = digits.max(axis=1) < CLOSER_BELOW
+    if doubtful.any():
+        digits[doubtful] = looks(np.concatenate(chosen_fields)[doubtful], classifier, (SHRUNK, *CLOSER_VIEWS))
+    readings = []
+    ends = np.cumsum([len(path) for path in paths])
+    for lat, path, end in zip(lattices, paths, ends, strict=True):
+        probs = digits[end - len(path):end]
         boxes = [lat.boxes[i] for i in path]
         separators = place_separators(boxes, lat.hyphens, expect)
-        code = "".join(separators.get(i, "") + str(d) for i, d in enumerate(chosen.argmax(axis=1)))
-        confidence = float(np.prod(chosen.max(axis=1)))
+        code = "".join(separators.get(i, "") + str(d) for i, d in enumerate(probs.argmax(axis=1)))
+        confidence = float(np.prod(probs.max(axis=1)))
         if expect is not None and len(path) != expect.digits:
             confidence = 0.0  # the crop could not be cut into the expected number of digits
-        readings.append(Reading(code, chosen, boxes, confidence, confidence < review_threshold))
+        readings.append(Reading(code, probs, boxes, confidence, confidence < review_threshold))
     return readings
 
 

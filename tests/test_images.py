@@ -14,7 +14,7 @@ import numpy.typing as npt
 import pytest
 from PIL import Image
 
-from digits.images import FIELD, ImageError, decode, normalise, prepare, zoomed
+from digits.images import FIELD, ImageError, View, decode, normalise, prepare, viewed
 from digits.registry import DEFAULT_MODEL_DIR
 from digits.theta import Model, load_dir
 from trainer.mnist import Mnist, load
@@ -298,12 +298,12 @@ def test_huge_image_message_names_our_limit() -> None:
     assert "40000000" in message, message
 
 
-def test_zoomed_scales_a_digit_about_the_fields_centre(mnist: Mnist) -> None:
+def test_a_scaled_view_scales_a_digit_about_the_fields_centre(mnist: Mnist) -> None:
     """Scale 1 changes nothing; 0.9 shrinks the ink's box by about a tenth and its ink by about a
     fifth (the area), keeping its centre of mass where normalising put it."""
     fields = mnist.test_images[:50].astype(np.float32) / 255.0
-    np.testing.assert_allclose(zoomed(fields, 1.0), fields, atol=1e-6)
-    shrunk = zoomed(fields, 0.9)
+    np.testing.assert_allclose(viewed(fields, View()), fields, atol=1e-6)
+    shrunk = viewed(fields, View(scale=0.9))
     assert shrunk.shape == fields.shape and shrunk.dtype == np.float32
     kept = shrunk.sum(axis=1) / fields.sum(axis=1)
     assert abs(float(kept.mean()) - 0.81) < 0.01 and ((kept > 0.75) & (kept < 0.9)).all()
@@ -320,3 +320,20 @@ def test_zoomed_scales_a_digit_about_the_fields_centre(mnist: Mnist) -> None:
     shrunk_heights, shrunk_centres = heights_and_centres(shrunk)
     assert 0.8 < float(np.mean(shrunk_heights / heights)) < 0.95
     np.testing.assert_allclose(shrunk_centres, FIELD / 2 + (centres - FIELD / 2) * 0.9, atol=0.3)
+
+
+def test_views_move_turn_and_shear_ink_about_the_centre() -> None:
+    """One bright pixel, worked out by hand: the centre is (14, 14), rows down, columns right."""
+    field = np.zeros((1, FIELD, FIELD), np.float32)
+    field[0, 10, 14] = 1.0  # four rows above the centre
+
+    def where(view: View) -> tuple[int, int]:
+        seen = viewed(field.reshape(1, -1), view).reshape(FIELD, FIELD)
+        assert abs(float(seen.sum()) - 1.0) < 1e-6  # moved whole: no ink lost or made
+        row, col = np.unravel_index(int(seen.argmax()), seen.shape)
+        return int(row), int(col)
+
+    assert where(View(right=1)) == (10, 15) and where(View(down=-2)) == (8, 14)
+    assert where(View(turn=90)) == (14, 18)  # a quarter turn about the centre
+    assert where(View(turn=90, shear=0.5)) == (12, 18)  # ... and sheared: four right of centre, two up
+    assert where(View(scale=0.5)) == (12, 14)  # halfway to the centre

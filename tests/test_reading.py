@@ -5,9 +5,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from digits.images import zoomed
+from digits.images import viewed
 from digits.pattern import parse_pattern
-from digits.reading import SHRUNK_VIEW, SKIP_SCORE, assemble, best_path, classify, place_separators, two_looks
+from digits.reading import (
+    CLOSER_BELOW,
+    CLOSER_VIEWS,
+    SHRUNK,
+    SKIP_SCORE,
+    assemble,
+    best_path,
+    classify,
+    looks,
+    place_separators,
+)
 from digits.segment import Lattice
 from digits.theta import BLOCK_ROWS, Model, pack
 
@@ -77,31 +87,60 @@ def test_classify_keeps_every_candidate_in_order_across_blocks() -> None:
         lat = lattice([(i, i + 1) for i in range(count)], count)
         lattices.append(Lattice(rng.uniform(size=(count, 784)).astype(np.float32), lat.spans, lat.boxes,
                                 lat.widths, lat.heights, count))
-    expected = two_looks(np.concatenate([lat.fields for lat in lattices]), model)
+    expected = looks(np.concatenate([lat.fields for lat in lattices]), model.probabilities, (SHRUNK,))
     # blocks of other sizes round the last bits differently, hence a tolerance
-    np.testing.assert_allclose(classify(lattices, model), expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(classify(lattices, model.probabilities), expected, rtol=0, atol=1e-5)
 
 
 def test_two_looks_average_the_field_and_its_shrunk_copy() -> None:
     rng = np.random.default_rng(5)
     model = Model(pack(rng.normal(size=8), rng.normal(size=(784, 8)), rng.normal(size=10), rng.normal(size=(8, 10))))
     fields = rng.uniform(size=(6, 784)).astype(np.float32)
-    looks = two_looks(fields, model)
-    as_they_are, shrunk = model.probabilities(fields), model.probabilities(zoomed(fields, SHRUNK_VIEW))
-    np.testing.assert_allclose(looks, (as_they_are + shrunk) / 2, rtol=0, atol=1e-6)
-    assert not np.allclose(looks, as_they_are, atol=1e-3)  # the second look does change the reading
-    np.testing.assert_allclose(looks.sum(axis=1), 1.0, atol=1e-5)
+    two = looks(fields, model.probabilities, (SHRUNK,))
+    as_they_are, shrunk = model.probabilities(fields), model.probabilities(viewed(fields, SHRUNK))
+    np.testing.assert_allclose(two, (as_they_are + shrunk) / 2, rtol=0, atol=1e-6)
+    assert not np.allclose(two, as_they_are, atol=1e-3)  # the second look does change the reading
+    np.testing.assert_allclose(two.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_only_doubtful_chosen_digits_get_a_closer_look() -> None:
+    """Of a path's two digits, the sure one keeps its probabilities; the doubtful one's become
+    the mean over twelve looks, which decide its digit and the code's confidence."""
+    rng = np.random.default_rng(6)
+    model = Model(pack(rng.normal(size=8), rng.normal(size=(784, 8)), rng.normal(size=10), rng.normal(size=(8, 10))))
+    spans = [(0, 1), (1, 2), (0, 2)]
+    lat = lattice(spans, 2)
+    lat = Lattice(rng.uniform(size=(3, 784)).astype(np.float32), spans, lat.boxes, lat.widths, lat.heights, 2)
+    probabilities = np.full((3, 10), 0.01, np.float32)
+    probabilities[0, 7], probabilities[1, 3], probabilities[2, 1] = 0.95, CLOSER_BELOW - 0.05, 0.5
+    seen: list[int] = []
+
+    def classifier(fields: np.ndarray) -> np.ndarray:
+        seen.append(len(fields))
+        return model.probabilities(fields)
+
+    reading = assemble([lat], probabilities, classifier, review_threshold=0.5)[0]
+    closer = looks(lat.fields[1:2], model.probabilities, (SHRUNK, *CLOSER_VIEWS))
+    assert seen == [1] * (2 + len(CLOSER_VIEWS))  # the doubtful digit alone, in every view
+    np.testing.assert_array_equal(reading.probabilities[0], probabilities[0])
+    np.testing.assert_allclose(reading.probabilities[1], closer[0], atol=1e-6)
+    assert reading.code == "7" + str(int(closer.argmax()))
+    assert reading.confidence == np.float32(0.95) * closer.max()
+
+
+def never_called(fields: np.ndarray) -> np.ndarray:
+    raise AssertionError("every chosen digit is sure: no closer look")
 
 
 def test_assemble_reads_codes_with_hyphen_and_confidence() -> None:
     lat = lattice([(0, 1), (1, 2), (0, 2)], 2, hyphens=[9.0])
     probabilities = np.full((3, 10), 0.01, np.float32)
     probabilities[0, 4], probabilities[1, 2], probabilities[2, 8] = 0.91, 0.91, 0.5
-    reading = assemble([lat], probabilities, review_threshold=0.9)[0]
+    reading = assemble([lat], probabilities, never_called, review_threshold=0.9)[0]
     assert reading.code == "4-2" and reading.digits == "42"
     assert reading.confidence == np.float32(0.91) ** 2 and reading.review  # 0.83 < 0.9
     assert reading.boxes == [lat.boxes[0], lat.boxes[1]]
-    hinted = assemble([lat], probabilities, 0.5, parse_pattern("3"))[0]
+    hinted = assemble([lat], probabilities, never_called, 0.5, parse_pattern("3"))[0]
     assert hinted.confidence == 0.0 and hinted.review  # could not be cut into three digits
 
 
