@@ -8,9 +8,7 @@ MNIST teaches neither, so the trainer adds these candidates, cut by the reader's
 crops of MNIST *training* digits: a candidate that holds one digit's ink and little else is
 that digit; one that holds a small part of a digit, or much of two, is "no digit" and is
 trained towards equal probabilities (the theta contract keeps its 10 outputs). Candidates come
-from every one of the reader's cuts of a crop (digits.segment.cuts), since reading chooses
-among all of them; a candidate two cuts share is taken once. (The default model of 2026-12-02
-was trained on the first cut's alone.)
+from the first of the reader's cuts of a crop (digits.segment.cut), as for the default model.
 """
 
 from __future__ import annotations
@@ -28,7 +26,7 @@ from PIL import Image
 from digits.images import decode
 from digits.ink import Mask
 from digits.postal_synth import FORMATS, Crop, make_crop, png_bytes
-from digits.segment import Cut, candidates, cuts, fields
+from digits.segment import Cut, candidates, cut, fields
 
 Bytes = npt.NDArray[np.uint8]
 JUNK = -1  # the label of a candidate that is no digit
@@ -89,37 +87,26 @@ def judge(shared: npt.NDArray[np.float64], area: float, digit_ink: npt.NDArray[n
 
 
 def label_crop(crop: Crop) -> Candidates:
-    """The reader's candidates for one crop, from each of its cuts, each labelled by whose ink it holds."""
-    found_cuts = cuts(decode(png_bytes(crop)))
-    masks = digit_masks(crop, found_cuts[0])  # the cuts share their ink and working size
+    """The reader's candidates for one crop, each labelled by whose ink it holds."""
+    found = cut(decode(png_bytes(crop)))
+    masks = digit_masks(crop, found)
+    owned = np.zeros((len(found.primitives), len(masks)))  # primitive x digit: shared pixels
+    for p, primitive in enumerate(found.primitives):
+        left, top, right, bottom = primitive.box
+        for k, mask in enumerate(masks):
+            owned[p, k] = (mask[top:bottom, left:right] & primitive.mask).sum()
+    areas = np.array([p.area for p in found.primitives], dtype=np.float64)
+    digit_ink = owned.sum(axis=0)
     truth = [int(c) for c in crop.code if c.isdigit()]
-    images: list[Bytes] = []
-    labels: list[int] = []
-    taken: set[bytes] = set()  # a candidate two cuts share, by its pixels
-    for found in found_cuts:
-        owned = np.zeros((len(found.primitives), len(masks)))  # primitive x digit: shared pixels
-        for p, primitive in enumerate(found.primitives):
-            left, top, right, bottom = primitive.box
-            for k, mask in enumerate(masks):
-                owned[p, k] = (mask[top:bottom, left:right] & primitive.mask).sum()
-        areas = np.array([p.area for p in found.primitives], dtype=np.float64)
-        digit_ink = owned.sum(axis=0)
-        spans, _ = candidates(found)
-        kept, kept_labels = [], []
-        for start, end in spans:
-            k, is_digit, is_junk = judge(owned[start:end].sum(axis=0), areas[start:end].sum(), digit_ink)
-            if is_digit or is_junk:
-                kept.append((start, end))
-                kept_labels.append(truth[k] if is_digit else JUNK)
-        if not kept:
-            continue
-        for image, label in zip(np.round(255 * fields(found, kept)).astype(np.uint8), kept_labels, strict=True):
-            if image.tobytes() not in taken:
-                taken.add(image.tobytes())
-                images.append(image)
-                labels.append(label)
-    stacked = np.stack(images) if images else np.zeros((0, 784), np.uint8)
-    return Candidates(stacked, np.array(labels, dtype=np.int8))
+    spans, _ = candidates(found)
+    kept, labels = [], []
+    for start, end in spans:
+        k, is_digit, is_junk = judge(owned[start:end].sum(axis=0), areas[start:end].sum(), digit_ink)
+        if is_digit or is_junk:
+            kept.append((start, end))
+            labels.append(truth[k] if is_digit else JUNK)
+    images = np.round(255 * fields(found, kept)).astype(np.uint8) if kept else np.zeros((0, 784), np.uint8)
+    return Candidates(images, np.array(labels, dtype=np.int8))
 
 
 _DIGITS: tuple[Bytes, Bytes] = (np.zeros((0, 784), np.uint8), np.zeros(0, np.uint8))  # set in each process
