@@ -3,7 +3,7 @@
 Run: .venv/bin/python -m benchmarks.png_path [--model DIR] [--images 10000]
 
 Directly: the test set's pixels / 255, as the trainer measures it. Through the image path: each
-digit written as a 28 x 28 PNG and read back by `digits.images.prepare` (decode, polarity,
+digit written as a 28 x 28 PNG and read back by `digits.images.decode` and `normalise` (polarity,
 background, box to 20 pixels, centre of mass), as a worker reads a file. The two should agree:
 a gap would mean the workers' normalisation is not MNIST's. The last row is what a worker
 reports: the same files read by digits.reading.read, with its two looks and a closer look at
@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.pipeline import machine
-from digits.images import decode, prepare
+from digits.images import decode, normalise
 from digits.reading import DEFAULT_REVIEW_THRESHOLD, pieces, read
 from digits.registry import DEFAULT_MODEL_DIR
 from digits.theta import Model, load_dir
@@ -43,14 +43,14 @@ def main() -> None:
     data = load()
     images, labels = data.test_images[:args.images], data.test_labels[:args.images]
     direct = model.probabilities(images.astype(np.float32) / 255.0).argmax(axis=1)
-    files = [png(image) for image in images]
-    through_png = model.probabilities(np.stack([prepare(data) for data in files])).argmax(axis=1)
-    readings = read([pieces(decode(data)) for data in files], model, DEFAULT_REVIEW_THRESHOLD)
+    greys = [decode(png(image)) for image in images]  # each file decoded once, as a worker does
+    through_png = model.probabilities(np.stack([normalise(grey).reshape(-1) for grey in greys])).argmax(axis=1)
+    readings = read([pieces(grey) for grey in greys], model, DEFAULT_REVIEW_THRESHOLD)
     as_workers_read = np.array([int(reading.code) for reading in readings])
     print(f"machine: {machine()}\nmodel: {args.model} (H={model.hidden})\n")
     print("| MNIST test digits | read right |\n| --- | ---: |")
     print(f"| directly, pixels / 255 ({len(labels):,}) | {np.mean(direct == labels):.2%} |")
-    print(f"| as PNG files, through digits.images.prepare | {np.mean(through_png == labels):.2%} |")
+    print(f"| as PNG files, decoded and normalised (as prepare does) | {np.mean(through_png == labels):.2%} |")
     print(f"| ... read as workers do (two looks, a closer look at doubtful digits) "
           f"| {np.mean(as_workers_read == labels):.2%} |")
 

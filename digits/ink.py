@@ -244,8 +244,8 @@ def is_optional(piece: Piece, size: float, usual_area: float) -> bool:
 def is_hyphen(piece: Piece, band_top: int, band_bottom: int, ink: Mask) -> bool:
     """A short, flat blob in the middle of the digits' band, standing in a gap: in most of its
     columns no other ink (`ink`: all of the crop's) above or below it in the band. Without
-    the gap, a digit's loose stroke (a 5's flag, a 3's top) was read as a hyphen in 0.9% of
-    5-digit crops of validation digits (0.4% with it; whole codes 85.6% -> 86.7%)."""
+    the gap, a digit's loose stroke (a 5's flag, a 3's top) was read as a hyphen: on 5-digit
+    crops of validation digits, whole codes 85.6% -> 86.7% with it (docs/benchmarks.md)."""
     band = band_bottom - band_top
     left, top, right, bottom = piece.box
     middle = ((top + bottom) / 2 - band_top) / band

@@ -18,8 +18,8 @@ ten more views (CLOSER_VIEWS: turned, scaled, sheared, moved by a pixel), and it
 become the mean of all twelve. It re-decides doubtful digits and makes their probabilities
 rank errors better, where the cut is already made (on every candidate, more looks would also
 sway the choice of cut, and cost five times as much). On crops of validation digits with the
-hint, whole codes 89.7% -> 90.5% and the error at 10% rejected 5.78% -> 5.22% (a seventh of
-their digits looked at again); on MNIST test digits 99.43% -> 99.57% (one in fifteen).
+hint, whole codes 89.7% -> 90.5% and the error at 10% rejected 5.78% -> 5.22%; on MNIST test
+digits 99.43% -> 99.57% (docs/benchmarks.md has the commands).
 """
 
 from __future__ import annotations
