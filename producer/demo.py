@@ -67,11 +67,12 @@ def run_demo(workers: int, directory: Path | None) -> int:
                                             show_progress=False)
         finally:
             stop_process_group(pool)
-    table = Table("image", "digits", "confidence", "error", title=f"run {run_id}")
+    table = Table("image", "code", "confidence", "review", "error", title=f"run {run_id}")
     for line in sorted(stream.getvalue().splitlines()):
         record = json.loads(line)
-        confidence = f"{record['confidences'][0]:.3f}" if record["confidences"] else ""
-        table.add_row(record["path"], record["digits"] or "", confidence, record["error"] or "")
+        confidence = "" if record["confidence"] is None else f"{record['confidence']:.3f}"
+        table.add_row(record["path"], record["code"] or "", confidence, "review" if record["review"] else "",
+                      record["error"] or "")
     console.print(table)
     print_summary(run_id, outcome, total, seconds)
     return 1 if outcome["failed"] else 0

