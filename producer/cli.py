@@ -235,6 +235,7 @@ def drive(connection: Any, run_id: str, directory: Path, settings: runs.Settings
         for line, record in runs.follow_records(connection, run_id, should_stop=failed_to_enqueue):
             writer.write(record, line)
             outcome["failed" if record["error"] else "ok"] += 1
+            outcome["review"] += bool(record["review"])
             if record["model_version"]:
                 versions[record["model_version"]] += 1
             done = outcome["ok"] + outcome["failed"]
@@ -256,7 +257,7 @@ def warn_empty(directory: Path, settings: runs.Settings) -> None:
 def print_summary(run_id: str, outcome: Counter[str], total: int, seconds: float) -> None:
     done = outcome["ok"] + outcome["failed"]
     err.print(f"run {run_id}: {total} images, {outcome['ok']} classified, {outcome['failed']} failed, "
-              f"{seconds:.2f} s, {done / max(seconds, 1e-9):,.0f} images/s")
+              f"{outcome['review']} for review, {seconds:.2f} s, {done / max(seconds, 1e-9):,.0f} images/s")
     for key, count in sorted(outcome.items()):
         if key.startswith("model "):
             err.print(f"  {key}: {count} images")
