@@ -137,7 +137,8 @@ def test_assemble_reads_codes_with_hyphen_and_confidence() -> None:
     probabilities = np.full((3, 10), 0.01, np.float32)
     probabilities[0, 4], probabilities[1, 2], probabilities[2, 8] = 0.91, 0.91, 0.5
     reading = assemble([lat], probabilities, never_called, review_threshold=0.9)[0]
-    assert reading.code == "4-2" and reading.digits == "42"
+    assert reading.code == "42" and reading.digits == "42"  # without a hint, a hyphen only in a ZIP+4
+    assert assemble([lat], probabilities, never_called, 0.9, parse_pattern("#-#"))[0].code == "4-2"
     assert reading.confidence == np.float32(0.91) ** 2 and reading.review  # 0.83 < 0.9
     assert reading.boxes == [lat.boxes[0], lat.boxes[1]]
     hinted = assemble([lat], probabilities, never_called, 0.5, parse_pattern("3"))[0]
@@ -147,9 +148,11 @@ def test_assemble_reads_codes_with_hyphen_and_confidence() -> None:
 def test_separators_follow_the_pattern_or_the_page() -> None:
     boxes = [(0, 0, 8, 20), (10, 0, 18, 20), (20, 0, 28, 20), (60, 0, 68, 20), (70, 0, 78, 20)]
     assert place_separators(boxes, [], None) == {}  # a wide gap in five digits: uneven writing
-    assert place_separators(boxes, [44.0], None) == {3: "-"}  # a hyphen in that gap
+    assert place_separators(boxes, [44.0], None) == {}  # a hyphen in five digits: a digit's loose stroke
     zip4 = [(20 * i + shift, 0, 20 * i + 16 + shift, 20) for i, shift in enumerate([0] * 5 + [30] * 4)]
     assert place_separators(zip4, [], None) == {5: " "}  # a ZIP+4 written with a space
+    assert place_separators(zip4, [113.0], None) == {5: "-"}  # ... or a hyphen
+    assert place_separators(zip4, [50.0], None) == {5: " "}  # a stroke elsewhere is no separator
     even = [(20 * i, 0, 20 * i + 16, 20) for i in range(9)]
     assert place_separators(even, [], None) == {}  # nine digits evenly spaced
     assert place_separators(boxes, [], parse_pattern("##-###")) == {2: "-"}

@@ -108,6 +108,22 @@ def test_zip_plus_four_hyphen_is_a_separator(model: Model, mnist_test: Digits) -
     assert all(len(r.code) == 10 and r.code[5] == "-" and r.digits.isdigit() for r in hinted)
 
 
+def test_a_hint_without_a_hyphen_keeps_a_flat_blob_as_ink() -> None:
+    """Three rings (0s) with a short flat blob mid-height in a gap: without a hint the blob is a
+    hyphen, set aside; with a hint that has no hyphen it stays ink, a candidate digit of its own."""
+    grey = np.full((96, 300), 0.92, np.float32)
+    for x in (40, 110, 230):
+        ring(grey, (48, x), 22, 6)
+    grey[45:52, 155:185] = 0.1  # the blob, between the second and third rings
+    blob = (155, 45, 185, 52)
+    assert lattice(grey).hyphens == [170.0]
+    assert pieces(grey, parse_pattern("#-##")).hyphens == [170.0]  # the hint has one
+    for hint in ("3", "###", "# ##"):
+        lat = pieces(grey, parse_pattern(hint))
+        assert lat.hyphens == []
+        assert blob in lat.boxes
+
+
 def test_blank_crop_has_no_digits(model: Model) -> None:
     rng = np.random.default_rng(0)
     paper = np.clip(225 + rng.normal(0, 3, (80, 400)), 0, 255).astype(np.uint8)
