@@ -40,6 +40,7 @@ DEFAULT_REVIEW_THRESHOLD = 0.9
 DIGIT_BONUS = 0.0  # score per digit read (these weights: tuned on crops of validation digits, docs/postal.md)
 WIDE_FROM, WIDE_PENALTY = 0.9, 1.0  # candidates wider than this (x the digits' height) pay this per height
 SHORT_FROM, SHORT_PENALTY = 0.6, 2.0  # ... and shorter than this, this per height
+GAP_PENALTY = 2.0  # ... and this per height of blank columns inside it (two digits side by side)
 SKIP_SCORE = -1.5  # log-score of leaving an optional primitive out (a digit read as no digit scores about -2.3)
 SINGLE_ASPECT = 1.3  # an image at most this much wider than tall holds one digit (unless told otherwise)
 ZIP4, ZIP4_SPACE = (5, 4), 1.5  # without a hint, a space is read only in a ZIP+4 (place_separators)
@@ -142,13 +143,18 @@ def assemble(lattices: list[Lattice], probabilities: Floats, classifier: Classif
 
 def candidate_scores(lat: Lattice, probabilities: Floats) -> npt.NDArray[np.float64]:
     """How well each candidate reads as one digit: the log of its most likely class's
-    probability, plus DIGIT_BONUS, minus WIDE_PENALTY per digit height of width beyond WIDE_FROM
-    and SHORT_PENALTY per digit height it falls short of SHORT_FROM (normalising a candidate to
-    20 pixels hides that it is as wide as two digits, or a fragment of one)."""
+    probability, plus DIGIT_BONUS, minus WIDE_PENALTY per digit height of width beyond WIDE_FROM,
+    SHORT_PENALTY per digit height it falls short of SHORT_FROM and GAP_PENALTY per digit height
+    of blank columns inside it (normalising a candidate to 20 pixels hides that it is as wide as
+    two digits, a fragment of one, or two with paper between them: a thin 1 beside a 3 reads as a
+    sure 3 and adds little width). The gap term, on crops of validation digits: whole codes
+    87.7% -> 88.4% (90.5% -> 90.8% with the hint), mixed formats 85.6% -> 86.3% (docs/postal.md)."""
     wide = np.maximum(lat.widths.astype(np.float64) - WIDE_FROM, 0.0)
     short = np.maximum(SHORT_FROM - lat.heights.astype(np.float64), 0.0)
+    blank = np.zeros(len(lat.spans)) if lat.gaps is None else lat.gaps.astype(np.float64)
     likely = np.log(probabilities.max(axis=1).astype(np.float64) + 1e-12)
-    return np.asarray(likely + DIGIT_BONUS - WIDE_PENALTY * wide - SHORT_PENALTY * short, dtype=np.float64)
+    return np.asarray(likely + DIGIT_BONUS - WIDE_PENALTY * wide - SHORT_PENALTY * short - GAP_PENALTY * blank,
+                      dtype=np.float64)
 
 
 def best_path(lat: Lattice, scores: npt.NDArray[np.floating], count: int | None) -> list[int] | None:

@@ -72,6 +72,7 @@ class Lattice:
     hyphens: list[float] = field(default_factory=list)  # centres of hyphens, x in the image's pixels
     optional: frozenset[int] = frozenset()  # primitives that may be left out as noise
     starts: tuple[int, ...] = (0,)  # the first primitive of each alternative cut (see `cuts`)
+    gaps: Floats | None = None  # each candidate's columns without ink, over the digits' height; None: none
 
 
 
@@ -171,7 +172,9 @@ def lattice(grey: Floats, hyphens: bool = True) -> Lattice:
     centres = [((h.box[0] + h.box[2]) / 2) / shared.scale for h in shared.hyphens]
     widths = np.array([piece.width / shared.size for piece in merged], dtype=np.float32)
     heights = np.array([piece.height / shared.size for piece in merged], dtype=np.float32)
-    return Lattice(np.stack(rows), spans, boxes, widths, heights, total, centres, frozenset(optional), tuple(starts))
+    gaps = np.array([(~piece.mask.any(axis=0)).sum() / shared.size for piece in merged], dtype=np.float32)
+    return Lattice(np.stack(rows), spans, boxes, widths, heights, total, centres, frozenset(optional), tuple(starts),
+                   gaps)
 
 
 

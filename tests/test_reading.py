@@ -3,17 +3,22 @@ out, separators. Hand-made lattices, so each expectation is worked out by hand."
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
+import pytest
 
 from digits.images import viewed
 from digits.pattern import parse_pattern
 from digits.reading import (
     CLOSER_BELOW,
     CLOSER_VIEWS,
+    GAP_PENALTY,
     SHRUNK,
     SKIP_SCORE,
     assemble,
     best_path,
+    candidate_scores,
     classify,
     looks,
     place_separators,
@@ -48,6 +53,21 @@ def test_a_path_keeps_to_one_cut() -> None:
     assert best_path(lat, np.log([0.9, 0.9, 0.5, 0.95]), None) == [3]
     assert best_path(lat, np.log([0.9, 0.9, 0.5, 0.95]), 2) == [0, 1]  # only the first cut has two digits
     assert best_path(lat, np.log([0.9, 0.9, 0.5, 0.95]), 3) is None
+
+
+def test_paper_inside_a_candidate_costs_it_the_path() -> None:
+    """A 3 and a thin 1 beside it, a gap between: joined, they read as a sure 3 hardly wider
+    than one digit; the blank columns inside make the two digits win."""
+    spans = [(0, 1), (1, 2), (0, 2)]
+    probabilities = np.full((3, 10), 0.001, np.float32)
+    probabilities[0, 3], probabilities[1, 1], probabilities[2, 3] = 0.97, 0.97, 0.99
+    joined = Lattice(np.zeros((3, 784), np.float32), spans, [(0, 0, 9, 20)] * 3, np.full(3, 0.8, np.float32),
+                     np.ones(3, np.float32), 2)
+    assert best_path(joined, candidate_scores(joined, probabilities), None) == [2]  # no gaps known: one 3
+    apart = replace(joined, gaps=np.array([0.0, 0.0, 0.15], np.float32))
+    scores = candidate_scores(apart, probabilities)
+    assert scores[2] == pytest.approx(np.log(0.99) - GAP_PENALTY * 0.15)
+    assert best_path(apart, scores, None) == [0, 1]
 
 
 def test_an_impossible_count_gives_none() -> None:

@@ -194,6 +194,20 @@ def test_touching_digits_are_cut_where_they_touch_and_separate_ones_are_not() ->
     assert [p.box for p in found.primitives if p.left > 220] == [(240, 25, 247, 72)]
 
 
+def test_a_candidate_knows_the_paper_inside_it() -> None:
+    """Two rings 8 pixels apart (each cut into pieces, as wide ink is): a candidate joining ink
+    of both has those blank columns, over the digits' height; one within a ring has none."""
+    grey = np.full((96, 300), 0.92, np.float32)
+    ring(grey, (48, 60), 22, 6)
+    ring(grey, (48, 118), 22, 6)  # ink in columns 36-84 and 94-142
+    lat = lattice(grey)
+    assert lat.gaps is not None and len(lat.gaps) == len(lat.spans)
+    across = [gap for (left, _, right, _), gap in zip(lat.boxes, lat.gaps, strict=True) if left < 85 and right > 94]
+    within = [gap for (left, _, right, _), gap in zip(lat.boxes, lat.gaps, strict=True) if right <= 86 or left >= 93]
+    assert across and all(0.1 < gap < 0.3 for gap in across)
+    assert within and all(gap == 0 for gap in within)
+
+
 def test_slanted_touching_digits_get_a_second_cut_and_the_lattice_holds_both(mnist_test: Digits) -> None:
     """Where touching digits give the two orders of proposing cuts (straight down from an
     outline's dip first, or winding cheapest paths first) different cuts, the lattice holds the
