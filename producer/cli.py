@@ -28,7 +28,7 @@ from producer.files import walk
 from producer.output import FORMATS, ResultWriter
 from producer.watch import Watcher, WatchSettings
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # a status line stays one line in logs, whatever their width
 
 
 
