@@ -35,8 +35,13 @@ def run_failed(run_id: str) -> str:
     return f"{PREFIX}:run:{run_id}:failed"
 
 
+def run_review(run_id: str) -> str:
+    """Set of image paths whose code was flagged for review: the run's manual-sorting list."""
+    return f"{PREFIX}:run:{run_id}:review"
+
+
 def run_events(run_id: str) -> str:
-    """Stream: one entry per finished batch, field `results` holds its result JSON lines."""
+    """Stream: one entry per finished batch, field `paths` names its images (results in run_results)."""
     return f"{PREFIX}:run:{run_id}:events"
 
 
@@ -75,4 +80,4 @@ def worker_stats(worker_name: str) -> str:
 
 def run_keys(run_id: str) -> list[str]:
     """The keys that expire together when a run's results expire."""
-    return [run(run_id), run_results(run_id), run_failed(run_id), run_events(run_id)]
+    return [run(run_id), run_results(run_id), run_failed(run_id), run_events(run_id), run_review(run_id)]

@@ -36,9 +36,10 @@ def result_record(path: str, batch: int, **fields: Any) -> dict[str, Any]:
 
 
 # Runs in Redis as one step: the check that the payload is still there and every write after it.
-# KEYS: the payload, then keys.run_keys (run, results, failed, events: they expire together).
+# KEYS: the payload, then keys.run_keys (run, results, failed, events, review: they expire together).
 # ARGV: result TTL, batch index, the batch's paths (JSON), how many paths failed, those paths,
-# then path and result pairs. Lua's unpack takes at most ~8,000 values, hence slices of 1,000.
+# how many were flagged for review, those paths, then path and result pairs. Lua's unpack takes
+# at most ~8,000 values, hence slices of 1,000.
 STORE_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
@@ -47,7 +48,11 @@ local failed_end = 4 + tonumber(ARGV[4])
 for first = 5, failed_end, 1000 do
   redis.call('SADD', KEYS[4], unpack(ARGV, first, math.min(first + 999, failed_end)))
 end
-for first = failed_end + 1, #ARGV, 1000 do
+local review_end = failed_end + 1 + tonumber(ARGV[failed_end + 1])
+for first = failed_end + 2, review_end, 1000 do
+  redis.call('SADD', KEYS[6], unpack(ARGV, first, math.min(first + 999, review_end)))
+end
+for first = review_end + 1, #ARGV, 1000 do
   redis.call('HSET', KEYS[3], unpack(ARGV, first, math.min(first + 999, #ARGV)))
 end
 redis.call('XADD', KEYS[5], '*', 'batch', ARGV[2], 'paths', ARGV[3])
@@ -68,12 +73,13 @@ def store_results(connection: redis.Redis, run_id: str, batch: int,
     """
     paths = [r["path"] for r in records]
     failed = [r["path"] for r in records if r["error"] is not None]
+    review = [r["path"] for r in records if r["review"]]
     pairs: list[str] = []
     for path, record in zip(paths, records, strict=True):
         pairs += (path, json.dumps(record, ensure_ascii=False))
     stored = connection.register_script(STORE_SCRIPT)(
         keys=[keys.batch(run_id, batch), *keys.run_keys(run_id)],
-        args=[result_ttl, batch, json.dumps(paths), len(failed), *failed, *pairs])
+        args=[result_ttl, batch, json.dumps(paths), len(failed), *failed, len(review), *review, *pairs])
     return bool(stored)
 
 

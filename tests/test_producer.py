@@ -66,6 +66,8 @@ def test_enqueue_then_follow_then_read(redis_url: str, connection: redis.Redis, 
     streamed, _ = follower.communicate(timeout=60)
     assert follower.returncode == 0
     assert {json.loads(line)["path"] for line in streamed.splitlines()} == set(truth)
+    flagged = {json.loads(line)["path"] for line in streamed.splitlines() if json.loads(line)["review"]}
+    assert connection.smembers(keys.run_review(run_id)) == {path.encode() for path in flagged}
 
     again = producer(redis_url, "results", run_id, "--format", "csv")
     assert len(list(csv.DictReader(io.StringIO(again.stdout)))) == 50
@@ -73,6 +75,7 @@ def test_enqueue_then_follow_then_read(redis_url: str, connection: redis.Redis, 
     assert status.returncode == 0 and run_id in status.stdout and default_version[:20] in status.stdout
     report = json.loads(producer(redis_url, "status", run_id, "--json").stdout)
     assert report["run"]["done"] == 50 and report["run"]["complete"] is True
+    assert report["run"]["review"] == len(flagged)
     assert report["current_model"] == default_version and report["queue"]["waiting"] == 0
     [worker] = report["workers"]
     assert (worker["model"], worker["batches"], worker["images"], worker["errors"]) == (default_version, 5, 50, 0)

@@ -23,18 +23,23 @@ def make_payload(connection: redis.Redis, run_id: str, batch: int, paths: list[s
 
 
 def test_a_big_batch_is_stored_whole_and_once(connection: redis.Redis) -> None:
-    """2,500 images, 1,200 of them failed: more values than one Lua unpack takes."""
+    """2,500 images, 1,200 of them failed and 1,100 flagged for review: more values than one Lua
+    unpack takes."""
     run_id, batch = "results-big", 0
     paths = [f"scan-{i:04d}.png" for i in range(2500)]
     make_payload(connection, run_id, batch, paths)
-    records = [result_record(p, batch, error=f"{p}: bad") if i % 25 < 12 else result_record(p, batch, digits="7")
-               for i, p in enumerate(paths)]
+    records = [result_record(p, batch, error=f"{p}: bad") if i % 25 < 12
+               else result_record(p, batch, digits="7", review=i % 25 < 23) for i, p in enumerate(paths)]
 
     assert store_results(connection, run_id, batch, records, TTL) is True
 
     assert not connection.exists(keys.batch(run_id, batch))
     assert connection.hlen(keys.run_results(run_id)) == 2500
     assert connection.scard(keys.run_failed(run_id)) == 1200
+    assert connection.scard(keys.run_review(run_id)) == 1100
+    assert connection.sismember(keys.run_review(run_id), "scan-0022.png")
+    assert not connection.sismember(keys.run_review(run_id), "scan-0023.png")
+    assert 0 < connection.ttl(keys.run_review(run_id)) <= TTL
     assert json.loads(connection.hget(keys.run_results(run_id), "scan-0013.png"))["digits"] == "7"  # type: ignore[arg-type]
     assert 0 < connection.ttl(keys.run_results(run_id)) <= TTL
     entries = events(connection, run_id)
