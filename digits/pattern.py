@@ -19,6 +19,11 @@ class Pattern:
     def digits(self) -> int:
         return sum(self.groups)
 
+    @property
+    def hyphenated(self) -> bool:
+        """The format has a hyphen: without one, no blob on the page is read as a hyphen."""
+        return len(self.groups) > 1 and self.separator == "-"
+
 
 def parse_pattern(hint: str) -> Pattern:
     """'5' (a count) or '#####-####' (digits as #, separated by '-' or ' ')."""

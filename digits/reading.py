@@ -79,7 +79,7 @@ def pieces(grey: Floats, expect: Pattern | None = None) -> Lattice:
         field, (left, top, right, bottom) = normalise_with_box(grey)
         width = np.array([(right - left) / (bottom - top)], dtype=np.float32)
         return Lattice(field.reshape(1, -1), [(0, 1)], [(left, top, right, bottom)], width, np.ones(1, np.float32), 1)
-    return lattice(grey, hyphens=expect is None or (len(expect.groups) > 1 and expect.separator == "-"))
+    return lattice(grey, find_hyphens=expect is None or expect.hyphenated)
 
 
 def read(lattices: list[Lattice], model: Model, review_threshold: float,
@@ -148,7 +148,7 @@ def candidate_scores(lat: Lattice, probabilities: Floats) -> npt.NDArray[np.floa
     of blank columns inside it (normalising a candidate to 20 pixels hides that it is as wide as
     two digits, a fragment of one, or two with paper between them: a thin 1 beside a 3 reads as a
     sure 3 and adds little width). The gap term, on crops of validation digits: whole codes
-    87.7% -> 88.4% (90.5% -> 90.8% with the hint), mixed formats 85.6% -> 86.3% (docs/postal.md)."""
+    87.7% -> 88.4% (90.5% -> 90.8% with the hint), mixed formats 85.6% -> 86.3% (docs/benchmarks.md)."""
     wide = np.maximum(lat.widths.astype(np.float64) - WIDE_FROM, 0.0)
     short = np.maximum(SHORT_FROM - lat.heights.astype(np.float64), 0.0)
     blank = np.zeros(len(lat.spans)) if lat.gaps is None else lat.gaps.astype(np.float64)
@@ -210,20 +210,18 @@ def place_separators(boxes: list[Box], hyphens: list[float], expect: Pattern | N
     spaces that were not there and missed half of those that were (on mixed crops of validation
     digits, whole codes read right went from 81.6% to 83.3% with this rule), and hyphens written
     wherever they stood were wrong in 13 of 2,000 five-digit crops of validation digits (whole
-    codes 87.3% -> 87.7%, mixed formats 85.1% -> 85.6% without them; docs/postal.md). Other
+    codes 87.3% -> 87.7%, mixed formats 85.1% -> 85.6% without them; docs/benchmarks.md). Other
     formats with separators need the hint, e.g. '##-###'."""
     if expect is not None:
         positions = np.cumsum(expect.groups)[:-1]
         return {int(p): expect.separator for p in positions if p < len(boxes)}
-    separators: dict[int, str] = {}
-    for centre_x in hyphens:
-        index = sum(1 for box in boxes if (box[0] + box[2]) / 2 < centre_x)
-        if len(boxes) == ZIP4[0] + ZIP4[1] and index == ZIP4[0]:
-            separators[index] = "-"
-    if len(boxes) == ZIP4[0] + ZIP4[1] and not separators:
-        gaps = np.array([boxes[i + 1][0] - boxes[i][2] for i in range(len(boxes) - 1)])
-        between = ZIP4[0] - 1  # the gap after the fifth digit
-        usual = max(float(np.median(np.delete(gaps, between))), 1.0)
-        if gaps[between] == gaps.max() and gaps[between] > ZIP4_SPACE * usual:
-            separators[ZIP4[0]] = " "
-    return separators
+    if len(boxes) != ZIP4[0] + ZIP4[1]:
+        return {}
+    if any(sum(1 for box in boxes if (box[0] + box[2]) / 2 < centre_x) == ZIP4[0] for centre_x in hyphens):
+        return {ZIP4[0]: "-"}
+    gaps = np.array([boxes[i + 1][0] - boxes[i][2] for i in range(len(boxes) - 1)])
+    between = ZIP4[0] - 1  # the gap after the fifth digit
+    usual = max(float(np.median(np.delete(gaps, between))), 1.0)
+    if gaps[between] == gaps.max() and gaps[between] > ZIP4_SPACE * usual:
+        return {ZIP4[0]: " "}
+    return {}

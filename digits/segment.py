@@ -95,9 +95,9 @@ def cut(grey: Floats) -> Cut:
     return cuts(grey)[0]
 
 
-def cuts(grey: Floats, hyphens: bool = True) -> list[Cut]:
+def cuts(grey: Floats, find_hyphens: bool = True) -> list[Cut]:
     """Binarise and clean a crop (greyscale in [0, 1], any polarity) and cut its ink into
-    primitives, in one or two ways (`seams`); blank crops raise ImageError. `hyphens=False`
+    primitives, in one or two ways (`seams`); blank crops raise ImageError. `find_hyphens=False`
     (a format known to have none) keeps every flat mid-band blob as ink: a digit's loose stroke
     then stays with its digit instead of being set aside as a separator."""
     ink, scale = read_ink(grey)
@@ -110,7 +110,7 @@ def cuts(grey: Floats, hyphens: bool = True) -> list[Cut]:
     tallest = max(p.height for p in pieces)
     band_top = min(p.box[1] for p in pieces if p.height >= 0.5 * tallest)
     band_bottom = max(p.box[3] for p in pieces if p.height >= 0.5 * tallest)
-    separators = [p for p in pieces if hyphens and is_hyphen(p, band_top, band_bottom, binary)]
+    separators = [p for p in pieces if find_hyphens and is_hyphen(p, band_top, band_bottom, binary)]
     rest = [p for p in pieces if not any(p is h for h in separators)]
     if not rest:
         raise ImageError("no digits found")
@@ -147,11 +147,11 @@ def cut_pieces(labels: npt.NDArray[np.intp], ink: Floats, scale: float, size: fl
 
 
 
-def lattice(grey: Floats, hyphens: bool = True) -> Lattice:
+def lattice(grey: Floats, find_hyphens: bool = True) -> Lattice:
     """The candidate digits of a crop, normalised, with their boxes in the image's pixels: those
     of each of its cuts (`cuts`), one after the other (`Lattice.starts`); a candidate two cuts
     share is normalised once."""
-    found_cuts = cuts(grey, hyphens)
+    found_cuts = cuts(grey, find_hyphens)
     shared = found_cuts[0]  # the cuts differ only in their primitives: same ink, scale, size, hyphens
     spans: list[tuple[int, int]] = []
     merged: list[Piece] = []

@@ -176,3 +176,5 @@ def test_separators_follow_the_pattern_or_the_page() -> None:
     even = [(20 * i, 0, 20 * i + 16, 20) for i in range(9)]
     assert place_separators(even, [], None) == {}  # nine digits evenly spaced
     assert place_separators(boxes, [], parse_pattern("##-###")) == {2: "-"}
+    assert parse_pattern("##-###").hyphenated and parse_pattern("#####-####").hyphenated
+    assert not any(parse_pattern(hint).hyphenated for hint in ("5", "#####", "### ###"))
