@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from digits import postal_synth
+from trainer import synth
 
 CROP_DPI = 200  # 5-8 mm digits at 200 dpi: crops of about 270 x 90 pixels (the "300 x 80")
 
@@ -37,11 +37,11 @@ def write_crops(folder: Path, count: int, seed: int = 0) -> tuple[list[Path], tu
 
     folder.mkdir(parents=True, exist_ok=True)
     data = load()
-    crops = postal_synth.generate(count, data.test_images, data.test_labels, seed=seed, dpi=CROP_DPI)
+    crops = synth.generate(count, data.test_images, data.test_labels, seed=seed, dpi=CROP_DPI)
     paths = []
     for index, crop in enumerate(crops):
         path = folder / f"{index:05d}.png"
-        path.write_bytes(postal_synth.png_bytes(crop))
+        path.write_bytes(synth.png_bytes(crop))
         paths.append(path)
     heights, widths = np.mean([crop.image.shape for crop in crops], axis=0) if crops else (0.0, 0.0)
     return paths, (float(widths), float(heights))

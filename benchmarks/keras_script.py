@@ -6,7 +6,7 @@ and the model's construction excluded), and how many digits agree with the NumPy
 
 What a Keras user writes: load and prepare every image (the project's own decode and
 normalisation, so the inputs are identical; postal crops are cut into candidate digits by
-digits.reading.pieces), then `model.predict` over all the candidates as they are and shrunk
+digits.reading.lattice_of), then `model.predict` over all the candidates as they are and shrunk
 (the reader's two looks, averaged, as the workers read: digits.reading.classify), and each
 crop's best path through its candidates, its doubtful digits looked at closer with
 `model.predict` too (digits.reading.assemble).
@@ -24,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from digits.defaults import REVIEW_THRESHOLD
 from digits.images import ImageError, decode
-from digits.reading import DEFAULT_REVIEW_THRESHOLD, assemble, classify, pieces
+from digits.reading import assemble, classify, lattice_of
 from digits.registry import DEFAULT_MODEL_DIR
 from digits.theta import N_CLASSES, N_INPUT, Model, Theta, load_dir
 
@@ -60,7 +61,7 @@ def main() -> None:
     lattices = []
     for path in paths:
         with contextlib.suppress(ImageError):  # a worker gives it an error result: nothing to predict
-            lattices.append(pieces(decode(path.read_bytes())))
+            lattices.append(lattice_of(decode(path.read_bytes())))
     pixels = np.concatenate([lattice.fields for lattice in lattices])
     prepared = time.perf_counter()
 
@@ -68,7 +69,7 @@ def main() -> None:
         return np.asarray(model.predict(fields, batch_size=args.batch_size, verbose=0))  # type: ignore[attr-defined]
 
     probabilities = classify(lattices, predict)  # the reader's two looks
-    assemble(lattices, probabilities, predict, DEFAULT_REVIEW_THRESHOLD)  # each crop's best path, doubtful digits again
+    assemble(lattices, probabilities, predict, REVIEW_THRESHOLD)  # each crop's best path, doubtful digits again
     done = time.perf_counter()
 
     agree = int((probabilities.argmax(axis=1) == classify(lattices, numpy_model.probabilities).argmax(axis=1)).sum())

@@ -18,6 +18,7 @@ from digits.connection import connect
 from digits.queueing import batch_queue
 from producer import runs
 from producer.files import Found
+from producer.sending import enqueue_batch
 
 WARM_UP = 20
 
@@ -34,7 +35,7 @@ def one_image_latencies(url: str, image: Path, count: int) -> list[float]:
     latencies = []
     for index in range(WARM_UP + count):
         started = time.perf_counter()
-        runs.enqueue_batch(connection, queue, run_id, index, [found], settings)
+        enqueue_batch(connection, queue, run_id, index, [found], settings)
         reply: list[Any] = connection.xread({events: last_id}, count=1, block=30_000)  # type: ignore[assignment]
         if not reply:
             raise RuntimeError(f"no result for a single image within 30 s (run {run_id}, batch {index})")

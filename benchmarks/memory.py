@@ -21,8 +21,8 @@ from benchmarks.pipeline import ROOT, Workers
 from benchmarks.procs import status_kb
 from digits import keys
 from digits.connection import connect, text
-from digits.redis_server import RedisServer
 from digits.registry import DEFAULT_MODEL_DIR, Registry
+from producer.redis_server import RedisServer
 
 MIB = 1024 * 1024
 PAYLOAD_EVERY = 0.5  # seconds between samples of the payload keys' memory

@@ -22,11 +22,12 @@ from typing import Any
 import redis
 from rq import Queue
 
+from digits.defaults import REVIEW_THRESHOLD
 from digits.images import decode
-from digits.reading import DEFAULT_REVIEW_THRESHOLD, pieces, read
-from digits.redis_server import RedisServer
+from digits.reading import lattice_of, read
 from digits.registry import DEFAULT_MODEL_DIR
 from digits.theta import Model, load_dir
+from producer.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 model = Model(load_dir(DEFAULT_MODEL_DIR))  # lower case: RQ would read an upper-case name as a setting
@@ -34,7 +35,7 @@ model = Model(load_dir(DEFAULT_MODEL_DIR))  # lower case: RQ would read an upper
 
 def classify_one(path: str) -> dict[str, Any]:
     """Decode, cut and classify one image; RQ stores the returned dict as the job's result."""
-    reading = read([pieces(decode(Path(path).read_bytes()))], model, DEFAULT_REVIEW_THRESHOLD)[0]
+    reading = read([lattice_of(decode(Path(path).read_bytes()))], model, REVIEW_THRESHOLD)[0]
     return {"path": path, "code": reading.code, "confidence": reading.confidence}
 
 

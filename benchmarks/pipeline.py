@@ -29,12 +29,13 @@ from benchmarks.inputs import write_digits
 from benchmarks.procs import cpu_seconds, reset_peak, spawned_children, status_kb
 from digits import keys
 from digits.connection import connect
+from digits.defaults import REVIEW_THRESHOLD
 from digits.images import ImageError, decode
-from digits.reading import DEFAULT_REVIEW_THRESHOLD, pieces, read
-from digits.redis_server import RedisServer
+from digits.reading import lattice_of, read
 from digits.registry import DEFAULT_MODEL_DIR, Registry
 from digits.segment import Lattice
 from digits.theta import Model, load_dir
+from producer.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 256  # the producer's default batch size
@@ -60,8 +61,8 @@ def classify_files(paths: list[Path]) -> float:
         lattices: list[Lattice] = []
         for path in paths[start:start + BATCH]:
             with contextlib.suppress(ImageError):  # the worker gives it an error result: nothing to classify
-                lattices.append(pieces(decode(path.read_bytes())))
-        read(lattices, model, DEFAULT_REVIEW_THRESHOLD)
+                lattices.append(lattice_of(decode(path.read_bytes())))
+        read(lattices, model, REVIEW_THRESHOLD)
     return time.perf_counter() - started
 
 

@@ -20,8 +20,9 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.pipeline import machine
+from digits.defaults import REVIEW_THRESHOLD
 from digits.images import decode, normalise
-from digits.reading import DEFAULT_REVIEW_THRESHOLD, pieces, read
+from digits.reading import lattice_of, read
 from digits.registry import DEFAULT_MODEL_DIR
 from digits.theta import Model, load_dir
 
@@ -45,7 +46,7 @@ def main() -> None:
     direct = model.probabilities(images.astype(np.float32) / 255.0).argmax(axis=1)
     greys = [decode(png(image)) for image in images]  # each file decoded once, as a worker does
     through_png = model.probabilities(np.stack([normalise(grey).reshape(-1) for grey in greys])).argmax(axis=1)
-    readings = read([pieces(grey) for grey in greys], model, DEFAULT_REVIEW_THRESHOLD)
+    readings = read([lattice_of(grey) for grey in greys], model, REVIEW_THRESHOLD)
     as_workers_read = np.array([int(reading.code) for reading in readings])
     print(f"machine: {machine()}\nmodel: {args.model} (H={model.hidden})\n")
     print("| MNIST test digits | read right |\n| --- | ---: |")

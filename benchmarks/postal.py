@@ -2,9 +2,9 @@
 
 Run: .venv/bin/python -m benchmarks.postal --crops 2000 [--model DIR] [--expect 5] [--plot PNG] [--validation]
 
-The crops come from digits.postal_synth with fixed seeds: a 5-digit set (the acceptance set of
+The crops come from trainer.synth with fixed seeds: a 5-digit set (the acceptance set of
 issue 4) and a mixed set of 4, 5, 6 and 5+4 codes. They are read in this process through the
-worker's own code path: PNG bytes -> decode -> pieces -> read, a batch of 64 crops at a time.
+worker's own code path: PNG bytes -> decode -> lattice_of -> read, a batch of 64 crops at a time.
 "wrong count" is the share of crops read with the wrong number of digits (a failed cut), split
 into too few (a touching pair read as one, a piece left out) and too many; the other wrong
 codes have the right number of digits and at least one of them wrong. Rejecting a share of
@@ -30,14 +30,15 @@ import numpy.typing as npt
 from PIL import Image
 
 from benchmarks.pipeline import machine
+from digits.defaults import REVIEW_THRESHOLD
 from digits.images import ImageError, decode
 from digits.ink import halo, read_ink, tight
 from digits.pattern import Pattern, parse_pattern
-from digits.postal_synth import FORMATS, Crop, generate, png_bytes
-from digits.reading import DEFAULT_REVIEW_THRESHOLD, Reading, pieces, read
+from digits.reading import Reading, lattice_of, read
 from digits.registry import DEFAULT_MODEL_DIR
-from digits.segment import Lattice, normalise
+from digits.segment import Lattice, candidate_field
 from digits.theta import Model, load_dir
+from trainer.synth import FORMATS, Crop, generate, png_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 64
@@ -73,12 +74,12 @@ def read_all(crops: list[Crop], model: Model, expect: Pattern | None) -> tuple[l
         found: list[int] = []
         for index, data in enumerate(blobs[start:start + BATCH]):
             try:
-                lattices.append(pieces(decode(data), expect))
+                lattices.append(lattice_of(decode(data), expect))
                 found.append(index)
             except ImageError:
                 pass
         batch: list[Reading | None] = [None] * len(blobs[start:start + BATCH])
-        for index, reading in zip(found, read(lattices, model, DEFAULT_REVIEW_THRESHOLD, expect), strict=True):
+        for index, reading in zip(found, read(lattices, model, REVIEW_THRESHOLD, expect), strict=True):
             batch[index] = reading
         readings += batch
     return readings, time.perf_counter() - started
@@ -99,12 +100,12 @@ def read_true_cuts(crops: list[Crop], model: Model) -> tuple[list[Reading | None
             working = np.asarray(Image.fromarray(drawn, mode="F").resize(ink.shape[::-1], Image.Resampling.BILINEAR))
             owns.append(tight(working > min(0.5, float(working.max()) / 2), 0, 0))
         size = float(np.median([own.height for own in owns]))
-        lattices.append(Lattice(np.stack([normalise(halo(own), ink) for own in owns]),
+        lattices.append(Lattice(np.stack([candidate_field(halo(own), ink) for own in owns]),
                                 [(i, i + 1) for i in range(len(owns))], list(crop.boxes),
                                 np.array([own.width / size for own in owns], np.float32),
                                 np.array([own.height / size for own in owns], np.float32), len(owns)))
     expect = parse_pattern(FORMATS[crops[0].fmt]) if crops else None
-    readings: list[Reading | None] = list(read(lattices, model, DEFAULT_REVIEW_THRESHOLD, expect))
+    readings: list[Reading | None] = list(read(lattices, model, REVIEW_THRESHOLD, expect))
     return readings, time.perf_counter() - started
 
 
@@ -167,7 +168,7 @@ def plot(results: list[Scored], path: Path, title: str) -> None:
 def table(results: list[Scored]) -> str:
     head = ("| set | crops | whole code | digits | wrong count (too few / too many) | "
             + " | ".join(f"error @ {r:.0%} reject" for r in REJECTS))
-    lines = [head + f" | review @ {DEFAULT_REVIEW_THRESHOLD} (error of the rest) | crops/s (1 core) |",
+    lines = [head + f" | review @ {REVIEW_THRESHOLD} (error of the rest) | crops/s (1 core) |",
              "|" + "---|" * (7 + len(REJECTS))]
     for r in results:
         errors = " | ".join(f"{100 * r.errors[x]:.2f}%" for x in REJECTS)

@@ -23,8 +23,10 @@ import numpy as np
 
 from benchmarks.inputs import write_crops
 from benchmarks.pipeline import BATCH, machine, write_digits
-from digits.images import Floats, decode
-from digits.reading import DEFAULT_REVIEW_THRESHOLD, Reading, pieces, read
+from digits.arrays import Floats
+from digits.defaults import REVIEW_THRESHOLD
+from digits.images import decode
+from digits.reading import Reading, lattice_of, read
 from digits.registry import DEFAULT_MODEL_DIR
 from digits.segment import Lattice
 from digits.theta import Model, load_dir
@@ -65,13 +67,13 @@ def stages(files: list[Path], model: Model) -> dict[str, float]:
     names = [f.name for f in files]
     batches = range(0, len(blobs), BATCH)
     greys = [decode(b) for b in blobs]
-    cuts: list[Lattice] = [pieces(g) for g in greys]
-    readings = [r for i in batches for r in read(cuts[i:i + BATCH], model, DEFAULT_REVIEW_THRESHOLD)]
+    cuts: list[Lattice] = [lattice_of(g) for g in greys]
+    readings = [r for i in batches for r in read(cuts[i:i + BATCH], model, REVIEW_THRESHOLD)]
     row = {
         "decode (Pillow)": per_image(lambda: [decode(b) for b in blobs], len(blobs)),
-        "normalise or cut (pieces)": per_image(lambda: [pieces(g) for g in greys], len(blobs)),
+        "normalise or cut (lattice_of)": per_image(lambda: [lattice_of(g) for g in greys], len(blobs)),
         "classify, 256 a batch (read)": per_image(
-            lambda: [read(cuts[i:i + BATCH], model, DEFAULT_REVIEW_THRESHOLD) for i in batches], len(blobs)),
+            lambda: [read(cuts[i:i + BATCH], model, REVIEW_THRESHOLD) for i in batches], len(blobs)),
         "result JSON": per_image(lambda: records(readings, names), len(blobs)),
     }
     row["all four"] = sum(row.values())

@@ -31,8 +31,8 @@ from benchmarks.memory import MemoryRun, producer_memory
 from benchmarks.naive import naive
 from benchmarks.pipeline import BATCH, ROOT, Timed, Workers, end_to_end, in_process, machine
 from digits.connection import connect
-from digits.redis_server import RedisServer
 from digits.registry import DEFAULT_MODEL_DIR, Registry
+from producer.redis_server import RedisServer
 
 INPUTS = ("mnist", "crops")
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")

@@ -22,9 +22,9 @@ from PIL import Image
 
 from benchmarks.pipeline import ROOT, machine
 from digits.connection import connect
-from digits.redis_server import RedisServer
 from digits.registry import DEFAULT_MODEL_DIR, Registry
 from producer import runs
+from producer.redis_server import RedisServer
 from producer.watch import Watcher, WatchSettings
 
 LOADS = (("low: 5 files/s", 5.0, 25), ("high: 1,000 files/s", 1000.0, 3000))

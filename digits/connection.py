@@ -78,6 +78,11 @@ def text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def text_hash(reply: Any) -> dict[str, str]:
+    """An HGETALL reply as str keys and values (empty if the hash does not exist)."""
+    return {text(k): text(v) for k, v in reply.items()}
+
+
 def redact(url: str) -> str:
     """The URL with any password replaced, safe for logs and status output."""
     parts = urlsplit(url)

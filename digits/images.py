@@ -13,13 +13,11 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import sparse
 
-from digits.limits import DEFAULT_MAX_PIXELS
-
-Floats = npt.NDArray[np.float32]
+from digits.arrays import Floats
+from digits.defaults import MAX_PIXELS
 
 FIELD = 28
 BOX = 20
@@ -32,7 +30,7 @@ class ImageError(ValueError):
     """An image could not be read or holds no digit; the message says why."""
 
 
-def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Floats:
+def decode(data: bytes, max_pixels: int = MAX_PIXELS) -> Floats:
     """Decode image bytes into greyscale float32 in [0, 1] (first frame, EXIF orientation applied)."""
     if not data:
         raise ImageError("empty file (0 bytes)")
@@ -190,6 +188,6 @@ def resampling(view: View) -> sparse.csr_array:
                             shape=(FIELD * FIELD, FIELD * FIELD))
 
 
-def prepare(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Floats:
+def prepare(data: bytes, max_pixels: int = MAX_PIXELS) -> Floats:
     """Bytes in, one 784-vector out, ready for the model."""
     return normalise(decode(data, max_pixels)).reshape(-1)

@@ -16,13 +16,10 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 from PIL import Image
 from scipy import ndimage
 
-Floats = npt.NDArray[np.float32]
-Mask = npt.NDArray[np.bool_]
-Box = tuple[int, int, int, int]  # left, top, right, bottom (exclusive), in the crop's pixels
+from digits.arrays import Box, Floats, Mask
 
 WORK_HEIGHT = 96  # crops are read at most this tall: each digit ends up 20 pixels high anyway
 PAPER_WINDOW = 0.75  # the paper's level is read over windows this share of the crop's height ...

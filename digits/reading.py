@@ -30,13 +30,12 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from digits.images import Floats, View, normalise_with_box, viewed
-from digits.ink import Box
+from digits.arrays import Box, Floats
+from digits.images import View, normalise_with_box, viewed
 from digits.pattern import Pattern
 from digits.segment import Lattice, lattice
 from digits.theta import Model
 
-DEFAULT_REVIEW_THRESHOLD = 0.9
 DIGIT_BONUS = 0.0  # score per digit read (these weights: tuned on crops of validation digits, docs/postal.md)
 WIDE_FROM, WIDE_PENALTY = 0.9, 1.0  # candidates wider than this (x the digits' height) pay this per height
 SHORT_FROM, SHORT_PENALTY = 0.6, 2.0  # ... and shorter than this, this per height
@@ -72,7 +71,7 @@ def is_single(grey: Floats, expect: Pattern | None) -> bool:
     return bool(width <= SINGLE_ASPECT * height)
 
 
-def pieces(grey: Floats, expect: Pattern | None = None) -> Lattice:
+def lattice_of(grey: Floats, expect: Pattern | None = None) -> Lattice:
     """The candidate digits of one decoded image; ImageError if it holds none. A hint without a
     hyphen (`5`, `#####`, `### ###`) means no blob is a hyphen: its ink stays with the digits."""
     if is_single(grey, expect):

@@ -26,20 +26,17 @@ import redis
 from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry
 from rq.worker import Worker
 from rq.worker_registration import get_keys
 
 from digits import keys
 from digits.connection import text
-from digits.queueing import parse_job_id
+from digits.defaults import LEASE_RENEW, LEASE_SECONDS, MAX_ABANDONED, RESULT_TTL, STRANDED_SECONDS
+from digits.queueing import batch_queue, parse_job_id
 from digits.results import result_record, store_results
 
 log = logging.getLogger(__name__)
-
-LEASE_SECONDS = 10  # a dead worker's batch is recovered at most this long (plus one sweep) after it died
-LEASE_RENEW = 2.0
-MAX_ABANDONED = 3
-STRANDED_SECONDS = 10  # a popped job is marked started within milliseconds by a live worker
 
 
 class Lease:
@@ -137,7 +134,7 @@ def requeue(connection: redis.Redis, queue: Queue, job_id: str, expected: JobSta
         return False
     abandoned = int(job.meta.get("abandoned", 0)) + 1
     if abandoned >= MAX_ABANDONED:
-        fail_batch(connection, job, abandoned)
+        drop_poison(connection, job, abandoned)
         return False
     job.meta["abandoned"] = abandoned
     job.save_meta()
@@ -146,19 +143,46 @@ def requeue(connection: redis.Redis, queue: Queue, job_id: str, expected: JobSta
     return True
 
 
-def fail_batch(connection: redis.Redis, job: Job, abandoned: int) -> None:
+def drop_poison(connection: redis.Redis, job: Job, abandoned: int) -> None:
     """Give every image of a batch that keeps killing workers a failed result, and drop its job."""
     parsed = parse_job_id(job.id)
-    if parsed is None:
-        job.delete()
-        return
-    run_id, batch = parsed
-    raw_paths = connection.hget(keys.batch(run_id, batch), "paths")
-    if raw_paths is not None:
-        ttl = int(connection.hget(keys.run(run_id), "result_ttl") or 86400)
-        reason = (f"the worker classifying batch {batch} died {abandoned} times (killed, or out of memory: "
-                  "one of its images may be poison)")
-        records = [result_record(path, batch, error=f"{path}: {reason}") for path in json.loads(raw_paths)]
-        store_results(connection, run_id, batch, records, ttl)
+    if parsed is not None:
+        run_id, batch = parsed
+        fail_batch(connection, run_id, batch, f"the worker classifying batch {batch} died {abandoned} times "
+                                              "(killed, or out of memory: one of its images may be poison)")
     log.error("job %s abandoned %d times: its images are reported as failed", job.id, abandoned)
     job.delete()
+
+
+def reap_failed_batches(connection: redis.Redis, run_id: str, queue: Queue) -> int:
+    """Give every image of a batch of this run whose job failed for good a failed result naming the reason."""
+    reaped = 0
+    for failed_id in FailedJobRegistry(queue=queue).get_job_ids():
+        parsed = parse_job_id(failed_id)
+        if parsed is not None and parsed[0] == run_id:
+            reason = failure_reason(connection, failed_id)
+            reaped += fail_batch(connection, run_id, parsed[1], f"batch {parsed[1]} failed in the worker: {reason}")
+    return reaped
+
+
+def fail_batch(connection: redis.Redis, run_id: str, batch: int, reason: str) -> bool:
+    """Finish a batch that will not be classified: each of its images gets a result with the
+    reason. False if its results are stored already (whoever finishes a batch first wins)."""
+    raw_paths = connection.hget(keys.batch(run_id, batch), "paths")
+    if raw_paths is None:
+        return False
+    ttl = int(connection.hget(keys.run(run_id), "result_ttl") or RESULT_TTL)
+    records = [result_record(path, batch, error=f"{path}: {reason}") for path in json.loads(raw_paths)]
+    return store_results(connection, run_id, batch, records, ttl)
+
+
+def failure_reason(connection: redis.Redis, failed_id: str) -> str:
+    """The last line of a failed job's exception, or what is known if the job is gone."""
+    try:
+        job = Job.fetch(failed_id, connection=connection, serializer=batch_queue(connection).serializer)
+        result = job.latest_result()
+    except Exception as exc:  # the job hash may be gone; the failure still needs reporting
+        return f"job {failed_id} failed ({exc.__class__.__name__})"
+    message = (result.exc_string if result is not None else None) or "unknown error"
+    lines = [line for line in message.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "unknown error"

@@ -9,7 +9,6 @@ moved to any published version; the previous pointer values are kept for rollbac
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import platform
 import re
@@ -23,7 +22,7 @@ import redis
 
 from digits import keys
 from digits.connection import text
-from digits.theta import Theta, ThetaError, find_file, parse_pair, plain_bytes, sha256_hex
+from digits.theta import Theta, ThetaError, parse_pair, plain_bytes, read_pair, sha256_hex
 
 THETA_FILES = ("theta1.csv", "theta2.csv")
 PLOT_FILES = ("accuracy.png", "confusion.png", "worst.png")  # made by the trainer, kept beside the manifest
@@ -35,11 +34,6 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"  # shipped
 
 class RegistryError(RuntimeError):
     """A registry operation could not be done; the message says why."""
-
-
-def model_sha256(theta1_csv: bytes, theta2_csv: bytes) -> str:
-    """One fingerprint for a model: sha256 over both plain CSV files, theta1 first."""
-    return hashlib.sha256(theta1_csv + theta2_csv).hexdigest()
 
 
 def library_versions() -> dict[str, str]:
@@ -61,7 +55,7 @@ def build_manifest(theta1_csv: bytes, theta2_csv: bytes, theta: Theta, *, preset
                    hyperparameters: dict[str, Any] | None = None,
                    metrics: dict[str, Any] | None = None, version: str | None = None,
                    source: str = "trainer") -> dict[str, Any]:
-    sha = model_sha256(theta1_csv, theta2_csv)
+    sha = sha256_hex(theta1_csv, theta2_csv)
     return {
         "version": version or new_version_id(preset, sha),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -125,9 +119,8 @@ class Registry:
     def publish_dir(self, directory: Path, *, preset: str = "imported",
                     promote: bool = False) -> str:
         """Import a plain directory of theta CSVs (plain or .gz), with its manifest.json if any."""
-        path1, path2 = find_file(directory, "theta1"), find_file(directory, "theta2")
-        data1, data2 = plain_bytes(path1.read_bytes(), str(path1)), plain_bytes(path2.read_bytes(), str(path2))
-        theta = parse_pair(data1, data2, str(path1), str(path2))
+        (name1, data1), (name2, data2) = read_pair(directory)
+        theta = parse_pair(data1, data2, name1, name2)
         manifest_path = directory / "manifest.json"
         if manifest_path.is_file():
             manifest = json.loads(manifest_path.read_text())
@@ -202,16 +195,23 @@ class Registry:
     def export(self, version: str, directory: Path) -> Path:
         """Write a version as a plain directory: theta1.csv, theta2.csv, manifest.json and its plots."""
         plain1, plain2, manifest = self.files(version)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "theta1.csv").write_bytes(plain1)
-        (directory / "theta2.csv").write_bytes(plain2)
-        (directory / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        for name, data in self.plots(version).items():
-            (directory / name).write_bytes(data)
-        return directory
+        return write_dir(directory, plain1, plain2, manifest, self.plots(version))
 
     def plots(self, version: str) -> dict[str, bytes]:
         """The PNGs published with a version (none for imported CSVs without them)."""
         stored: list[bytes | None] = self.redis.hmget(  # type: ignore[assignment]
             keys.model(version), [f"plot:{name}" for name in PLOT_FILES])
         return {name: data for name, data in zip(PLOT_FILES, stored, strict=True) if data is not None}
+
+
+def write_dir(directory: Path, theta1: bytes, theta2: bytes, manifest: dict[str, Any],
+              plots: dict[str, bytes]) -> Path:
+    """A version as a plain directory, the form `publish_dir` reads: theta1.csv, theta2.csv,
+    manifest.json and its plots."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, data in plots.items():
+        (directory / name).write_bytes(data)
+    for name, data in zip(THETA_FILES, (theta1, theta2), strict=True):
+        (directory / name).write_bytes(data)
+    (directory / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return directory

@@ -22,10 +22,12 @@ import redis
 from digits import keys
 from digits.connection import text
 
+Record = dict[str, Any]  # one image's result, as stored in JSON
 
-def result_record(path: str, batch: int, **fields: Any) -> dict[str, Any]:
+
+def result_record(path: str, batch: int, **fields: Any) -> Record:
     """One image's result; every result, good or bad, has the same fields."""
-    record: dict[str, Any] = {
+    record: Record = {
         "path": path, "code": None, "digits": None, "confidence": None, "review": None,
         "confidences": None, "probabilities": None, "boxes": None,
         "model_version": None, "model_sha256": None, "error": None, "batch": batch,

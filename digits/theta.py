@@ -20,11 +20,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from digits.arrays import Floats
+
 N_INPUT = 784
 N_CLASSES = 10
 BLOCK_ROWS = 1024  # rows per matrix product: bounds the hidden layer's temporaries (rows x H floats) in any batch
 
-Floats = npt.NDArray[np.float32]
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -32,8 +33,13 @@ class ThetaError(ValueError):
     """A theta file breaks the contract; the message names the file and what is wrong."""
 
 
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def sha256_hex(*parts: bytes) -> str:
+    """The sha256 of the parts one after the other: of one file, or of a model's theta files in
+    order (a model's fingerprint, `model_sha256` in its manifest)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
+    return digest.hexdigest()
 
 
 def plain_bytes(data: bytes, name: str = "theta file") -> bytes:
@@ -152,9 +158,16 @@ def find_file(directory: Path, stem: str) -> Path:
     raise ThetaError(f"{directory}: no {stem}.csv or {stem}.csv.gz found")
 
 
-def load_dir(directory: Path) -> Theta:
+def read_pair(directory: Path) -> tuple[tuple[str, bytes], tuple[str, bytes]]:
+    """A directory's theta1 and theta2 files (.csv or .csv.gz), each as its path and plain CSV text."""
     path1, path2 = find_file(directory, "theta1"), find_file(directory, "theta2")
-    return parse_pair(path1.read_bytes(), path2.read_bytes(), str(path1), str(path2))
+    return ((str(path1), plain_bytes(path1.read_bytes(), str(path1))),
+            (str(path2), plain_bytes(path2.read_bytes(), str(path2))))
+
+
+def load_dir(directory: Path) -> Theta:
+    (name1, plain1), (name2, plain2) = read_pair(directory)
+    return parse_pair(plain1, plain2, name1, name2)
 
 
 def to_csv(matrix: npt.NDArray[np.floating]) -> bytes:

@@ -6,51 +6,45 @@ import json
 import signal
 import sys
 import threading
-import time
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
-from rq import Worker
 
-from digits import keys
-from digits.connection import Group, connect, redact, redis_url_option, text
-from digits.limits import DEFAULT_MAX_BYTES, EXTENSIONS
+from digits import defaults, keys
+from digits.connection import Group, connect, redis_url_option
 from digits.pattern import parse_pattern
-from digits.queueing import batch_queue
 from producer import runs
-from producer.files import walk
+from producer.drive import drive, err, print_summary, warn_empty
+from producer.following import follow
 from producer.output import FORMATS, ResultWriter
+from producer.sending import deliver, enqueue_folder
+from producer.status import status_report
 from producer.watch import Watcher, WatchSettings
-
-err = Console(stderr=True, soft_wrap=True)  # a status line stays one line in logs, whatever their width
-
 
 
 def folder_options(function: Any) -> Any:
     """Options shared by `enqueue` and `run`: how a folder is selected, cut and paced."""
     for option in reversed([
-        click.option("--batch-size", default=runs.Settings.batch_size, show_default=True,
+        click.option("--batch-size", default=defaults.BATCH_SIZE, show_default=True,
                      type=click.IntRange(1, 10_000), help="Images per job."),
-        click.option("--window", default=runs.Settings.window, show_default=True,
+        click.option("--window", default=defaults.WINDOW, show_default=True,
                      type=click.IntRange(1), help="Most images of this run held in Redis at once."),
-        click.option("--ext", "extensions", multiple=True, default=EXTENSIONS, show_default=True,
+        click.option("--ext", "extensions", multiple=True, default=defaults.EXTENSIONS, show_default=True,
                      help="File extensions to include (repeatable)."),
         click.option("--glob", "globs", multiple=True, help="Only paths (relative to DIR) matching this pattern."),
         click.option("--queue", default=keys.DEFAULT_QUEUE, show_default=True),
-        click.option("--result-ttl", default=runs.Settings.result_ttl, show_default=True,
+        click.option("--result-ttl", default=defaults.RESULT_TTL, show_default=True,
                      type=click.IntRange(60), help="Seconds results stay in Redis."),
-        click.option("--max-bytes", default=DEFAULT_MAX_BYTES, show_default=True,
+        click.option("--max-bytes", default=defaults.MAX_BYTES, show_default=True,
                      type=click.IntRange(1), help="Files larger than this are refused."),
         click.option("--expect-digits", "expect", default=None, callback=check_pattern,
                      help="Digits per image when the format is known: a count (5) or a pattern (#####-####)."),
         click.option("--review-threshold", type=click.FloatRange(0, 1), default=None,
-                     help="Flag codes read with less confidence for review [default: the worker's, 0.9]."),
+                     help="Flag codes read with less confidence for review "
+                          f"[default: the worker's, {defaults.REVIEW_THRESHOLD}]."),
     ]):
         function = option(function)
     return function
@@ -122,10 +116,10 @@ def enqueue(directory: Path | None, redis_url: str, resume: str | None, wait: bo
     run_id, root, settings = start_or_resume(connection, directory, resume, options)
     click.echo(run_id)
     if wait:
-        total = runs.deliver(connection, run_id, root, settings)
+        total = deliver(connection, run_id, root, settings)
         err.print(f"run {run_id}: {total} images, each with a result")
     else:
-        total = runs.enqueue_folder(connection, run_id, root, settings)
+        total = enqueue_folder(connection, run_id, root, settings)
         err.print(f"run {run_id}: {total} images enqueued")
     if total == 0 and resume is None:
         warn_empty(root, settings)
@@ -136,12 +130,13 @@ def enqueue(directory: Path | None, redis_url: str, resume: str | None, wait: bo
 @redis_url_option
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="jsonl", show_default=True)
 @click.option("--output", "-o", default="-", show_default=True, help="File to write, - for stdout.")
-@click.option("--follow", "-f", is_flag=True, help="Stream results as they finish until the run is complete.")
-def results(run_id: str, redis_url: str, fmt: str, output: str, follow: bool) -> None:
+@click.option("--follow", "-f", "follow_run", is_flag=True,
+              help="Stream results as they finish until the run is complete.")
+def results(run_id: str, redis_url: str, fmt: str, output: str, follow_run: bool) -> None:
     """Write the results of RUN_ID as JSON Lines or CSV."""
     connection = connect(redis_url)
     try:
-        results = runs.follow_records(connection, run_id, wait=follow)
+        results = follow(connection, run_id, wait=follow_run)
         with open_output(output) as stream:
             writer = ResultWriter(stream, fmt)
             for line, record in results:
@@ -184,85 +179,6 @@ def status(run_id: str | None, redis_url: str, queue: str, as_json: bool) -> Non
         console.print(run_table)
 
 
-def status_report(connection: Any, redis_url: str, queue: str, run_id: str | None) -> dict[str, Any]:
-    """Everything `status` shows, as plain data."""
-    from digits.registry import Registry  # numpy comes with it: only `status` needs it
-
-    rq_queue = batch_queue(connection, queue)
-    workers = []
-    for worker in Worker.all(queue=rq_queue):
-        model = connection.get(keys.worker_model(worker.name))
-        stats = runs.decode_hash(connection.hgetall(keys.worker_stats(worker.name)))
-        batches, images = int(stats.get("batches", 0)), int(stats.get("images", 0))
-        workers.append({
-            "name": worker.name, "state": str(worker.get_state()), "model": text(model) if model else None,
-            "batches": batches, "images": images, "errors": int(stats.get("failed", 0)),
-            "average_batch": round(images / batches, 1) if batches else None,
-            "average_batch_ms": round(float(stats["seconds"]) * 1000 / batches, 1) if batches else None,
-        })
-    if run_id is None:
-        latest = connection.zrevrange(keys.RUNS, 0, 0)
-        run_id = text(latest[0]) if latest else None
-    return {
-        "redis": redact(redis_url),
-        "queue": {"name": queue, "waiting": rq_queue.count, "running": rq_queue.started_job_registry.count,
-                  "failed": rq_queue.failed_job_registry.count},
-        "current_model": Registry(connection).current(),
-        "workers": workers,
-        "run": runs.run_status(connection, run_id) if run_id else None,
-    }
-
-
-def drive(connection: Any, run_id: str, directory: Path, settings: runs.Settings, stream: IO[str], fmt: str,
-          show_progress: bool) -> tuple[Counter[str], int, float]:
-    """Enqueue and follow one run in one process; return outcome counts, total, seconds.
-
-    Results are written from the run's start, so a resumed run's output is complete.
-    """
-    err.print(f"run [bold]{run_id}[/]")
-    expected = sum(1 for _ in walk(directory, settings.extensions, settings.globs)) if show_progress else 0
-    writer = ResultWriter(stream, fmt)
-    outcome: Counter[str] = Counter()
-    versions: Counter[str] = Counter()
-    started = time.monotonic()
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[rate]} img/s"), TimeRemainingColumn(),
-                        console=err, disable=not show_progress)
-    with progress, ThreadPoolExecutor(1) as pool:
-        task = progress.add_task("classifying", total=expected or None, rate="-")
-        enqueued = pool.submit(runs.deliver, connection, run_id, directory, settings)
-        failed_to_enqueue = lambda: enqueued.done() and enqueued.exception() is not None  # noqa: E731
-        for line, record in runs.follow_records(connection, run_id, should_stop=failed_to_enqueue):
-            writer.write(record, line)
-            outcome["failed" if record["error"] else "ok"] += 1
-            outcome["review"] += bool(record["review"])
-            if record["model_version"]:
-                versions[record["model_version"]] += 1
-            done = outcome["ok"] + outcome["failed"]
-            if show_progress and (done % 64 == 0 or done == expected):
-                rate = done / max(time.monotonic() - started, 1e-9)
-                progress.update(task, completed=done, rate=f"{rate:,.0f}")
-        total = enqueued.result()
-    stream.flush()
-    outcome.update({f"model {v}": n for v, n in versions.items()})
-    return outcome, total, time.monotonic() - started
-
-
-def warn_empty(directory: Path, settings: runs.Settings) -> None:
-    """An empty selection is not an error, but it must never look like a silent success."""
-    globs = f" and {', '.join(settings.globs)}" if settings.globs else ""
-    err.print(f"[yellow]no images found under {directory} matching {' '.join(settings.extensions)}{globs}[/]")
-
-
-def print_summary(run_id: str, outcome: Counter[str], total: int, seconds: float) -> None:
-    done = outcome["ok"] + outcome["failed"]
-    err.print(f"run {run_id}: {total} images, {outcome['ok']} classified, {outcome['failed']} failed, "
-              f"{outcome['review']} for review, {seconds:.2f} s, {done / max(seconds, 1e-9):,.0f} images/s")
-    for key, count in sorted(outcome.items()):
-        if key.startswith("model "):
-            err.print(f"  {key}: {count} images")
-
-
 @main.command()
 @click.argument("directory", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @redis_url_option
@@ -295,9 +211,9 @@ def run(directory: Path | None, redis_url: str, resume: str | None, fmt: str, ou
 @click.option("--name", default=None, help="Name of this watch (default: from the folder); a restart continues it.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="jsonl", show_default=True)
 @click.option("--output", "-o", default="-", show_default=True, help="File to append to, - for stdout.")
-@click.option("--max-delay", default=WatchSettings.max_delay, show_default=True, type=click.FloatRange(0),
+@click.option("--max-delay", default=defaults.MAX_DELAY, show_default=True, type=click.FloatRange(0),
               help="Seconds the first file of a micro-batch may wait for more.")
-@click.option("--settle", default=WatchSettings.settle, show_default=True, type=click.FloatRange(0),
+@click.option("--settle", default=defaults.SETTLE, show_default=True, type=click.FloatRange(0),
               help="Seconds a file must stay unchanged before it is sent (half-written files wait).")
 def watch(directory: Path, redis_url: str, name: str | None, fmt: str, output: str, max_delay: float,
           settle: float, **options: Any) -> None:

@@ -18,10 +18,10 @@ from rich.console import Console
 from rich.table import Table
 
 from digits.connection import connect
-from digits.redis_server import RedisServer
 from digits.registry import DEFAULT_MODEL_DIR, Registry
 from producer import runs
-from producer.cli import drive, print_summary
+from producer.drive import drive, print_summary
+from producer.redis_server import RedisServer
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from digits.limits import DEFAULT_MAX_BYTES, EXTENSIONS
+from digits.defaults import EXTENSIONS, MAX_BYTES
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ def link_problem(path: str, real_root: str) -> str | None:
     return None
 
 
-def read(found: Found, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[bytes | None, str | None]:
+def read(found: Found, max_bytes: int = MAX_BYTES) -> tuple[bytes | None, str | None]:
     """The file's bytes, or None and the reason it cannot be sent (never more than max_bytes read)."""
     if found.problem:
         return None, found.problem

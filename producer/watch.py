@@ -11,7 +11,6 @@ nor loses a result.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -19,16 +18,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import redis
 
-from digits import keys
+from digits import defaults, keys
 from digits.connection import text
 from digits.queueing import batch_queue
-from digits.results import event_lines
+from digits.recovery import reap_failed_batches
+from digits.results import Record
 from producer import runs
 from producer.files import Found, walk
+from producer.following import Follower
+from producer.sending import enqueue_batch
 
 log = logging.getLogger(__name__)
 STATE_DIR = ".digits"
@@ -36,9 +37,9 @@ STATE_DIR = ".digits"
 
 @dataclass(frozen=True)
 class WatchSettings:
-    settle: float = 0.2  # seconds a file must stay unchanged before it is sent
-    max_delay: float = 0.05  # seconds the first file of a micro-batch may wait for more
-    poll: float = 0.05  # seconds between folder scans
+    settle: float = defaults.SETTLE  # seconds a file must stay unchanged before it is sent
+    max_delay: float = defaults.MAX_DELAY  # seconds the first file of a micro-batch may wait for more
+    poll: float = defaults.POLL  # seconds between folder scans
 
 
 def watch_run_id(root: Path, name: str | None) -> str:
@@ -51,7 +52,7 @@ def watch_run_id(root: Path, name: str | None) -> str:
 
 class Watcher:
     def __init__(self, connection: redis.Redis, root: Path, settings: runs.Settings, watch: WatchSettings,
-                 emit: Callable[[str, dict[str, object]], None], name: str | None = None) -> None:
+                 emit: Callable[[str, Record], None], name: str | None = None) -> None:
         self.redis = connection
         self.root = root.resolve()
         self.settings = settings
@@ -59,13 +60,14 @@ class Watcher:
         self.emit = emit
         self.run_id = watch_run_id(self.root, name)
         self.queue = batch_queue(connection, settings.queue)
-        meta = runs.decode_hash(connection.hgetall(keys.run(self.run_id)))  # type: ignore[arg-type]
-        if not meta:
+        try:
+            meta = runs.run_meta(connection, self.run_id)
+        except runs.RunError:  # a new watch
             runs.create_run(connection, self.root, settings, run_id=self.run_id)
             meta = {}
         connection.hset(keys.run(self.run_id), "status", "watching")
         self.next_batch = int(meta.get("batches", 0))
-        self.cursor = meta.get("cursor", "0-0")
+        self.follower = Follower(connection, self.run_id, meta.get("cursor", "0-0"))
         pending: dict[bytes, bytes] = connection.hgetall(keys.run_pending(self.run_id))  # type: ignore[assignment]
         self.pending: dict[str, bytes] = {text(k): v for k, v in pending.items()}  # display path -> real path
         self.seen: dict[str, tuple[tuple[int, int], float]] = {}  # path -> (size, mtime), unchanged since
@@ -79,8 +81,8 @@ class Watcher:
             self.scan()
             self.send_due()
             self.collect(block_ms=max(1, int(self.watch.poll * 1000)))
-            if time.monotonic() - self.last_reap > 2.0:
-                runs.reap_failed_batches(self.redis, self.run_id)
+            if time.monotonic() - self.last_reap > defaults.PRODUCER_SWEEP_SECONDS:
+                reap_failed_batches(self.redis, self.run_id, self.queue)
                 self.last_reap = time.monotonic()
 
     def scan(self) -> None:
@@ -118,7 +120,7 @@ class Watcher:
             index = self.next_batch
             real = {f.relative: os.fsencode(f.path) for f in chunk}
             self.redis.hset(keys.run_pending(self.run_id), mapping=real)  # type: ignore[arg-type]
-            runs.enqueue_batch(self.redis, self.queue, self.run_id, index, chunk, self.settings)
+            enqueue_batch(self.redis, self.queue, self.run_id, index, chunk, self.settings)
             self.redis.hincrby(keys.run(self.run_id), "total", len(chunk))
             self.next_batch += 1
             self.pending.update(real)
@@ -126,20 +128,17 @@ class Watcher:
 
     def collect(self, block_ms: int) -> None:
         """Emit finished results, move their files away, and remember how far we read."""
-        response: list[Any] = self.redis.xread(  # type: ignore[assignment]
-            {keys.run_events(self.run_id): self.cursor}, count=100, block=block_ms)
-        for _stream, entries in response or []:
-            for entry_id, fields in entries:
-                for line in event_lines(self.redis, self.run_id, [(entry_id, fields)]):
-                    record = json.loads(line)
-                    path = record["path"]
-                    if path not in self.pending:
-                        continue  # handled before a restart
-                    self.emit(line, record)
-                    self.file_away(path, self.pending.pop(path), failed=record["error"] is not None)
-                    self.redis.hdel(keys.run_pending(self.run_id), path)
-                self.cursor = text(entry_id)
-                self.redis.hset(keys.run(self.run_id), "cursor", self.cursor)
+        cursor = self.follower.cursor
+        found = self.follower.read(block_ms, count=100)
+        for line, record in found:
+            path = record["path"]
+            if path not in self.pending:
+                continue  # handled before a restart
+            self.emit(line, record)
+            self.file_away(path, self.pending.pop(path), failed=record["error"] is not None)
+            self.redis.hdel(keys.run_pending(self.run_id), path)
+        if self.follower.cursor != cursor:
+            self.redis.hset(keys.run(self.run_id), "cursor", self.follower.cursor)
 
     def file_away(self, relative: str, real_path: bytes, failed: bool) -> None:
         source = os.fsdecode(real_path)

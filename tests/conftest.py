@@ -17,8 +17,8 @@ import redis
 from PIL import Image
 
 from digits.connection import connect
-from digits.redis_server import RedisServer
 from digits.registry import DEFAULT_MODEL_DIR, Registry
+from producer.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 Digits = tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]  # images (n x 784), labels

@@ -25,8 +25,8 @@ from rq import Worker
 
 from digits import keys
 from digits.connection import connect, text
-from digits.redis_server import RedisServer
 from digits.registry import DEFAULT_MODEL_DIR, Registry
+from producer.redis_server import RedisServer
 from tests.conftest import ROOT, Digits, WorkerPool, write_pngs
 
 IMAGES = 10_000

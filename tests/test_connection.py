@@ -12,8 +12,8 @@ import pytest
 import redis
 
 from digits.connection import connect, redact
-from digits.redis_server import find_binary, free_port
 from digits.registry import DEFAULT_MODEL_DIR
+from producer.redis_server import find_binary, free_port
 from tests.conftest import ROOT, MakeFolder
 
 PASSWORD = "s3cret-Pa55"

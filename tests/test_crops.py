@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from digits.postal_synth import generate
 from tests.conftest import Digits
 from trainer.crops import JUNK, Candidates, build, judge, label_crop, with_candidates
+from trainer.synth import generate
 
 
 def test_judge_names_digits_no_digits_and_the_doubtful() -> None:

@@ -31,6 +31,7 @@ from selenium.webdriver.common.actions.action_builder import ActionBuilder
 from selenium.webdriver.common.actions.pointer_input import PointerInput
 from selenium.webdriver.common.by import By
 
+from digits.arrays import Floats
 from digits.images import ImageError, normalise
 from digits.registry import DEFAULT_MODEL_DIR
 from digits.theta import Model, ThetaError, load_dir, pack, parse_pair, to_csv
@@ -47,7 +48,6 @@ TOLERANCE = 1e-4
 
 pytestmark = pytest.mark.timeout(180)
 
-Floats = npt.NDArray[np.float32]
 
 
 @dataclass(frozen=True)

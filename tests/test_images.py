@@ -14,13 +14,11 @@ import numpy.typing as npt
 import pytest
 from PIL import Image
 
+from digits.arrays import Bytes, Floats
 from digits.images import FIELD, ImageError, View, decode, normalise, prepare, viewed
 from digits.registry import DEFAULT_MODEL_DIR
 from digits.theta import Model, load_dir
 from trainer.mnist import Mnist, load
-
-Bytes = npt.NDArray[np.uint8]
-Floats = npt.NDArray[np.float32]
 
 EXIF_ORIENTATION = 0x0112
 

@@ -9,8 +9,10 @@ from collections.abc import Callable
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from digits.redis_server import free_port
 from producer import runs
+from producer.following import follow
+from producer.redis_server import free_port
+from producer.sending import enqueue_folder
 from tests.conftest import MakeFolder, WorkerPool
 
 StartWorkers = Callable[..., WorkerPool]
@@ -45,8 +47,8 @@ def test_metrics_count_images_batches_errors_and_model(connection: redis.Redis, 
     start_workers(2, ["--metrics-port", str(port)])
     settings = runs.Settings(batch_size=10)
     run_id = runs.create_run(connection, folder, settings)
-    runs.enqueue_folder(connection, run_id, folder, settings)
-    assert len(list(runs.follow(connection, run_id))) == 61
+    enqueue_folder(connection, run_id, folder, settings)
+    assert len(list(follow(connection, run_id))) == 61
 
     pages = [scrape(port), scrape(port + 1)]
     ok = sum(total(p, "digits_images_total", model_version=default_version, outcome="ok") for p in pages)

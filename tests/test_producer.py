@@ -18,6 +18,9 @@ import redis
 from digits import keys
 from producer import runs
 from producer.files import Found, read, walk
+from producer.following import follow
+from producer.sending import enqueue_folder
+from producer.status import run_status
 from tests.conftest import ROOT, MakeFolder, WorkerPool
 
 StartWorkers = Callable[..., WorkerPool]
@@ -111,8 +114,8 @@ def test_window_bounds_images_held_in_redis(connection: redis.Redis, default_ver
         thread.start()
         settings = runs.Settings(batch_size=50, window=window)
         run_id = runs.create_run(connection, folder, settings)
-        runs.enqueue_folder(connection, run_id, folder, settings)
-        assert len(list(runs.follow(connection, run_id))) == len(truth)
+        enqueue_folder(connection, run_id, folder, settings)
+        assert len(list(follow(connection, run_id))) == len(truth)
         stop.set()
         thread.join()
         peaks[f"window {window}"] = peak
@@ -160,11 +163,11 @@ def test_failed_batch_gets_a_result_per_image(connection: redis.Redis, digit_fol
     start_workers(1)
     settings = runs.Settings(batch_size=4, retries=0)
     run_id = runs.create_run(connection, folder, settings)
-    runs.enqueue_folder(connection, run_id, folder, settings)
-    records = list(runs.follow(connection, run_id))
+    enqueue_folder(connection, run_id, folder, settings)
+    records = [record for _line, record in follow(connection, run_id)]
     assert {r["path"] for r in records} == set(truth)
     assert all("failed in the worker" in r["error"] and "no model version" in r["error"] for r in records)
-    assert runs.run_status(connection, run_id)["failed"] == 6
+    assert run_status(connection, run_id)["failed"] == 6
 
 
 def test_read_is_sized_to_the_file_but_reads_it_whole(tmp_path: Path) -> None:

@@ -14,10 +14,12 @@ from rq.job import Job, JobStatus
 
 from digits import keys, recovery
 from digits.connection import text
+from digits.defaults import MAX_ABANDONED
 from digits.queueing import batch_queue, job_id
-from digits.recovery import MAX_ABANDONED, Lease, recover_abandoned
+from digits.recovery import Lease, recover_abandoned
 from producer.files import walk
-from producer.runs import Sender, Settings, create_run, enqueue_batch
+from producer.runs import Settings, create_run
+from producer.sending import Sender, enqueue_batch
 
 
 def one_batch(connection: redis.Redis, tmp_path: Path) -> tuple[str, Queue, Job]:

@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from digits import keys
-from digits.registry import DEFAULT_MODEL_DIR, Registry, RegistryError, build_manifest, model_sha256
+from digits.registry import DEFAULT_MODEL_DIR, Registry, RegistryError, build_manifest
 from digits.theta import ThetaError, parse_pair, sha256_hex, to_csv
 
 F64 = npt.NDArray[np.float64]
@@ -71,7 +71,7 @@ def test_manifest_fields(registry: Registry, default_version: str) -> None:
     for name, shape in (("theta1.csv", [785, 1024]), ("theta2.csv", [1025, 10])):
         assert manifest["files"][name]["sha256"] == sha256_hex(DEFAULT_FILES[name])
         assert manifest["files"][name]["shape"] == shape
-    assert manifest["model_sha256"] == model_sha256(DEFAULT_FILES["theta1.csv"], DEFAULT_FILES["theta2.csv"])
+    assert manifest["model_sha256"] == sha256_hex(DEFAULT_FILES["theta1.csv"], DEFAULT_FILES["theta2.csv"])
     assert manifest["hidden"] == 1024
     assert manifest["preset"] == "best"
     assert manifest["hyperparameters"]["hidden"] == 1024
@@ -295,7 +295,7 @@ def test_importing_the_seeds_plain_csvs_builds_a_manifest(tmp_path: Path, regist
     manifest = registry.manifest(version)
     assert manifest["version"] == version
     assert manifest["preset"] == "imported"
-    assert f"-imported-{model_sha256(plain1, plain2)[:8]}" in version
+    assert f"-imported-{sha256_hex(plain1, plain2)[:8]}" in version
     assert manifest["hidden"] == 300
     assert manifest["files"]["theta1.csv"] == {"sha256": sha256_hex(plain1), "shape": [785, 300]}
     assert manifest["files"]["theta2.csv"] == {"sha256": sha256_hex(plain2), "shape": [301, 10]}

@@ -1,7 +1,7 @@
 """Reading multi-digit crops (postal codes): segmentation, separators, refusals.
 
-Crops come from digits.postal_synth with fixed seeds and are read with the bundled default
-model through the worker's path (PNG bytes -> decode -> pieces -> read). Thresholds leave room
+Crops come from trainer.synth with fixed seeds and are read with the bundled default
+model through the worker's path (PNG bytes -> decode -> lattice_of -> read). Thresholds leave room
 for the default model's own misreadings; each assertion fails if the behaviour it names breaks.
 """
 
@@ -17,12 +17,12 @@ from PIL import Image
 from digits.images import ImageError, decode
 from digits.ink import Piece
 from digits.pattern import Pattern, parse_pattern
-from digits.postal_synth import Crop, generate, png_bytes
-from digits.reading import Reading, pieces, read
+from digits.reading import Reading, lattice_of, read
 from digits.registry import DEFAULT_MODEL_DIR
 from digits.segment import candidates, cut, cuts, lattice
 from digits.theta import Model, load_dir
 from tests.conftest import Digits
+from trainer.synth import Crop, generate, png_bytes
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def model() -> Model:
 
 
 def read_one(data: bytes, model: Model, expect: Pattern | None = None) -> Reading:
-    return read([pieces(decode(data), expect)], model, 0.9, expect)[0]
+    return read([lattice_of(decode(data), expect)], model, 0.9, expect)[0]
 
 
 def crops(mnist_test: Digits, count: int, seed: int, **options: object) -> list[Crop]:
@@ -80,7 +80,7 @@ def test_most_five_digit_codes_read_right(model: Model, mnist_test: Digits) -> N
     full figures): a change to the ink, the cuts, the scores or the model that costs many codes
     fails here. The default model reads 86 of these right."""
     batch = crops(mnist_test, 100, seed=16, formats=("5",))
-    readings = read([pieces(decode(png_bytes(c))) for c in batch], model, 0.9)
+    readings = read([lattice_of(decode(png_bytes(c))) for c in batch], model, 0.9)
     right = [r.code == c.code for r, c in zip(readings, batch, strict=True)]
     assert sum(right) >= 78, [(r.code, c.code) for r, c in zip(readings, batch, strict=True)]
 
@@ -117,9 +117,9 @@ def test_a_hint_without_a_hyphen_keeps_a_flat_blob_as_ink() -> None:
     grey[45:52, 155:185] = 0.1  # the blob, between the second and third rings
     blob = (155, 45, 185, 52)
     assert lattice(grey).hyphens == [170.0]
-    assert pieces(grey, parse_pattern("#-##")).hyphens == [170.0]  # the hint has one
+    assert lattice_of(grey, parse_pattern("#-##")).hyphens == [170.0]  # the hint has one
     for hint in ("3", "###", "# ##"):
-        lat = pieces(grey, parse_pattern(hint))
+        lat = lattice_of(grey, parse_pattern(hint))
         assert lat.hyphens == []
         assert blob in lat.boxes
 
@@ -157,7 +157,7 @@ def test_single_digit_is_a_code_of_length_one(model: Model, mnist_test: Digits) 
 def test_confidence_ranks_wrong_codes_lower(model: Model, mnist_test: Digits) -> None:
     """Codes read wrong are on average less confident than codes read right, and flagged more."""
     batch = crops(mnist_test, 48, seed=17)
-    readings = read([pieces(decode(png_bytes(c))) for c in batch], model, 0.9)
+    readings = read([lattice_of(decode(png_bytes(c))) for c in batch], model, 0.9)
     right = np.array([r.code == c.code for r, c in zip(readings, batch, strict=True)])
     confidence = np.array([r.confidence for r in readings])
     assert right.sum() >= 30 and (~right).sum() >= 3

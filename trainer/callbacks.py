@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from trainer.train import Report, eta
+from trainer.report import Report, eta
 
 
 class Journal(tf.keras.callbacks.Callback):  # type: ignore[misc]

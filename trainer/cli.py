@@ -6,12 +6,11 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
-from typing import Any
 
 import click
 
 from digits.connection import Group, connect, redis_url_option
-from digits.registry import Registry, RegistryError, build_manifest
+from digits.registry import Registry, RegistryError, build_manifest, write_dir
 from digits.theta import Model, ThetaError, parse_pair, to_csv
 
 
@@ -106,16 +105,6 @@ def training_label(distorted: bool, cut: bool = False) -> str:
     the digits cut from crops, if so trained)."""
     digits = ("distorted digits" if distorted else "digits") + (" and digits cut from crops" if cut else "")
     return f"Training ({digits}, average over the epoch)"
-
-
-def write_dir(directory: Path, theta1: bytes, theta2: bytes, manifest: dict[str, Any],
-              plots: dict[str, bytes]) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, data in plots.items():
-        (directory / name).write_bytes(data)
-    (directory / "theta1.csv").write_bytes(theta1)
-    (directory / "theta2.csv").write_bytes(theta2)
-    (directory / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 @main.command("list")

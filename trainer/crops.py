@@ -23,12 +23,11 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from digits.arrays import Bytes, Mask
 from digits.images import decode
-from digits.ink import Mask
-from digits.postal_synth import FORMATS, Crop, make_crop, png_bytes
 from digits.segment import Cut, candidates, cut, fields
+from trainer.synth import FORMATS, Crop, make_crop, png_bytes
 
-Bytes = npt.NDArray[np.uint8]
 JUNK = -1  # the label of a candidate that is no digit
 OWN_SHARE = 0.75  # a digit: at least this share of the candidate's ink is that digit's ...
 WHOLE_SHARE = 0.85  # ... it holds at least this share of the digit's ink ...

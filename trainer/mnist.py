@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from digits.arrays import Bytes
+
 OFFICIAL_MD5 = {
     "train-images": "6bbc9ace898e44ae57da46a324031adb",
     "train-labels": "a25bea736e30d166cdddb491f175f624",
@@ -32,7 +34,6 @@ IDX_NAMES = {
 }
 VALIDATION_SIZE = 5000  # the seed's split: the first 5,000 training images validate
 
-Bytes = npt.NDArray[np.uint8]
 
 
 class MnistError(RuntimeError):

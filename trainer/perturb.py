@@ -12,22 +12,22 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
+from digits.arrays import Bytes
 from digits.theta import Model
 
 SIDE = 28
-Bytes = npt.NDArray[np.uint8]
-Floats = npt.NDArray[np.float64]
+Grid = npt.NDArray[np.float64]  # images as (n, 28, 28) float64, for resampling
 
 
-def as_grid(images: Bytes) -> Floats:
+def as_grid(images: Bytes) -> Grid:
     return images.reshape(-1, SIDE, SIDE).astype(np.float64)
 
 
-def as_bytes(grid: Floats) -> Bytes:
+def as_bytes(grid: Grid) -> Bytes:
     return np.clip(np.rint(grid), 0, 255).astype(np.uint8).reshape(-1, SIDE * SIDE)
 
 
-def neighbourhood(grid: Floats) -> list[Floats]:
+def neighbourhood(grid: Grid) -> list[Grid]:
     """The 3 x 3 neighbours of every pixel (zero outside), as 9 shifted copies."""
     padded = np.pad(grid, ((0, 0), (1, 1), (1, 1)))
     return [padded[:, dy:dy + SIDE, dx:dx + SIDE] for dy in range(3) for dx in range(3)]
@@ -41,7 +41,7 @@ def thinner(images: Bytes) -> Bytes:
     return as_bytes(np.min(neighbourhood(as_grid(images)), axis=0))
 
 
-def warp(images: Bytes, matrix: Floats, shift: Floats | None = None) -> Bytes:
+def warp(images: Bytes, matrix: Grid, shift: Grid | None = None) -> Bytes:
     """Each output pixel p reads the input at matrix @ (p - centre) + centre - shift, bilinearly."""
     grid = as_grid(images)
     n = len(grid)

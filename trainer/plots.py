@@ -12,9 +12,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import numpy.typing as npt
 
+from digits.arrays import Bytes
 from digits.theta import Model
-
-Bytes = npt.NDArray[np.uint8]
 
 
 def png(figure: Any) -> bytes:

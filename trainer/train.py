@@ -9,10 +9,8 @@ that is folded into theta1 at export, so the contract stays "pixels in [0, 1]".
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,8 +20,7 @@ import numpy.typing as npt
 
 from digits.theta import Model, Theta, pack
 from trainer.mnist import Mnist
-
-Report = Callable[[str], None]
+from trainer.report import Report
 
 
 @dataclass(frozen=True)
@@ -93,11 +90,10 @@ def epochs_of(preset: Preset, train_images: int) -> tuple[int, int]:
 
 def train(data: Mnist, preset: Preset, report: Report = print, checkpoint_dir: Path | None = None) -> Trained:
     """Train a preset; with checkpoint_dir, an interrupted run resumes from its last finished epoch."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow reads its log level only from here
     import tensorflow as tf
 
     from trainer.callbacks import Journal, Progress
-    from trainer.distort import Distortion, distorted_batches
 
     tf.keras.utils.set_random_seed(preset.seed)
     tf.config.experimental.enable_op_determinism()
@@ -105,6 +101,34 @@ def train(data: Mnist, preset: Preset, report: Report = print, checkpoint_dir: P
     x_train_f = x_train.astype(np.float32) / 255.0
     x_val_f = x_val.astype(np.float32) / 255.0
     mean, std = (float(x_train_f.mean()), float(x_train_f.std())) if preset.standardize else (0.0, 1.0)
+    epochs, per_epoch = epochs_of(preset, len(x_train_f))
+    net = network(preset, mean, std, epochs * per_epoch)
+    dataset = training_batches(x_train, y_train, x_train_f, preset, report, checkpoint_dir)
+    journal = Journal(checkpoint_dir, keep_best=preset.select == "best")
+    callbacks: list[Any] = []
+    if checkpoint_dir is not None:
+        callbacks.append(tf.keras.callbacks.BackupAndRestore(str(checkpoint_dir / "backup")))
+    if preset.ema:  # validate, select and export the averaged weights
+        callbacks.append(tf.keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    callbacks += [journal, Progress(epochs, report)]
+    started = time.monotonic() - journal.seconds
+    validation = (x_val_f, np.eye(10, dtype=np.float32)[y_val])
+    net.fit(dataset, epochs=epochs, steps_per_epoch=per_epoch, validation_data=validation,
+            validation_batch_size=1000, callbacks=callbacks, shuffle=False, verbose=0)
+    seconds = time.monotonic() - started
+
+    (w1, b1), (w2, b2) = journal.final_weights(net)
+    w1, b1 = fold_scaling(w1, b1, mean, std)
+    theta = pack(b1, w1, b2, w2)
+    model = Model(theta)
+    return Trained(theta, journal.history, accuracy(model, x_val, y_val),
+                   accuracy(model, data.test_images, data.test_labels), seconds, preset, journal.best_epoch)
+
+
+def network(preset: Preset, mean: float, std: float, total_steps: int) -> Any:
+    """The seed's 784-H-10 sigmoid MLP as a compiled Keras model, with the preset's input scaling,
+    initialisation, dropout, learning-rate schedule and weight averaging."""
+    import tensorflow as tf
 
     if preset.init == "normal":
         kernel: Any = tf.keras.initializers.RandomNormal(stddev=1.0, seed=preset.seed)
@@ -119,50 +143,39 @@ def train(data: Mnist, preset: Preset, report: Report = print, checkpoint_dir: P
         tf.keras.layers.Dropout(preset.dropout, seed=preset.seed),  # the identity at rate 0 and at inference
         tf.keras.layers.Dense(10, kernel_initializer=kernel, bias_initializer=bias),
     ])
-    epochs, per_epoch = epochs_of(preset, len(x_train_f))
     rate: Any = preset.learning_rate
     if preset.schedule == "cosine":
-        rate = tf.keras.optimizers.schedules.CosineDecay(preset.learning_rate, epochs * per_epoch, alpha=0.01)
+        rate = tf.keras.optimizers.schedules.CosineDecay(preset.learning_rate, total_steps, alpha=0.01)
     net.compile(optimizer=tf.keras.optimizers.Adam(rate, use_ema=preset.ema, ema_momentum=0.999),
                 loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True,
                                                              label_smoothing=preset.label_smoothing),
                 metrics=[digit_accuracy()])
+    return net
 
-    one_hot = np.eye(10, dtype=np.float32)
-    dataset = distorted_batches(x_train_f, one_hot[y_train], preset.batch_size, preset.seed,
+
+def training_batches(x_train: npt.NDArray[np.uint8], y_train: npt.NDArray[np.uint8], x_train_f: npt.NDArray[Any],
+                     preset: Preset, report: Report, checkpoint_dir: Path | None) -> Any:
+    """The preset's training batches: MNIST digits, distorted if it says so, joined by as many
+    candidate digits cut from generated crops (cut once, and kept with the checkpoints)."""
+    from trainer.distort import Distortion, distorted_batches
+
+    dataset = distorted_batches(x_train_f, np.eye(10, dtype=np.float32)[y_train], preset.batch_size, preset.seed,
                                 Distortion(stroke=preset.stroke) if preset.distort else None)
-    if preset.crops:
-        from trainer.crops import Candidates, build, with_candidates
+    if not preset.crops:
+        return dataset
+    from trainer.crops import Candidates, build, with_candidates
 
-        saved = checkpoint_dir / "candidates.npz" if checkpoint_dir is not None else None
-        if saved is not None and saved.is_file():  # a resumed run: cutting them again takes minutes
-            candidates = Candidates.load(saved)
-        else:
-            started = time.monotonic()
-            candidates = build(x_train, y_train, preset.crops, preset.seed)
-            report(f"cut {preset.crops} generated crops into {len(candidates)} labelled candidates "
-                   f"({int((candidates.labels >= 0).sum())} digits) in {time.monotonic() - started:.0f} s")
-            if saved is not None:
-                candidates.save(saved)
-        dataset = with_candidates(dataset, candidates, preset.batch_size, preset.seed)
-    journal = Journal(checkpoint_dir, keep_best=preset.select == "best")
-    callbacks: list[Any] = []
-    if checkpoint_dir is not None:
-        callbacks.append(tf.keras.callbacks.BackupAndRestore(str(checkpoint_dir / "backup")))
-    if preset.ema:  # validate, select and export the averaged weights
-        callbacks.append(tf.keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
-    callbacks += [journal, Progress(epochs, report)]
-    started = time.monotonic() - journal.seconds
-    net.fit(dataset, epochs=epochs, steps_per_epoch=per_epoch, validation_data=(x_val_f, one_hot[y_val]),
-            validation_batch_size=1000, callbacks=callbacks, shuffle=False, verbose=0)
-    seconds = time.monotonic() - started
-
-    (w1, b1), (w2, b2) = journal.final_weights(net)
-    w1, b1 = fold_scaling(w1, b1, mean, std)
-    theta = pack(b1, w1, b2, w2)
-    model = Model(theta)
-    return Trained(theta, journal.history, accuracy(model, x_val, y_val),
-                   accuracy(model, data.test_images, data.test_labels), seconds, preset, journal.best_epoch)
+    saved = checkpoint_dir / "candidates.npz" if checkpoint_dir is not None else None
+    if saved is not None and saved.is_file():  # a resumed run: cutting them again takes minutes
+        candidates = Candidates.load(saved)
+    else:
+        started = time.monotonic()
+        candidates = build(x_train, y_train, preset.crops, preset.seed)
+        report(f"cut {preset.crops} generated crops into {len(candidates)} labelled candidates "
+               f"({int((candidates.labels >= 0).sum())} digits) in {time.monotonic() - started:.0f} s")
+        if saved is not None:
+            candidates.save(saved)
+    return with_candidates(dataset, candidates, preset.batch_size, preset.seed)
 
 
 def digit_accuracy() -> Any:
@@ -193,6 +206,3 @@ def describe(preset: Preset) -> str:
     return json.dumps(hyperparameters(preset), sort_keys=True)
 
 
-def eta(seconds: float) -> str:
-    minutes, secs = divmod(math.ceil(seconds), 60)
-    return f"{minutes}m{secs:02d}s"

@@ -4,33 +4,29 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 import time
-from typing import Any
 
+import redis
 from rq import get_current_job
 
 from digits import keys
 from digits.connection import text
 from digits.images import ImageError, decode
-from digits.limits import DEFAULT_MAX_PIXELS
 from digits.pattern import Pattern, parse_pattern
-from digits.reading import DEFAULT_REVIEW_THRESHOLD, Reading, pieces, read
-from digits.results import result_record, store_results
+from digits.reading import Reading, lattice_of, read
+from digits.results import Record, result_record, store_results
 from digits.segment import Lattice
 from digits.theta import BLOCK_ROWS
 from worker import metrics
-from worker.serving import SERVER
+from worker.serving import Loaded, Serving
 
 log = logging.getLogger(__name__)
-MAX_PIXELS = int(os.environ.get("DIGITS_MAX_PIXELS", DEFAULT_MAX_PIXELS))
-REVIEW_THRESHOLD = float(os.environ.get("DIGITS_REVIEW_THRESHOLD", DEFAULT_REVIEW_THRESHOLD))
 
 
-def classify_batch(run_id: str, batch: int, result_ttl: int) -> dict[str, int]:
-    """Decode, cut and classify one batch (the candidate digits of its images in products of
-    about BLOCK_ROWS rows); one bad image never fails the others."""
+def classify_batch(run_id: str, batch: int, result_ttl: int, *, serving: Serving) -> dict[str, int]:
+    """Decode, cut and classify one batch and store its results; one bad image never fails the
+    others. `serving` comes from the worker process (worker/worker.py), not from the queue."""
     started = time.perf_counter()
     job = get_current_job()
     if job is None:
@@ -44,28 +40,40 @@ def classify_batch(run_id: str, batch: int, result_ttl: int) -> dict[str, int]:
         return {"images": 0, "failed": 0}
     paths: list[str] = json.loads(payload[b"paths"])
     worker = job.worker_name or socket.gethostname()
-    loaded = SERVER.serve(connection, text(current) if current else None, worker)  # it may have moved
-
+    loaded = serving.models.serve(connection, text(current) if current else None, worker)  # it may have moved
     options = json.loads(payload.get(b"options", b"{}"))
-    threshold = float(options.get("review_threshold", REVIEW_THRESHOLD))
-    expect: Pattern | None = None
-    records: list[dict[str, Any]] = []
+    threshold = float(options.get("review_threshold", serving.review_threshold))
     try:
         expect = parse_pattern(options["expect"]) if options.get("expect") else None
     except ValueError as exc:  # the producer checks it; a job written by hand may not
         records = [result_record(path, batch, error=f"{path}: {exc}", worker=worker) for path in paths]
-        paths = []
+    else:
+        records = read_batch(payload, paths, batch, expect, threshold, serving.max_pixels, loaded, worker)
+    store_results(connection, run_id, batch, records, result_ttl)
+    failed = sum(1 for record in records if record["error"] is not None)
+    record_batch(connection, worker, len(records), failed, time.perf_counter() - started, loaded.version)
+    log.info("batch done", extra={"run_id": run_id, "batch": batch, "images": len(records), "failed": failed,
+                                  "seconds": round(time.perf_counter() - started, 4),
+                                  "model_version": loaded.version, "worker": worker})
+    return {"images": len(records), "failed": failed}
 
-    lattices: list[Lattice] = []  # read a block of about BLOCK_ROWS candidates at a time, then let go:
-    candidates = 0  # a batch of long crops (40 candidates each) never holds all its fields at once
+
+def read_batch(payload: dict[bytes, bytes], paths: list[str], batch: int, expect: Pattern | None, threshold: float,
+               max_pixels: int, loaded: Loaded, worker: str) -> list[Record]:
+    """Each image's result: failed alone if it cannot be decoded or holds no digit. Its candidate
+    digits are read about BLOCK_ROWS at a time, and let go: a batch of long crops (40
+    candidates each) never holds all its fields at once."""
+    records: list[Record] = []
+    lattices: list[Lattice] = []
     good: list[int] = []
     readings: list[Reading] = []
+    candidates = 0
     for index, path in enumerate(paths):
         problem = payload.get(f"{index}:error".encode())
         try:
             if problem is not None:
                 raise ImageError(problem.decode())
-            lattices.append(pieces(decode(payload[str(index).encode()], MAX_PIXELS), expect))
+            lattices.append(lattice_of(decode(payload[str(index).encode()], max_pixels), expect))
             candidates += len(lattices[-1].spans)
             good.append(index)
         except ImageError as exc:
@@ -75,24 +83,24 @@ def classify_batch(run_id: str, batch: int, result_ttl: int) -> dict[str, int]:
             lattices, candidates = [], 0
     for index, reading in zip(good, readings, strict=True):
         records.append(reading_record(paths[index], batch, reading, loaded.version, loaded.sha256, worker))
-    store_results(connection, run_id, batch, records, result_ttl)
-    failed = len(records) - len(good)
-    seconds = time.perf_counter() - started
-    metrics.record_batch(loaded.version, len(records), failed, seconds)
+    return records
+
+
+def record_batch(connection: redis.Redis, worker: str, images: int, failed: int, seconds: float,
+                 version: str) -> None:
+    """The batch's counts in this process's Prometheus metrics and in the worker's totals in Redis."""
+    metrics.record_batch(version, images, failed, seconds)
     with connection.pipeline(transaction=False) as pipe:
         stats = keys.worker_stats(worker)
         pipe.hincrby(stats, "batches", 1)
-        pipe.hincrby(stats, "images", len(records))
+        pipe.hincrby(stats, "images", images)
         pipe.hincrby(stats, "failed", failed)
         pipe.hincrbyfloat(stats, "seconds", seconds)
         pipe.execute()
-    log.info("batch done", extra={"run_id": run_id, "batch": batch, "images": len(records), "failed": failed,
-                                  "seconds": round(seconds, 4), "model_version": loaded.version, "worker": worker})
-    return {"images": len(records), "failed": failed}
 
 
 def reading_record(path: str, batch: int, reading: Reading, model_version: str, model_sha256: str,
-                   worker: str) -> dict[str, Any]:
+                   worker: str) -> Record:
     """The result of an image that was read: its code, per-digit probabilities and boxes, rounded for JSON."""
     return result_record(
         path, batch, code=reading.code, digits=reading.digits,

@@ -1,4 +1,5 @@
-"""The model a worker process serves: loaded once, swapped only when `current` moves."""
+"""What a worker process serves: the model, loaded once and swapped only when `current` moves,
+and how it reads; handed to every job it runs."""
 
 from __future__ import annotations
 
@@ -63,4 +64,10 @@ class ModelServer:
         return self.loaded
 
 
-SERVER = ModelServer()  # one per process: RQ's SimpleWorker runs every job in this process
+@dataclass(frozen=True)
+class Serving:
+    """Given by a worker process to each job it runs (RQ's SimpleWorker runs them all in-process)."""
+
+    models: ModelServer
+    review_threshold: float  # unless the run sets its own
+    max_pixels: int

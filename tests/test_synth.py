@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from digits.postal_synth import FORMATS, generate, make_crop
 from tests.conftest import Digits
+from trainer.synth import FORMATS, generate, make_crop
 
 
 def test_same_seed_same_crops(mnist_test: Digits) -> None:

@@ -1,0 +1,40 @@
+"""Every default setting of the system, in one place (as RQ keeps its own in rq/defaults.py).
+
+Each component takes these as the defaults of its options and passes the values it was given
+explicitly from there on. Light on purpose: no numpy, so any process may import it.
+"""
+
+# Inputs: what the system accepts and the limits checked before any work on it
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".pbm", ".pnm", ".gif")
+MAX_BYTES = 20 * 1024 * 1024  # larger files are refused by the producer, unread
+MAX_PIXELS = 40_000_000  # decompression-bomb guard: workers refuse larger images before decoding
+
+# A run: how a folder is cut and paced (measured in docs/benchmarks.md)
+BATCH_SIZE = 256  # images per job
+WINDOW = 8192  # most images of one run held in Redis at once
+RESULT_TTL = 7 * 24 * 3600  # seconds a run's results stay in Redis
+JOB_TIMEOUT = 600  # seconds one batch job may run
+JOB_RETRIES = 2  # RQ retries of a batch whose job raised
+JOB_RESULT_TTL = 3600  # seconds RQ keeps a finished job's return value
+
+# Reading
+REVIEW_THRESHOLD = 0.9  # codes read with less confidence are flagged for review
+
+# A hot folder (`digits-producer watch`)
+SETTLE = 0.2  # seconds a file must stay unchanged before it is sent
+MAX_DELAY = 0.05  # seconds the first file of a micro-batch may wait for more
+POLL = 0.05  # seconds between folder scans
+
+# Recovery of batches whose worker died (digits/recovery.py)
+LEASE_SECONDS = 10  # a dead worker's batch is recovered at most this long (plus one sweep) after it died
+LEASE_RENEW = 2.0  # seconds between renewals of a live worker's lease
+MAX_ABANDONED = 3  # a batch whose worker died this many times gets failed results instead
+STRANDED_SECONDS = 10  # a popped job is marked started within milliseconds by a live worker
+PRODUCER_SWEEP_SECONDS = 2.0  # how often a producer checks the jobs of its open batches and reaps failed ones
+SUPERVISOR_SWEEP_SECONDS = 5.0  # how often each worker supervisor looks for batches abandoned anywhere
+
+# Workers
+WORKER_TTL = 35  # seconds: an idle worker heartbeats every 20 s, so a dead one vanishes within 35 s
+MAX_JOB_BYTES = 64 * 1024  # our jobs carry three small values; anything bigger is not ours
+QUICK_DEATH = 5.0  # a worker process that fails this soon after starting doubles its next respawn delay
+MAX_RESPAWN_DELAY = 30.0  # seconds, the most a respawn waits

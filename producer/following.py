@@ -1,0 +1,77 @@
+"""Following a run: its results in the order they finished, read from its events stream.
+
+Each finished batch adds one event naming its paths; the results themselves are read from the
+run's results hash (digits/results.py). `Follower` reads from a cursor, so a reader that keeps
+its cursor (as `watch` does, in Redis) resumes where it stopped; `follow` reads a whole run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import redis
+
+from digits import defaults, keys
+from digits.connection import text
+from digits.queueing import batch_queue
+from digits.recovery import reap_failed_batches, recover_abandoned
+from digits.results import Record, event_lines
+from producer.runs import run_meta
+
+Result = tuple[str, Record]  # a result as its stored JSON line, and parsed
+
+
+class Follower:
+    """Reads a run's results from a cursor in its events stream, advancing it."""
+
+    def __init__(self, connection: redis.Redis, run_id: str, cursor: str = "0-0") -> None:
+        self.redis = connection
+        self.run_id = run_id
+        self.cursor = cursor
+
+    def read(self, block_ms: int | None, count: int = 200) -> list[Result]:
+        """The results of up to `count` batches finished after the cursor; with block_ms, wait
+        that long for one if there is none yet."""
+        response: list[Any] = self.redis.xread(  # type: ignore[assignment]
+            {keys.run_events(self.run_id): self.cursor}, count=count, block=block_ms)
+        found: list[Result] = []
+        for _stream, entries in response or []:
+            self.cursor = text(entries[-1][0])
+            found += [(line, json.loads(line)) for line in event_lines(self.redis, self.run_id, entries)]
+        return found
+
+
+def follow(connection: redis.Redis, run_id: str, *, wait: bool = True,
+           should_stop: Callable[[], bool] = lambda: False) -> Iterator[Result]:
+    """A run's results in the order they finished, each image once (a batch redone after a
+    Redis restart lost its first result must not repeat); with wait, until the run is complete,
+    sweeping for abandoned and failed batches meanwhile."""
+    queue = batch_queue(connection, run_meta(connection, run_id).get("queue", keys.DEFAULT_QUEUE))
+    follower = Follower(connection, run_id)
+    seen: set[str] = set()
+    last_sweep = time.monotonic()
+    total = 0  # the run's total when last read: completion is worth checking once that many are seen
+    while True:
+        found = follower.read(block_ms=500 if wait else None)
+        for line, record in found:
+            if record["path"] not in seen:
+                seen.add(record["path"])
+                yield line, record
+        if found and (not wait or len(seen) < total):
+            continue
+        # Checked right after the last result too: blocking once more would add half a second to every run.
+        meta = run_meta(connection, run_id)
+        total = int(meta.get("total", 0))
+        if meta.get("status") == "enqueued" and len(seen) >= total:
+            return
+        if found:
+            continue
+        if not wait or should_stop():
+            return
+        if time.monotonic() - last_sweep > defaults.PRODUCER_SWEEP_SECONDS:
+            recover_abandoned(connection, queue)
+            reap_failed_batches(connection, run_id, queue)
+            last_sweep = time.monotonic()

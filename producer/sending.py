@@ -1,0 +1,215 @@
+"""Sending a folder: its files cut into batches, enqueued under a window, each batch seen through.
+
+The window bounds how many images sit in Redis at once: a batch is enqueued only when the
+images enqueued but not yet finished leave room for it. Producer and Redis memory stay flat
+whatever the size of the folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from pathlib import Path
+
+import redis
+from rq import Queue, Retry
+from rq.job import Job, JobStatus
+
+from digits import defaults, keys
+from digits.connection import text
+from digits.queueing import JOB_FUNCTION, batch_queue, job_id
+from digits.recovery import fail_batch, failure_reason, recover_abandoned
+from producer.files import Found, read, walk
+from producer.runs import Settings
+
+log = logging.getLogger(__name__)
+
+
+def chunks(items: Iterable[Found], size: int) -> Iterator[list[Found]]:
+    """Consecutive lists of `size` items (the last may be shorter), read lazily."""
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+class Sender:
+    """Sends a folder's files as batches under the window, and sees every batch through.
+
+    A pass sends every file that has no result yet and is not in an open batch, so the same
+    pass resumes a run whose producer was killed, and re-sends what a Redis restart lost. The
+    open batches (payload in Redis, no results yet) are tracked here: a batch whose job is lost,
+    or finished while its payload is still there (its results were lost), is enqueued again; a
+    batch whose job failed for good gets failed results naming the reason.
+    """
+
+    def __init__(self, connection: redis.Redis, run_id: str, root: Path, settings: Settings) -> None:
+        self.redis = connection
+        self.run_id = run_id
+        self.root = root
+        self.settings = settings
+        self.queue = batch_queue(connection, settings.queue)
+        self.open: dict[int, int] = {}  # batch index -> images, for batches not finished yet
+        self.unplaced: set[int] = set()  # open batches whose job the last sweep found nowhere
+        self.next_index = int(connection.hget(keys.run(run_id), "batches") or 0)
+        self.last_sweep = time.monotonic()
+
+    def deliver(self) -> int:
+        """Passes until one finds nothing left to send and every batch is finished; return the file count."""
+        while True:
+            sent, total = self.send_pass()
+            self.wait_for_open(0)
+            if sent == 0:
+                return total
+
+    def send_pass(self) -> tuple[int, int]:
+        """Send every file without a result that no open batch holds; return (sent, files found)."""
+        held = self.adopt_open_batches()
+        sent = total = 0
+        waiting: list[Found] = []
+        size = self.settings.batch_size
+        for chunk in chunks(walk(self.root, self.settings.extensions, self.settings.globs), size):
+            total += len(chunk)
+            done = self.redis.hmget(keys.run_results(self.run_id), [f.relative for f in chunk])
+            waiting += [f for f, result in zip(chunk, done, strict=True)
+                        if result is None and f.relative not in held]
+            while len(waiting) >= size:
+                self.send(waiting[:size])
+                sent += size
+                waiting = waiting[size:]
+            self.redis.hset(keys.run(self.run_id), "total", max(total, self.known_total()))
+        if waiting:
+            self.send(waiting)
+            sent += len(waiting)
+        self.redis.hset(keys.run(self.run_id), mapping={"total": total, "status": "enqueued",
+                                                        "enqueued_at": time.time()})
+        return sent, total
+
+    def known_total(self) -> int:
+        return int(self.redis.hget(keys.run(self.run_id), "total") or 0)
+
+    def adopt_open_batches(self) -> set[str]:
+        """Batches left open by an earlier pass or producer: watch them, and return the paths they hold."""
+        indexes = range(self.next_index)
+        with self.redis.pipeline(transaction=False) as pipe:
+            for index in indexes:
+                pipe.hget(keys.batch(self.run_id, index), "paths")
+            replies: list[bytes | None] = pipe.execute()
+        held: set[str] = set()
+        for index, raw in zip(indexes, replies, strict=True):
+            if raw is not None:
+                paths = json.loads(raw)
+                self.open[index] = len(paths)
+                held.update(paths)
+        return held
+
+    def send(self, chunk: list[Found]) -> None:
+        self.wait_for_open(max(self.settings.window - len(chunk), 0))
+        index = self.next_index
+        self.next_index += 1
+        enqueue_batch(self.redis, self.queue, self.run_id, index, chunk, self.settings)
+        self.open[index] = len(chunk)
+
+    def wait_for_open(self, most: int) -> None:
+        """Wait until at most `most` images are in open batches, seeing each batch through."""
+        while sum(self.open.values()) > most:
+            self.forget_finished()
+            if time.monotonic() - self.last_sweep > defaults.PRODUCER_SWEEP_SECONDS:
+                self.sweep()
+                self.last_sweep = time.monotonic()
+            if sum(self.open.values()) > most:
+                time.sleep(0.02)
+
+    def forget_finished(self) -> None:
+        """A batch is no longer open once its payload is gone: finished, or lost (the next pass sees which)."""
+        indexes = list(self.open)
+        with self.redis.pipeline(transaction=False) as pipe:
+            for index in indexes:
+                pipe.exists(keys.batch(self.run_id, index))
+            exists: list[int] = pipe.execute()
+        for index, present in zip(indexes, exists, strict=True):
+            if not present:
+                del self.open[index]
+
+    def sweep(self) -> None:
+        """Enqueue again the open batches whose job is lost, finished without results, or dropped
+        by a sweeper that died mid-recovery; fail the failed."""
+        recover_abandoned(self.redis, self.queue)
+        ids = [job_id(self.run_id, index) for index in self.open]
+        jobs = Job.fetch_many(ids, connection=self.redis, serializer=self.queue.serializer)
+        waiting = []
+        for index, job in zip(list(self.open), jobs, strict=True):
+            status = job.get_status(refresh=False) if job is not None else None
+            if status is None or status == JobStatus.FINISHED:
+                log.warning("run %s batch %d: job %s, enqueueing it again", self.run_id, index,
+                            "lost" if status is None else "finished but its results are missing")
+                enqueue_job(self.queue, self.run_id, index, self.open[index], self.settings)
+            elif status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+                reason = failure_reason(self.redis, job_id(self.run_id, index))
+                fail_batch(self.redis, self.run_id, index, f"batch {index} failed in the worker: {reason}")
+            elif status in (JobStatus.QUEUED, JobStatus.STARTED):
+                waiting.append(index)
+        unplaced = self.find_unplaced(waiting)
+        for index in unplaced & self.unplaced:  # nowhere on two sweeps in a row: nobody will run it
+            log.warning("run %s batch %d: job is in no queue or registry, enqueueing it again", self.run_id, index)
+            enqueue_job(self.queue, self.run_id, index, self.open[index], self.settings)
+        self.unplaced = unplaced
+
+    def find_unplaced(self, indexes: list[int]) -> set[int]:
+        """The batches whose job is neither queued, popped by a worker, nor started (read atomically)."""
+        if not indexes:
+            return set()
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lrange(self.queue.key, 0, -1)
+            pipe.lrange(self.queue.intermediate_queue_key, 0, -1)
+            pipe.zrange(self.queue.started_job_registry.key, 0, -1)
+            queued, popped, started = pipe.execute()
+        placed = {text(j) for j in queued + popped} | {text(e).rsplit(":", 1)[0] for e in started}
+        return {index for index in indexes if job_id(self.run_id, index) not in placed}
+
+
+def enqueue_folder(connection: redis.Redis, run_id: str, root: Path, settings: Settings) -> int:
+    """One pass: send every file of root that has no result yet, under the window; return the count sent."""
+    sent, _total = Sender(connection, run_id, root, settings).send_pass()
+    return sent
+
+
+def deliver(connection: redis.Redis, run_id: str, root: Path, settings: Settings) -> int:
+    """Send root and see every batch through, re-sending whatever got lost; return the file count."""
+    return Sender(connection, run_id, root, settings).deliver()
+
+
+def enqueue_batch(connection: redis.Redis, queue: Queue, run_id: str, index: int, chunk: list[Found],
+                  settings: Settings) -> None:
+    """Store one batch's file bytes (or why a file cannot be read) and enqueue its job."""
+    payload: dict[str, bytes | str] = {"paths": json.dumps([f.relative for f in chunk])}
+    if options := settings.reading_options():
+        payload["options"] = json.dumps(options)
+    for position, found in enumerate(chunk):
+        data, problem = read(found, settings.max_bytes)
+        if data is None:
+            payload[f"{position}:error"] = problem or "unreadable"
+        else:
+            payload[str(position)] = data
+    with connection.pipeline(transaction=True) as pipe:  # payload and job land together, in one round trip
+        pipe.multi()  # explicit, as RQ expects of a pipeline it is handed
+        pipe.hset(keys.batch(run_id, index), mapping=payload)  # type: ignore[arg-type]
+        pipe.expire(keys.batch(run_id, index), settings.result_ttl)
+        pipe.hset(keys.run(run_id), "batches", index + 1)  # indexes only grow: a retry sets the same value
+        enqueue_job(queue, run_id, index, len(chunk), settings, pipe)
+        pipe.execute()
+
+
+def enqueue_job(queue: Queue, run_id: str, index: int, images: int, settings: Settings,
+                pipeline: redis.client.Pipeline | None = None) -> None:
+    """The job of a stored batch; enqueueing it again (same id) replaces the lost or stale one.
+
+    With a pipeline, the job is only queued on it: it reaches Redis when the caller executes it."""
+    queue.enqueue(
+        JOB_FUNCTION, args=(run_id, index, settings.result_ttl), job_id=job_id(run_id, index),
+        description=f"classify run {run_id} batch {index} ({images} images)",
+        job_timeout=settings.job_timeout, result_ttl=defaults.JOB_RESULT_TTL, failure_ttl=settings.result_ttl,
+        retry=Retry(max=settings.retries) if settings.retries else None, pipeline=pipeline,
+    )

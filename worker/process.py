@@ -1,0 +1,61 @@
+"""One worker process: connect, load the current model, work until told to stop."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from types import FrameType
+
+from digits import logs
+from digits.connection import connect
+from worker.settings import WorkerSettings
+
+log = logging.getLogger("digits.worker")
+
+
+def run_one(name: str, settings: WorkerSettings, metrics_port: int | None) -> None:
+    """The body of a worker process (spawned by the supervisor; imports the model's libraries here)."""
+    from digits.queueing import batch_queue
+    from digits.recovery import Lease
+    from worker import metrics
+    from worker.serving import ModelServer, NoModelError, Serving
+    from worker.worker import DigitsWorker
+
+    logs.setup(settings.log_level, settings.log_format)
+    if metrics_port is not None:
+        metrics.serve(metrics_port)
+    connection = connect(settings.url, check=False)  # a Redis that is restarting is waited for, with backoff
+    lease = Lease(connection, name).start()
+    serving = Serving(ModelServer(), settings.review_threshold, settings.max_pixels)
+    try:
+        serving.models.refresh(connection, name)  # ready before the first job, not during it
+    except NoModelError as exc:
+        log.warning("%s; jobs will fail until a version is promoted", exc)
+    worker = DigitsWorker([batch_queue(connection, q) for q in settings.queues], connection=connection, name=name,
+                          lease=lease, serving=serving)
+    # RQ registers the worker before it installs its signal handlers; a stop signal in that
+    # window would kill the process and leave a stale registration behind, so exit cleanly.
+    signal.signal(signal.SIGTERM, exit_now)
+    signal.signal(signal.SIGINT, exit_now)
+    threading.Thread(target=stop_when_orphaned, args=(os.getppid(),), daemon=True).start()
+    try:
+        worker.work(burst=settings.burst, logging_level=settings.log_level)
+    except SystemExit:
+        worker.register_death()
+    finally:
+        lease.end()
+
+
+def exit_now(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+def stop_when_orphaned(parent: int) -> None:
+    """If the supervisor dies (even by SIGKILL), finish the current job and stop, like on SIGTERM."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    log.warning("supervisor %d is gone; stopping after the current job", parent)
+    os.kill(os.getpid(), signal.SIGTERM)
