@@ -24,14 +24,16 @@ from rq.serializers import DefaultSerializer
 from digits import keys
 from digits.connection import text
 from digits.images import decode
-from digits.postal_synth import generate, png_bytes
 from digits.queueing import batch_queue
-from digits.reading import pieces
-from digits.redis_server import free_port
+from digits.reading import lattice_of
 from digits.registry import DEFAULT_MODEL_DIR, Registry, build_manifest
 from digits.theta import BLOCK_ROWS, load_dir, to_csv
 from producer import runs
+from producer.following import follow
+from producer.redis_server import free_port
+from producer.sending import enqueue_folder
 from tests.conftest import ROOT, Digits, MakeFolder, WorkerPool
+from trainer.synth import generate, png_bytes
 
 StartWorkers = Callable[..., WorkerPool]
 
@@ -40,10 +42,10 @@ def classify(connection: redis.Redis, folder: Path, batch_size: int = 16) -> dic
     """Enqueue a folder and wait for every result (workers must be running)."""
     settings = runs.Settings(batch_size=batch_size)
     run_id = runs.create_run(connection, folder, settings)
-    runs.enqueue_folder(connection, run_id, folder, settings)
+    enqueue_folder(connection, run_id, folder, settings)
     deadline = time.monotonic() + 120
     records: dict[str, dict[str, Any]] = {}
-    for record in runs.follow(connection, run_id, should_stop=lambda: time.monotonic() > deadline):
+    for _line, record in follow(connection, run_id, should_stop=lambda: time.monotonic() > deadline):
         records[record["path"]] = record
     return records
 
@@ -95,7 +97,7 @@ def test_a_batch_of_crops_is_read_a_block_at_a_time_in_order(
     its own (most read right), and a broken file in the middle fails alone."""
     images, labels = mnist_test
     crops = generate(60, images, labels, seed=3)
-    assert sum(len(pieces(decode(png_bytes(c))).spans) for c in crops) > 2 * BLOCK_ROWS
+    assert sum(len(lattice_of(decode(png_bytes(c))).spans) for c in crops) > 2 * BLOCK_ROWS
     truth = {}
     for index, crop in enumerate(crops):
         (tmp_path / f"{index:02d}.png").write_bytes(png_bytes(crop))
@@ -166,7 +168,7 @@ def test_nothing_on_the_queue_is_pickled(connection: redis.Redis, default_versio
     folder, _ = digit_folder(40)
     settings = runs.Settings(batch_size=10)
     run_id = runs.create_run(connection, folder, settings)
-    runs.enqueue_folder(connection, run_id, folder, settings)
+    enqueue_folder(connection, run_id, folder, settings)
     job_keys = [k for k in connection.scan_iter("rq:job:*") if b":" not in k[len("rq:job:"):]]
     assert len(job_keys) == 4
     for key in job_keys:
@@ -176,7 +178,7 @@ def test_nothing_on_the_queue_is_pickled(connection: redis.Redis, default_versio
         assert function == "worker.jobs.classify_batch" and instance is None
         assert args[0] == run_id
     start_workers(1)
-    list(runs.follow(connection, run_id))
+    [record for _line, record in follow(connection, run_id)]
     for key in connection.scan_iter("*"):
         if connection.type(key) == b"string":
             value = connection.get(key)
@@ -233,7 +235,7 @@ def test_sigterm_finishes_the_current_job(connection: redis.Redis, default_versi
     pool = start_workers(1)
     settings = runs.Settings(batch_size=4000)
     run_id = runs.create_run(connection, folder, settings)
-    runs.enqueue_folder(connection, run_id, folder, settings)
+    enqueue_folder(connection, run_id, folder, settings)
     queue = batch_queue(connection)
     wait_for(lambda: queue.started_job_registry.count == 1, what="the job to start")
     assert pool.stop() == 0
@@ -317,7 +319,7 @@ def test_json_logs_carry_run_batch_model_and_worker(redis_url: str, connection: 
     folder, _ = digit_folder(12)
     settings = runs.Settings(batch_size=5)
     run_id = runs.create_run(connection, folder, settings)
-    runs.enqueue_folder(connection, run_id, folder, settings)
+    enqueue_folder(connection, run_id, folder, settings)
     done = subprocess.run([sys.executable, "-m", "worker", "--burst", "--log-format", "json", "--redis-url",
                            redis_url], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
     records = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
@@ -378,3 +380,17 @@ def test_oversized_job_is_refused_and_the_worker_survives(connection: redis.Redi
     assert pool.process.poll() is None
     folder, _ = digit_folder(5)
     assert len(classify(connection, folder)) == 5
+
+
+def test_an_idle_pool_stops_within_seconds_every_time(redis_url: str, connection: redis.Redis) -> None:
+    """RQ's command listener slept 60 s at a time, and stopping a worker waits for it: an idle
+    worker sometimes took 60 s to stop on SIGTERM (past compose's grace period)."""
+    for attempt in range(6):
+        pool = WorkerPool(redis_url, 1)
+        pool.wait_registered(connection, 1)
+        time.sleep(0.3 * attempt)  # stop it at different points of its listener's sleep
+        started = time.monotonic()
+        os.killpg(pool.process.pid, signal.SIGTERM)
+        assert pool.process.wait(timeout=30) == 0
+        assert time.monotonic() - started < 5, f"stop {attempt} took {time.monotonic() - started:.1f} s"
+    wait_for(lambda: connection.scard("rq:workers") == 0, what="workers to deregister")

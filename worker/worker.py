@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rq import Queue, SimpleWorker
 from rq.exceptions import DeserializationError
@@ -10,12 +10,15 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from digits import keys
+from digits.defaults import MAX_JOB_BYTES, WORKER_TTL
 from digits.queueing import JOB_FUNCTION
 from digits.recovery import Lease
 
+if TYPE_CHECKING:  # the supervisor imports this module and must not load the model's libraries
+    from worker.serving import Serving
+
 ALLOWED_FUNCTIONS = frozenset({JOB_FUNCTION})
-MAX_JOB_BYTES = 64 * 1024  # our jobs carry three small values; anything bigger is not ours
-WORKER_TTL = 35  # seconds: an idle worker heartbeats every 20 s, so a dead one vanishes within 35 s
+PUBSUB_WAKE = 0.5  # seconds: the most a stopping worker waits for its command listener
 
 
 class ForeignJobError(RuntimeError):
@@ -27,7 +30,10 @@ class RefusedPayloadError(DeserializationError):
 
 
 class SafeJob(Job):
-    """An RQ job that refuses to import or call anything outside the allowlist."""
+    """An RQ job that refuses to import or call anything outside the allowlist, and hands the
+    function what the worker process serves."""
+
+    serving: Serving | None = None  # set by DigitsWorker before it runs the job
 
     def _deserialize_data(self) -> None:
         if len(self.data) > MAX_JOB_BYTES:
@@ -49,21 +55,27 @@ class SafeJob(Job):
                 f"job {self.id} refused: function {name!r} is not one of this project's jobs "
                 f"({', '.join(sorted(ALLOWED_FUNCTIONS))})"
             )
-        return super()._execute()
+        if self.serving is None:
+            raise RuntimeError(f"job {self.id}: only a DigitsWorker can run it (nothing to serve it with)")
+        assert self.func is not None
+        return self.func(*self.args, serving=self.serving, **self.kwargs)
 
 
 class DigitsWorker(SimpleWorker):
     """Runs every job in this process, so the model is loaded once and only swapped when it moves."""
 
-    def __init__(self, *args: Any, lease: Lease | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, lease: Lease | None = None, serving: Serving | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("serializer", JSONSerializer)
         kwargs.setdefault("job_class", SafeJob)
         kwargs.setdefault("worker_ttl", WORKER_TTL)
         super().__init__(*args, **kwargs)
         self.lease = lease
+        self.serving = serving
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         """Hold the job in this process's lease while it runs, so its loss is noticed in seconds."""
+        if isinstance(job, SafeJob):
+            job.serving = self.serving
         if self.lease is not None:
             self.lease.hold(job.id)
         try:
@@ -71,6 +83,15 @@ class DigitsWorker(SimpleWorker):
         finally:
             if self.lease is not None:
                 self.lease.hold("")
+
+    def subscribe(self) -> None:
+        """RQ's, with the command listener waking every PUBSUB_WAKE seconds instead of 60. Stopping
+        the worker waits for the listener (redis-py's PubSubWorkerThread.stop joins it), and once
+        unsubscribed it sleeps a whole sleep_time: an idle worker sometimes took 60 s to stop."""
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(
+            sleep_time=PUBSUB_WAKE, daemon=True, exception_handler=self._pubsub_exception_handler)  # type: ignore[assignment]
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
         """RQ sends a heartbeat's three commands one by one, before and after every job; sent in one
