@@ -17,7 +17,7 @@ from digits import defaults, keys
 from digits.connection import Group, connect, redis_url_option
 from digits.pattern import parse_pattern
 from producer import runs
-from producer.drive import drive, err, print_summary, warn_empty
+from producer.drive import drive, err, interrupted, print_summary, stop_on_sigterm, warn_empty
 from producer.following import follow
 from producer.output import FORMATS, ResultWriter
 from producer.sending import deliver, enqueue_folder
@@ -115,12 +115,16 @@ def enqueue(directory: Path | None, redis_url: str, resume: str | None, wait: bo
     connection = connect(redis_url)
     run_id, root, settings = start_or_resume(connection, directory, resume, options)
     click.echo(run_id)
-    if wait:
-        total = deliver(connection, run_id, root, settings)
-        err.print(f"run {run_id}: {total} images, each with a result")
-    else:
-        total = enqueue_folder(connection, run_id, root, settings)
-        err.print(f"run {run_id}: {total} images enqueued")
+    stop_on_sigterm()
+    try:
+        if wait:
+            total = deliver(connection, run_id, root, settings)
+            err.print(f"run {run_id}: {total} images, each with a result")
+        else:
+            total = enqueue_folder(connection, run_id, root, settings)
+            err.print(f"run {run_id}: {total} images enqueued")
+    except KeyboardInterrupt:
+        interrupted(connection, run_id, "enqueue")
     if total == 0 and resume is None:
         warn_empty(root, settings)
 
@@ -196,12 +200,16 @@ def run(directory: Path | None, redis_url: str, resume: str | None, fmt: str, ou
     connection = connect(redis_url)
     show = sys.stderr.isatty() if progress is None else progress
     run_id, root, settings = start_or_resume(connection, directory, resume, options)
-    with open_output(output) as stream:
-        outcome, total, seconds = drive(connection, run_id, root, settings, stream, fmt, show)
-    print_summary(run_id, outcome, total, seconds)
-    if total == 0:
+    stop_on_sigterm()
+    try:
+        with open_output(output) as stream:
+            outcome = drive(connection, run_id, root, settings, stream, fmt, show)
+    except KeyboardInterrupt:
+        interrupted(connection, run_id, "run")
+    print_summary(run_id, outcome)
+    if outcome.total == 0:
         warn_empty(root, settings)
-    sys.exit(1 if outcome["failed"] else 0)
+    sys.exit(1 if outcome.failed else 0)
 
 
 @main.command()

@@ -63,7 +63,7 @@ def run_demo(workers: int, directory: Path | None) -> int:
             stream = io.StringIO()
             folder, settings = directory or SAMPLES, runs.Settings(batch_size=8)
             run_id = runs.create_run(connection, folder, settings)
-            outcome, total, seconds = drive(connection, run_id, folder, settings, stream, "jsonl",
+            outcome = drive(connection, run_id, folder, settings, stream, "jsonl",
                                             show_progress=False)
         finally:
             stop_process_group(pool)
@@ -74,5 +74,5 @@ def run_demo(workers: int, directory: Path | None) -> int:
         table.add_row(record["path"], record["code"] or "", confidence, "review" if record["review"] else "",
                       record["error"] or "")
     console.print(table)
-    print_summary(run_id, outcome, total, seconds)
-    return 1 if outcome["failed"] else 0
+    print_summary(run_id, outcome)
+    return 1 if outcome.failed else 0

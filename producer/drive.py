@@ -3,16 +3,23 @@ with a progress bar and a summary (`digits-producer run`, and the demo)."""
 
 from __future__ import annotations
 
+import signal
+import sys
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from types import FrameType
+from typing import IO, NoReturn
 
 import redis
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from digits import keys
+from digits.results import Record
 from producer.files import walk
 from producer.following import follow
 from producer.output import ResultWriter
@@ -22,39 +29,83 @@ from producer.sending import deliver
 err = Console(stderr=True, soft_wrap=True)  # a status line stays one line in logs, whatever their width
 
 
+@dataclass
+class Outcome:
+    """What a run's results came to, as they are written."""
+
+    total: int = 0  # files in the folder
+    ok: int = 0
+    failed: int = 0
+    review: int = 0
+    new: int = 0  # results that were not there when this producer started (a resumed run has old ones)
+    seconds: float = 0.0
+    versions: Counter[str] = field(default_factory=Counter)
+
+    def count(self, record: Record) -> None:
+        if record["error"]:
+            self.failed += 1
+        else:
+            self.ok += 1
+        self.review += bool(record["review"])
+        if record["model_version"]:
+            self.versions[record["model_version"]] += 1
+
+
 def drive(connection: redis.Redis, run_id: str, directory: Path, settings: Settings, stream: IO[str], fmt: str,
-          show_progress: bool) -> tuple[Counter[str], int, float]:
-    """Enqueue and follow one run in one process; return outcome counts, total, seconds.
+          show_progress: bool) -> Outcome:
+    """Enqueue and follow one run in one process. On Ctrl-C or SIGTERM (KeyboardInterrupt, see
+    stop_on_sigterm) the sender stops too, at once, and the interrupt goes on to the caller.
 
     Results are written from the run's start, so a resumed run's output is complete.
     """
     err.print(f"run [bold]{run_id}[/]")
     expected = sum(1 for _ in walk(directory, settings.extensions, settings.globs)) if show_progress else 0
     writer = ResultWriter(stream, fmt)
-    outcome: Counter[str] = Counter()
-    versions: Counter[str] = Counter()
+    outcome = Outcome()
+    before = int(connection.hlen(keys.run_results(run_id)))
     started = time.monotonic()
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[rate]} img/s"), TimeRemainingColumn(),
                         console=err, disable=not show_progress)
+    stop = threading.Event()
     with progress, ThreadPoolExecutor(1) as pool:
         task = progress.add_task("classifying", total=expected or None, rate="-")
-        enqueued = pool.submit(deliver, connection, run_id, directory, settings)
-        failed_to_enqueue = lambda: enqueued.done() and enqueued.exception() is not None  # noqa: E731
-        for line, record in follow(connection, run_id, should_stop=failed_to_enqueue):
-            writer.write(record, line)
-            outcome["failed" if record["error"] else "ok"] += 1
-            outcome["review"] += bool(record["review"])
-            if record["model_version"]:
-                versions[record["model_version"]] += 1
-            done = outcome["ok"] + outcome["failed"]
-            if show_progress and (done % 64 == 0 or done == expected):
-                rate = done / max(time.monotonic() - started, 1e-9)
-                progress.update(task, completed=done, rate=f"{rate:,.0f}")
-        total = enqueued.result()
+        enqueued = pool.submit(deliver, connection, run_id, directory, settings, stop)
+        try:
+            for line, record in follow(connection, run_id,
+                                       should_stop=lambda: enqueued.done() and enqueued.exception() is not None):
+                writer.write(record, line)
+                outcome.count(record)
+                done = outcome.ok + outcome.failed
+                if show_progress and (done % 64 == 0 or done == expected):
+                    rate = done / max(time.monotonic() - started, 1e-9)
+                    progress.update(task, completed=done, rate=f"{rate:,.0f}")
+        except BaseException:
+            stop.set()  # before the pool's exit waits for the sender
+            raise
+        outcome.total = enqueued.result()
     stream.flush()
-    outcome.update({f"model {v}": n for v, n in versions.items()})
-    return outcome, total, time.monotonic() - started
+    outcome.seconds = time.monotonic() - started
+    outcome.new = int(connection.hlen(keys.run_results(run_id))) - before
+    return outcome
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM stops like Ctrl-C: a KeyboardInterrupt where the main thread is."""
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)  # also when started in the background with SIGINT ignored
+
+
+def interrupted(connection: redis.Redis, run_id: str, command: str) -> NoReturn:
+    """Say how far the run got and how to continue it; exit 130, as a shell does after Ctrl-C."""
+    done = int(connection.hlen(keys.run_results(run_id)))
+    total = int(connection.hget(keys.run(run_id), "total") or 0)
+    err.print(f"stopped: run {run_id} has {done} results so far ({total} files found); what was sent is kept. "
+              f"Continue it with: digits-producer {command} --resume {run_id}")
+    sys.exit(130)
 
 
 def warn_empty(directory: Path, settings: Settings) -> None:
@@ -63,10 +114,12 @@ def warn_empty(directory: Path, settings: Settings) -> None:
     err.print(f"[yellow]no images found under {directory} matching {' '.join(settings.extensions)}{globs}[/]")
 
 
-def print_summary(run_id: str, outcome: Counter[str], total: int, seconds: float) -> None:
-    done = outcome["ok"] + outcome["failed"]
-    err.print(f"run {run_id}: {total} images, {outcome['ok']} classified, {outcome['failed']} failed, "
-              f"{outcome['review']} for review, {seconds:.2f} s, {done / max(seconds, 1e-9):,.0f} images/s")
-    for key, count in sorted(outcome.items()):
-        if key.startswith("model "):
-            err.print(f"  {key}: {count} images")
+def print_summary(run_id: str, outcome: Outcome) -> None:
+    """One line: counts, time, and the rate of the images classified by this producer (a resumed
+    run's earlier results are in the counts, not in the rate)."""
+    rate = (f"{outcome.new / max(outcome.seconds, 1e-9):,.0f} images/s" if outcome.new
+            else "nothing left to classify")
+    err.print(f"run {run_id}: {outcome.total} images, {outcome.ok} classified, {outcome.failed} failed, "
+              f"{outcome.review} for review, {outcome.seconds:.2f} s, {rate}")
+    for version, count in sorted(outcome.versions.items()):
+        err.print(f"  model {version}: {count} images")

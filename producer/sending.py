@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from itertools import islice
@@ -28,6 +29,10 @@ from producer.runs import Settings
 log = logging.getLogger(__name__)
 
 
+class Stopped(Exception):
+    """The sender was told to stop (Ctrl-C, SIGTERM): what it sent stays sent, `--resume` sends the rest."""
+
+
 def chunks(items: Iterable[Found], size: int) -> Iterator[list[Found]]:
     """Consecutive lists of `size` items (the last may be shorter), read lazily."""
     iterator = iter(items)
@@ -45,7 +50,9 @@ class Sender:
     batch whose job failed for good gets failed results naming the reason.
     """
 
-    def __init__(self, connection: redis.Redis, run_id: str, root: Path, settings: Settings) -> None:
+    def __init__(self, connection: redis.Redis, run_id: str, root: Path, settings: Settings,
+                 stop: threading.Event | None = None) -> None:
+        self.stop = stop or threading.Event()
         self.redis = connection
         self.run_id = run_id
         self.root = root
@@ -107,6 +114,8 @@ class Sender:
 
     def send(self, chunk: list[Found]) -> None:
         self.wait_for_open(max(self.settings.window - len(chunk), 0))
+        if self.stop.is_set():
+            raise Stopped(f"run {self.run_id}: stopped before batch {self.next_index}")
         index = self.next_index
         self.next_index += 1
         enqueue_batch(self.redis, self.queue, self.run_id, index, chunk, self.settings)
@@ -115,6 +124,8 @@ class Sender:
     def wait_for_open(self, most: int) -> None:
         """Wait until at most `most` images are in open batches, seeing each batch through."""
         while sum(self.open.values()) > most:
+            if self.stop.is_set():
+                raise Stopped(f"run {self.run_id}: stopped while {sum(self.open.values())} images are in flight")
             self.forget_finished()
             if time.monotonic() - self.last_sweep > defaults.PRODUCER_SWEEP_SECONDS:
                 self.sweep()
@@ -176,9 +187,11 @@ def enqueue_folder(connection: redis.Redis, run_id: str, root: Path, settings: S
     return sent
 
 
-def deliver(connection: redis.Redis, run_id: str, root: Path, settings: Settings) -> int:
-    """Send root and see every batch through, re-sending whatever got lost; return the file count."""
-    return Sender(connection, run_id, root, settings).deliver()
+def deliver(connection: redis.Redis, run_id: str, root: Path, settings: Settings,
+            stop: threading.Event | None = None) -> int:
+    """Send root and see every batch through, re-sending whatever got lost; return the file count.
+    Raises Stopped soon after `stop` is set."""
+    return Sender(connection, run_id, root, settings, stop).deliver()
 
 
 def enqueue_batch(connection: redis.Redis, queue: Queue, run_id: str, index: int, chunk: list[Found],

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -13,9 +14,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import redis
 
 from digits import keys
+from digits.connection import text
 from producer import runs
 from producer.files import Found, read, walk
 from producer.following import follow
@@ -179,3 +182,46 @@ def test_read_is_sized_to_the_file_but_reads_it_whole(tmp_path: Path) -> None:
     status = Path("/proc/self/status")  # reports a size of 0 but has content: read on past the size
     data, problem = read(Found("status", str(status)))
     assert problem is None and data is not None and b"VmRSS" in data
+
+
+@pytest.mark.parametrize("command", [["run"], ["enqueue", "--wait"]])
+def test_one_ctrl_c_stops_at_once_and_says_how_to_resume(command: list[str], redis_url: str, connection: redis.Redis,
+                                                          default_version: str, start_workers: StartWorkers,
+                                                          digit_folder: MakeFolder) -> None:
+    """With no worker the window fills; one Ctrl-C must stop the producer there, not after it sent
+    the whole folder (it used to go on silently, and hang while nothing was classified)."""
+    folder, truth = digit_folder(300)
+    process = subprocess.Popen([sys.executable, "-m", "producer", *command, str(folder), "--batch-size", "10",
+                                "--window", "40", "--redis-url", redis_url],
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not (found := connection.zrange(keys.RUNS, 0, -1)) or connection.hget(keys.run(text(found[0])),
+                                                                                   "batches") != b"4":
+        assert time.monotonic() < deadline and process.poll() is None, "the window did not fill"
+        time.sleep(0.05)
+    run_id = text(found[0])
+    time.sleep(0.5)  # the sender now waits on the window
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=10)
+    assert process.returncode == 130, stderr
+    assert f"digits-producer {command[0]} --resume {run_id}" in stderr and "Traceback" not in stderr
+    assert connection.hget(keys.run(run_id), "batches") == b"4"  # nothing more was sent
+
+    start_workers(1)
+    resumed = producer(redis_url, command[0], "--resume", run_id, *command[1:])
+    assert resumed.returncode == 0, resumed.stderr
+    assert connection.hlen(keys.run_results(run_id)) == len(truth)
+
+
+def test_a_resume_with_nothing_left_says_so(redis_url: str, default_version: str, start_workers: StartWorkers,
+                                            digit_folder: MakeFolder) -> None:
+    folder, _truth = digit_folder(20)
+    start_workers(1)
+    first = producer(redis_url, "run", str(folder), "--batch-size", "5")
+    assert first.returncode == 0 and " images/s" in first.stderr
+    run_id = first.stderr.split()[1]
+    again = producer(redis_url, "run", "--resume", run_id)
+    assert again.returncode == 0, again.stderr
+    assert len(again.stdout.splitlines()) == 20  # the output holds the whole run ...
+    assert "20 images, 20 classified" in again.stderr and "nothing left to classify" in again.stderr
+    assert "images/s" not in again.stderr  # ... but no rate: none of it was classified now (54,808 images/s before)
