@@ -153,7 +153,9 @@ class Sender:
         waiting = []
         for index, job in zip(list(self.open), jobs, strict=True):
             status = job.get_status(refresh=False) if job is not None else None
-            if status is None or status == JobStatus.FINISHED:
+            if status == JobStatus.FINISHED and not self.redis.exists(keys.batch(self.run_id, index)):
+                del self.open[index]  # it finished after forget_finished looked: its results are stored
+            elif status is None or status == JobStatus.FINISHED:
                 log.warning("run %s batch %d: job %s, enqueueing it again", self.run_id, index,
                             "lost" if status is None else "finished but its results are missing")
                 enqueue_job(self.queue, self.run_id, index, self.open[index], self.settings)

@@ -17,6 +17,7 @@ from digits.connection import text
 from digits.defaults import MAX_ABANDONED
 from digits.queueing import batch_queue, job_id
 from digits.recovery import Lease, recover_abandoned
+from digits.results import result_record, store_results
 from producer.files import walk
 from producer.runs import Settings, create_run
 from producer.sending import Sender, enqueue_batch
@@ -122,3 +123,19 @@ def test_producer_re_sends_a_job_that_is_nowhere(connection: redis.Redis, tmp_pa
     assert queue.get_job_ids() == [job.id]
     sender.sweep()
     assert queue.get_job_ids() == [job.id]  # found again: not sent twice
+
+
+def test_producer_never_re_sends_a_batch_that_finished_during_its_sweep(connection: redis.Redis,
+                                                                       tmp_path: Path) -> None:
+    """A batch whose payload was there when the producer last looked, and whose job then finished:
+    its results are stored, nothing is missing (with no fault at all, the producer used to log
+    'finished but its results are missing' and enqueue it again)."""
+    run_id, queue, job = one_batch(connection, tmp_path)
+    sender = Sender(connection, run_id, tmp_path, Settings(batch_size=2))
+    sender.adopt_open_batches()
+    worker = ghost(connection, queue, "quick")
+    finished = start(worker, queue)
+    store_results(connection, run_id, 0, [result_record(path, 0) for path in ("a.png", "b.png")], 60)
+    finished.set_status(JobStatus.FINISHED)
+    sender.sweep()
+    assert queue.count == 0 and 0 not in sender.open
