@@ -50,6 +50,12 @@ def run_pending(run_id: str) -> str:
     return f"{PREFIX}:run:{run_id}:pending"
 
 
+def run_unmoved(run_id: str) -> str:
+    """Hash kept by `digits-producer watch`: image path -> "size:mtime_ns" of a file whose result
+    is out but that could not be moved out of the folder. It is not sent again while unchanged."""
+    return f"{PREFIX}:run:{run_id}:unmoved"
+
+
 def batch(run_id: str, index: int) -> str:
     """Hash holding one batch's payload until a worker finishes it: `paths` (JSON) and `0`..`n-1` (image bytes)."""
     return f"{PREFIX}:run:{run_id}:batch:{index}"
@@ -80,4 +86,5 @@ def worker_stats(worker_name: str) -> str:
 
 def run_keys(run_id: str) -> list[str]:
     """The keys that expire together when a run's results expire."""
-    return [run(run_id), run_results(run_id), run_failed(run_id), run_events(run_id), run_review(run_id)]
+    return [run(run_id), run_results(run_id), run_failed(run_id), run_events(run_id), run_review(run_id),
+            run_unmoved(run_id)]

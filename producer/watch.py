@@ -3,7 +3,8 @@ micro-batches cut by size or by a maximum delay, and their results stream out as
 
 A file counts as landed once its size and modification time have not changed for `settle`
 seconds, so a file still being written waits. When its result is out, the file moves to
-DIR/.digits/done (or DIR/.digits/failed). The files enqueued but not yet handled, and how far
+DIR/.digits/done (or DIR/.digits/failed); one that cannot be moved (a folder the watcher may not
+write) stays, and is not sent again unless it changes. The files enqueued but not yet handled, and how far
 the results were read, are kept in Redis, so a restarted watcher neither sends a file twice
 nor loses a result.
 """
@@ -70,6 +71,8 @@ class Watcher:
         self.follower = Follower(connection, self.run_id, meta.get("cursor", "0-0"))
         pending: dict[bytes, bytes] = connection.hgetall(keys.run_pending(self.run_id))  # type: ignore[assignment]
         self.pending: dict[str, bytes] = {text(k): v for k, v in pending.items()}  # display path -> real path
+        unmoved: dict[bytes, bytes] = connection.hgetall(keys.run_unmoved(self.run_id))  # type: ignore[assignment]
+        self.unmoved = {text(k): text(v) for k, v in unmoved.items()}  # handled, but could not be moved away
         self.seen: dict[str, tuple[tuple[int, int], float]] = {}  # path -> (size, mtime), unchanged since
         self.ready: list[Found] = []
         self.ready_since = 0.0
@@ -94,11 +97,11 @@ class Watcher:
             present.add(found.relative)
             if found.relative in self.pending or found.relative in waiting:
                 continue
-            try:
-                stat = os.stat(found.path)
-                state = (stat.st_size, stat.st_mtime_ns)
-            except OSError:
-                state = (-1, -1)  # a broken link or a file that just went: let it settle, then report it
+            state = signature(found.path)
+            if found.relative in self.unmoved:
+                if self.unmoved[found.relative] == f"{state[0]}:{state[1]}":
+                    continue  # handled already; it stays because it could not be moved
+                self.forget_unmoved(found.relative)  # it changed: a new file under the same name
             previous = self.seen.get(found.relative)
             if previous is None or previous[0] != state:
                 self.seen[found.relative] = (state, now)
@@ -109,6 +112,12 @@ class Watcher:
                 self.ready.append(found)
         for gone in set(self.seen) - present:
             del self.seen[gone]
+        for gone in set(self.unmoved) - present:
+            self.forget_unmoved(gone)
+
+    def forget_unmoved(self, relative: str) -> None:
+        del self.unmoved[relative]
+        self.redis.hdel(keys.run_unmoved(self.run_id), relative)
 
     def send_due(self) -> None:
         """Enqueue a micro-batch when it is full or its first file has waited `max_delay`."""
@@ -147,4 +156,18 @@ class Watcher:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(source, target)
         except OSError as exc:
-            log.warning("cannot move %s to %s: %s", source, target, exc)
+            size, mtime = signature(source)  # remembered, so that it is not sent again while unchanged
+            self.unmoved[relative] = f"{size}:{mtime}"
+            self.redis.hset(keys.run_unmoved(self.run_id), relative, self.unmoved[relative])
+            log.warning("cannot move %s to %s (%s): its result is out; it stays, and is not sent again "
+                        "unless it changes", source, target, exc)
+
+
+def signature(path: str) -> tuple[int, int]:
+    """A file's size and modification time, (-1, -1) if it cannot be read (a broken link, or a file
+    that just went: it settles like any other, and gets a result that says why)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return -1, -1
+    return stat.st_size, stat.st_mtime_ns
