@@ -130,7 +130,7 @@ def test_producer_never_re_sends_a_batch_that_finished_during_its_sweep(connecti
     """A batch whose payload was there when the producer last looked, and whose job then finished:
     its results are stored, nothing is missing (with no fault at all, the producer used to log
     'finished but its results are missing' and enqueue it again)."""
-    run_id, queue, job = one_batch(connection, tmp_path)
+    run_id, queue, _job = one_batch(connection, tmp_path)
     sender = Sender(connection, run_id, tmp_path, Settings(batch_size=2))
     sender.adopt_open_batches()
     worker = ghost(connection, queue, "quick")
