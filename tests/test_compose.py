@@ -68,6 +68,6 @@ def test_services(config: dict[str, Any]) -> None:
     assert services["trainer"]["profiles"] == ["trainer"]
     assert services["trainer"]["build"]["target"] == "trainer"
     assert services["producer"]["command"][:3] == ["digits-producer", "run", "/input"]
-    assert worker["command"][-2:] == ["--metrics-port", "9100"]
+    assert worker["command"][-2:] == ["--metrics-port", "9847"]
     assert worker["healthcheck"]["test"][1:] == ["digits-worker", "--health", "live"]
     assert any(v["source"].endswith("deploy/prometheus.yml") for v in services["prometheus"]["volumes"])

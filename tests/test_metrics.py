@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -13,7 +16,7 @@ from producer import runs
 from producer.following import follow
 from producer.redis_server import free_port
 from producer.sending import enqueue_folder
-from tests.conftest import MakeFolder, WorkerPool
+from tests.conftest import ROOT, MakeFolder, WorkerPool
 
 StartWorkers = Callable[..., WorkerPool]
 
@@ -60,3 +63,17 @@ def test_metrics_count_images_batches_errors_and_model(connection: redis.Redis, 
     for page in pages:
         if total(page, "digits_batches_total") > 0:
             assert total(page, "digits_model_loaded", model_version=default_version, hidden="1024") == 1
+
+
+def test_a_metrics_port_in_use_is_refused_at_start(redis_url: str) -> None:
+    """A taken port (9100, the old example, is node_exporter's) made every worker process crash at
+    start, respawned forever, while the supervisor looked alive."""
+    with socket.socket() as squatter:
+        squatter.bind(("0.0.0.0", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "worker", "--count", "2", "--metrics-port", str(port),
+                               "--redis-url", redis_url], cwd=ROOT, capture_output=True, text=True, timeout=30,
+                              check=False)
+    assert done.returncode == 1
+    assert f"metrics port {port} is in use" in done.stderr and "Traceback" not in done.stderr

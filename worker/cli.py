@@ -8,6 +8,7 @@ import click
 
 from digits import defaults, keys, logs
 from digits.connection import Command, connect, redis_url_option
+from worker import metrics
 from worker.health import probe
 from worker.settings import WorkerSettings
 from worker.supervisor import supervise
@@ -41,6 +42,9 @@ def main(count: int, redis_url: str, queues: tuple[str, ...], burst: bool, metri
         click.echo(message)
         sys.exit(0 if healthy else 1)
     logs.setup(log_level, log_format)
+    if metrics_port is not None and (busy := metrics.taken(range(metrics_port, metrics_port + count))):
+        raise click.ClickException(f"metrics port {busy[0]} is in use by another program (process i of --count "
+                                   f"serves on --metrics-port + i): choose free ports")
     connect(redis_url).ping()
     settings = WorkerSettings(redis_url, tuple(queues), burst, log_level, log_format, metrics_port,
                               review_threshold, max_pixels)

@@ -6,6 +6,8 @@ achieved batch size (digits_batch_images) and the model version each worker serv
 
 from __future__ import annotations
 
+import socket
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 IMAGES = Counter("digits_images", "Images finished, by outcome", ["model_version", "outcome"])
@@ -36,3 +38,16 @@ def record_model(version: str, hidden: int, previous: str | None) -> None:
 def serve(port: int) -> None:
     """Expose /metrics on 0.0.0.0:port in a background thread."""
     start_http_server(port)
+
+
+def taken(ports: range) -> list[int]:
+    """The ports of `ports` that something already listens on (checked as start_http_server binds)."""
+    busy = []
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("0.0.0.0", port))  # noqa: S104 -- the metrics server listens on every interface
+            except OSError:
+                busy.append(port)
+    return busy

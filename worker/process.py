@@ -26,7 +26,10 @@ def run_one(name: str, settings: WorkerSettings, metrics_port: int | None) -> No
 
     logs.setup(settings.log_level, settings.log_format)
     if metrics_port is not None:
-        metrics.serve(metrics_port)
+        try:
+            metrics.serve(metrics_port)
+        except OSError as exc:  # taken since the supervisor checked it: serve without metrics, do not crash-loop
+            log.error("cannot serve metrics on port %d (%s); this process goes on without them", metrics_port, exc)
     connection = connect(settings.url, check=False)  # a Redis that is restarting is waited for, with backoff
     lease = Lease(connection, name).start()
     serving = Serving(ModelServer(), settings.review_threshold, settings.max_pixels)
