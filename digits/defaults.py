@@ -21,7 +21,8 @@ JOB_RESULT_TTL = 3600  # seconds RQ keeps a finished job's return value
 REVIEW_THRESHOLD = 0.9  # codes read with less confidence are flagged for review
 
 # A hot folder (`digits-producer watch`)
-SETTLE = 0.2  # seconds a file must stay unchanged before it is sent
+SETTLE = 2.0  # seconds a file must stay unchanged before it is sent (a scanner or a copy over the
+# network pauses for a second or more while writing; 0.2 sent such files half-written)
 MAX_DELAY = 0.05  # seconds the first file of a micro-batch may wait for more
 POLL = 0.05  # seconds between folder scans
 

@@ -25,9 +25,11 @@ def png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def start_watch(redis_url: str, folder: Path, output: Path) -> subprocess.Popen[str]:
+def start_watch(redis_url: str, folder: Path, output: Path, settle: str | None = "0.4") -> subprocess.Popen[str]:
+    """`watch` with a short --settle for quick tests; settle=None keeps the default."""
+    options = ["--settle", settle] if settle is not None else []
     return subprocess.Popen([sys.executable, "-m", "producer", "watch", str(folder), "--redis-url", redis_url,
-                             "--output", str(output), "--settle", "0.4", "--max-delay", "0.05"],
+                             "--output", str(output), "--max-delay", "0.05", *options],
                             cwd=ROOT, stderr=subprocess.PIPE, text=True)
 
 
@@ -133,3 +135,26 @@ def test_files_it_cannot_move_are_sent_once(redis_url: str, default_version: str
     finally:
         stop(watcher)
     assert sorted(p.name for p in folder.iterdir()) == [".digits", "0.png", "1.png", "2.png"]
+
+
+def test_the_default_settle_waits_out_a_writer_that_pauses(redis_url: str, default_version: str,
+                                                          start_workers: StartWorkers, mnist_test: Digits,
+                                                          tmp_path: Path) -> None:
+    """A scanner or a network copy pauses mid-file; the old default of 0.2 s sent such a file
+    half-written, and its result was an error."""
+    images, labels = mnist_test
+    folder, output = tmp_path / "hot", tmp_path / "results.jsonl"
+    folder.mkdir()
+    start_workers(1)
+    watcher = start_watch(redis_url, folder, output, settle=None)
+    try:
+        data = png(images[0])
+        with open(folder / "scan.png", "wb") as handle:
+            handle.write(data[:len(data) // 2])
+            handle.flush()
+            time.sleep(1.0)
+            handle.write(data[len(data) // 2:])
+        [result] = wait_for_results(output, 1)
+    finally:
+        stop(watcher)
+    assert result["error"] is None and result["digits"] == str(labels[0])
