@@ -164,7 +164,7 @@ def status(run_id: str | None, redis_url: str, queue: str, as_json: bool) -> Non
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    console = Console()
+    console = Console(soft_wrap=True)  # lines stay whole in logs and pipes
     waiting = report["queue"]
     console.print(f"Redis {report['redis']}  queue [bold]{queue}[/]: {waiting['waiting']} jobs waiting, "
                   f"{waiting['running']} running, {waiting['failed']} failed")
@@ -174,13 +174,20 @@ def status(run_id: str | None, redis_url: str, queue: str, as_json: bool) -> Non
     for worker in report["workers"]:
         table.add_row(*(str(worker[k]) for k in ("name", "state", "model", "batches", "images", "errors",
                                                  "average_batch", "average_batch_ms")))
-    console.print(table)
+    print_whole(console, table)
     if report["run"]:
         run_table = Table("run", report["run"]["run"])
         for field, value in report["run"].items():
             if field != "run":
                 run_table.add_row(field, str(value))
-        console.print(run_table)
+        print_whole(console, run_table)
+
+
+def print_whole(console: Console, table: Table) -> None:
+    """A table at its natural width, wider than the terminal if need be: a worker's name or a model
+    version cut to 'vm.8159…' is no use to an operator."""
+    natural = Console(width=10_000).measure(table).maximum
+    Console(file=console.file, width=max(console.width, natural)).print(table)
 
 
 @main.command()
