@@ -10,6 +10,8 @@ python="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 stamp=".venv/.installed-$(cat pyproject.toml "$0" | sha256sum | cut -c1-12)-${extras//,/_}"
 if [ ! -f "$stamp" ]; then
+  # setuptools' note that an editable install's source folders shadow the package is the point here
+  export PYTHONWARNINGS="ignore:Editable installation"
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
   if [ -n "$extras" ]; then
     .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extras]"
