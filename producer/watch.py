@@ -43,6 +43,16 @@ class WatchSettings:
     poll: float = defaults.POLL  # seconds between folder scans
 
 
+def make_state_dir(root: Path) -> None:
+    """DIR/.digits, where the watch keeps the files it handled (done/, failed/) and, if told to, its
+    results (`--output DIR/.digits/results.jsonl`, as in compose): made at start so that file can
+    be opened. A folder the watcher may not write still gets its results streamed elsewhere."""
+    try:
+        (root / STATE_DIR).mkdir(exist_ok=True)
+    except OSError as exc:
+        log.warning("cannot make %s (%s): files will stay where they land", root / STATE_DIR, exc)
+
+
 def watch_run_id(root: Path, name: str | None) -> str:
     """A stable run id per watched folder, so a restart continues the same run."""
     if name:

@@ -71,3 +71,23 @@ def test_services(config: dict[str, Any]) -> None:
     assert worker["command"][-2:] == ["--metrics-port", "9847"]
     assert worker["healthcheck"]["test"][1:] == ["digits-worker", "--health", "live"]
     assert any(v["source"].endswith("deploy/prometheus.yml") for v in services["prometheus"]["volumes"])
+
+
+def test_each_service_writes_only_where_its_user_may(config: dict[str, Any]) -> None:
+    """As written, for a Linux user: as `nobody` the trainer could not write .checkpoints in /app,
+    and the producer could not write /output/results.jsonl on a host folder."""
+    services = config["services"]
+    trainer_stage = (ROOT / "Dockerfile").read_text().split("AS trainer", 1)[1]
+    assert "chown nobody:nogroup /var/lib/digits" in trainer_stage and "WORKDIR /var/lib/digits" in trainer_stage
+    assert "USER nobody" in trainer_stage and "HOME=/var/lib/digits" in trainer_stage
+    assert any(v["type"] == "volume" and v["source"] == "trainer-state" and v["target"] == "/var/lib/digits"
+               for v in services["trainer"]["volumes"])
+    producer = services["producer"]
+    assert producer["user"] == "1000:1000"  # ${DIGITS_UID:-1000}: it reads the user's own files
+    assert all(v.get("read_only") for v in producer["volumes"]) and "--output" not in producer["command"]
+    watch = services["watch"]
+    assert watch["user"] == "1000:1000"  # it moves files within the watched folder: as their owner
+    [folder] = watch["volumes"]
+    output = watch["command"][watch["command"].index("--output") + 1]
+    assert not folder.get("read_only") and output.startswith(folder["target"] + "/.digits/")
+

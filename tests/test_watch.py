@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from producer.watch import make_state_dir
 from tests.conftest import ROOT, Digits, WorkerPool
 
 StartWorkers = Callable[..., WorkerPool]
@@ -158,3 +159,12 @@ def test_the_default_settle_waits_out_a_writer_that_pauses(redis_url: str, defau
     finally:
         stop(watcher)
     assert result["error"] is None and result["digits"] == str(labels[0])
+
+
+def test_the_watch_makes_its_state_folder_for_its_output(tmp_path: Path) -> None:
+    """compose's watch appends its results to WATCH_DIR/.digits/results.jsonl from the first start."""
+    make_state_dir(tmp_path)
+    (tmp_path / ".digits" / "results.jsonl").write_text("")
+    (tmp_path / "blocked").mkdir()
+    (tmp_path / "blocked" / ".digits").write_text("a file")
+    make_state_dir(tmp_path / "blocked")  # cannot: it says so and goes on (files then stay where they land)
