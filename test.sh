@@ -6,4 +6,4 @@ scripts/bootstrap.sh trainer,dev >&2
 scripts/install-chromium.sh
 .venv/bin/ruff check .
 .venv/bin/mypy
-.venv/bin/pytest "$@"
+.venv/bin/pytest -rs "$@"  # -rs: every skipped test is listed with its reason

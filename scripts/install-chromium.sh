@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Install Debian's chromium and chromium-driver (for the browser demo's test), once.
 # Does nothing if /usr/bin/chromium and /usr/bin/chromedriver are both there. Non-interactive;
-# needs root (as in CI) or passwordless sudo. Says what it does on stderr.
+# needs root (as in CI) or passwordless sudo; without either it says so and exits 0, so that
+# ./test.sh runs everything else. Says what it does on stderr.
 set -euo pipefail
 
-if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
-  echo "install-chromium: /usr/bin/chromium and /usr/bin/chromedriver are present" >&2
+chromium="${CHROMIUM:-/usr/bin/chromium}" chromedriver="${CHROMEDRIVER:-/usr/bin/chromedriver}"
+if [ -x "$chromium" ] && [ -x "$chromedriver" ]; then
+  echo "install-chromium: $chromium and $chromedriver are present" >&2
   exit 0
 fi
 
@@ -14,8 +16,12 @@ if [ "$(id -u)" -eq 0 ]; then
 elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
   sudo=(sudo -n)
 else
-  echo "install-chromium: root is needed to apt-get install chromium chromium-driver" >&2
-  exit 1
+  # Not an error for ./test.sh: everything else runs, and pytest's summary lists the browser tests as
+  # skipped for this reason. As root (CI), a failed install below is an error.
+  echo "install-chromium: NOT INSTALLED: apt-get install chromium chromium-driver needs root, and this user" \
+       "($(id -un)) has no passwordless sudo. The browser tests (tests/test_demo_page.py) will be skipped;" \
+       "run 'sudo scripts/install-chromium.sh' to include them." >&2
+  exit 0
 fi
 command -v apt-get >/dev/null || { echo "install-chromium: no apt-get on this machine (Debian/Ubuntu only)" >&2; exit 1; }
 

@@ -16,6 +16,7 @@ import pytest
 import redis
 from PIL import Image
 
+from digits import keys
 from digits.connection import connect
 from digits.registry import DEFAULT_MODEL_DIR, Registry
 from producer.redis_server import RedisServer
@@ -49,10 +50,26 @@ def registry(connection: redis.Redis) -> Registry:
     return Registry(connection)
 
 
+@pytest.fixture(scope="session")
+def published_default(redis_server: RedisServer) -> tuple[str, bytes]:
+    """The bundled default model published once per session through the registry (parsing and
+    validating its theta files takes seconds), as its version id and a DUMP of its key."""
+    client = connect(redis_server.url)
+    client.flushall()
+    version = Registry(client).publish_dir(DEFAULT_MODEL_DIR)
+    dumped = client.dump(keys.model(version))
+    assert isinstance(dumped, bytes)
+    return version, dumped
+
+
 @pytest.fixture
-def default_version(registry: Registry) -> str:
-    """The bundled default model, published and current."""
-    return registry.publish_dir(DEFAULT_MODEL_DIR, promote=True)
+def default_version(registry: Registry, published_default: tuple[str, bytes]) -> str:
+    """The bundled default model, published and current (restored from the session's publication)."""
+    version, dumped = published_default
+    registry.redis.restore(keys.model(version), 0, dumped)
+    registry.redis.zadd(keys.MODEL_VERSIONS, {version: time.time()})
+    registry.promote(version)
+    return version
 
 
 class WorkerPool:
