@@ -53,12 +53,17 @@ def test_metrics_count_images_batches_errors_and_model(connection: redis.Redis, 
     enqueue_folder(connection, run_id, folder, settings)
     assert len(list(follow(connection, run_id))) == 61
 
-    pages = [scrape(port), scrape(port + 1)]
-    ok = sum(total(p, "digits_images_total", model_version=default_version, outcome="ok") for p in pages)
-    errors = sum(total(p, "digits_image_errors_total", model_version=default_version) for p in pages)
-    batches = sum(total(p, "digits_batches_total", model_version=default_version) for p in pages)
-    sizes = sum(total(p, "digits_batch_images_sum", model_version=default_version) for p in pages)
-    timed = sum(total(p, "digits_batch_seconds_count", model_version=default_version) for p in pages)
+    deadline = time.monotonic() + 10  # a worker counts a batch just after storing its results
+    while True:
+        pages = [scrape(port), scrape(port + 1)]
+        ok = sum(total(p, "digits_images_total", model_version=default_version, outcome="ok") for p in pages)
+        errors = sum(total(p, "digits_image_errors_total", model_version=default_version) for p in pages)
+        batches = sum(total(p, "digits_batches_total", model_version=default_version) for p in pages)
+        sizes = sum(total(p, "digits_batch_images_sum", model_version=default_version) for p in pages)
+        timed = sum(total(p, "digits_batch_seconds_count", model_version=default_version) for p in pages)
+        if batches == 7 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert (ok, errors, batches, sizes, timed) == (60, 1, 7, 61, 7)
     for page in pages:
         if total(page, "digits_batches_total") > 0:
