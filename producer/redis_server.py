@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import redis
 
@@ -38,11 +39,17 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """Start with `with RedisServer() as server:`; `server.url` is where it listens."""
+    """Start with `with RedisServer() as server:`; `server.url` is where it listens.
+
+    With an ACL file among the arguments, `user` and `password` name the user that start-up
+    checks (and `url`) log in as.
+    """
 
     def __init__(self, port: int | None = None, extra_args: list[str] | None = None,
-                 directory: Path | None = None) -> None:
+                 directory: Path | None = None, user: str | None = None, password: str | None = None) -> None:
         self.port = port or free_port()
+        self.user = user
+        self.password = password
         self.extra_args = extra_args or ["--save", "", "--appendonly", "no"]
         self._tmp = tempfile.TemporaryDirectory(prefix="digits-redis-") if directory is None else None
         self.directory = directory or Path(self._tmp.name)  # type: ignore[union-attr]
@@ -50,15 +57,16 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        login = f"{self.user}:{self.password}@" if self.user and self.password else ""
+        return f"redis://{login}127.0.0.1:{self.port}/0"
 
-    def start(self) -> RedisServer:
+    def start(self) -> Self:
         self.process = subprocess.Popen(
             [find_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
              "--daemonize", "no", "--logfile", str(self.directory / "redis.log"), *self.extra_args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        client = redis.Redis(port=self.port)
+        client = redis.Redis(port=self.port, username=self.user, password=self.password)
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -86,7 +94,7 @@ class RedisServer:
         if self._tmp is not None:
             self._tmp.cleanup()
 
-    def __enter__(self) -> RedisServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,

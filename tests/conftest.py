@@ -1,14 +1,18 @@
-"""Shared fixtures: a private redis-server per test session, real worker processes, the default model."""
+"""Shared fixtures: a private redis-server per test session, real worker processes, the default model,
+and a redis-server locked down with the shipped ACL file (deploy/users.acl)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +26,9 @@ from digits.registry import DEFAULT_MODEL_DIR, Registry
 from producer.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
+ACL_FILE = ROOT / "deploy" / "users.acl"
+ROLES = ("admin", "trainer", "producer", "worker")  # the users deploy/users.acl defines
+PERSISTENT = ["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]  # compose's persistence
 Digits = tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]  # images (n x 784), labels
 MakeFolder = Callable[[int], tuple[Path, dict[str, int]]]
 
@@ -30,6 +37,48 @@ MakeFolder = Callable[[int], tuple[Path, dict[str, int]]]
 def redis_server() -> Iterator[RedisServer]:
     with RedisServer() as server:
         yield server
+
+
+class AclRedis(RedisServer):
+    """A redis-server run with deploy/users.acl as docs/security.md says, its password placeholders
+    filled in; with AOF on, as compose runs it. `url` is the admin's; `url_for(role)` a role's."""
+
+    def __init__(self, directory: Path, extra_args: list[str] | None = None) -> None:
+        self.passwords = {role: secrets.token_hex(16) for role in ROLES}
+        acl = ACL_FILE.read_text()
+        for role, password in self.passwords.items():
+            acl = acl.replace(f"#{role.upper()}_PASSWORD_SHA256", "#" + hashlib.sha256(password.encode()).hexdigest())
+        assert "PASSWORD" not in acl, "deploy/users.acl has a placeholder this fixture does not fill"
+        (directory / "users.acl").write_text(acl)
+        args = [*PERSISTENT, *(extra_args or []), "--aclfile", str(directory / "users.acl")]
+        super().__init__(extra_args=args, directory=directory, user="admin", password=self.passwords["admin"])
+
+    def url_for(self, role: str) -> str:
+        return f"redis://{role}:{self.passwords[role]}@127.0.0.1:{self.port}/0"
+
+    def refusals(self) -> list[dict[str, Any]]:
+        """What ACL LOG recorded: every command or key a user was refused since the last reset."""
+        admin = redis.Redis.from_url(self.url, decode_responses=True)
+        try:
+            return list(admin.acl_log())
+        finally:
+            admin.close()
+
+
+@pytest.fixture(scope="session")
+def acl_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AclRedis]:
+    with AclRedis(tmp_path_factory.mktemp("acl-redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def acl_connection(acl_redis: AclRedis) -> Iterator[redis.Redis]:
+    """The admin's connection to a flushed acl_redis, its ACL LOG emptied."""
+    client = connect(acl_redis.url)
+    client.flushall()
+    client.acl_log_reset()
+    yield client
+    client.close()
 
 
 @pytest.fixture

@@ -1,0 +1,125 @@
+"""deploy/users.acl, the ACL file docs/security.md recommends, against a real redis-server: the
+whole pipeline runs under its users with nothing refused, and a restart from AOF loses nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from digits import keys
+from digits.connection import text
+from digits.registry import DEFAULT_MODEL_DIR
+from tests.conftest import ACL_FILE, ROOT, AclRedis, MakeFolder, WorkerPool
+
+
+def cli(component: str, url: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", component, *args, "--redis-url", url], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def ok(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode == 0, f"{done.args}: {done.stderr}"
+    return done.stdout
+
+
+def snapshot(connection: redis.Redis) -> dict[str, Any]:
+    """Every key with its type and whole content."""
+    readers: dict[str, Callable[[bytes], Any]] = {
+        "string": connection.get, "hash": connection.hgetall, "set": connection.smembers,
+        "list": lambda key: connection.lrange(key, 0, -1),
+        "zset": lambda key: connection.zrange(key, 0, -1, withscores=True),
+        "stream": lambda key: connection.xrange(key)}
+    found = {}
+    for key in connection.scan_iter(count=1000):
+        kind = text(connection.type(key))
+        found[text(key)] = (kind, readers[kind](key))
+    return found
+
+
+def test_the_shipped_file_keeps_the_default_user_able_to_replay_the_aof() -> None:
+    """Redis replays the AOF as the default user, and before redis#14545 (valkey#3983) it checks that
+    user's permissions at each EXEC: `user default off` alone dropped every transaction on restart."""
+    default = ACL_FILE.read_text().splitlines()[0].split()
+    assert default[:3] == ["user", "default", "off"]
+    assert {"resetpass", "~*", "&*", "+@all"} <= set(default[3:]) and "nopass" not in default
+
+
+def test_shipped_acl_file_keeps_every_write_across_an_aof_restart(tmp_path: Path, digit_folder: MakeFolder) -> None:
+    """The registry (MULTI/EXEC), runs and RQ's jobs (MULTI/EXEC pipelines) and results (the Lua
+    script, replicated as MULTI/EXEC) written by the trainer, producer and worker users all come
+    back when Redis restarts from its AOF with deploy/users.acl."""
+    folder, truth = digit_folder(10)
+    (tmp_path / "redis").mkdir()
+    server = AclRedis(tmp_path / "redis").start()
+    try:
+        trainer, producer, worker = (server.url_for(role) for role in ("trainer", "producer", "worker"))
+        version = ok(cli("trainer", trainer, "import", str(DEFAULT_MODEL_DIR), "--promote")).strip()
+        done_run = ok(cli("producer", producer, "enqueue", str(folder), "--batch-size", "4")).strip()
+        ok(cli("worker", worker, "--burst"))
+        queued_run = ok(cli("producer", producer, "enqueue", str(folder), "--batch-size", "4")).strip()
+        admin = redis.Redis.from_url(server.url)
+        before = snapshot(admin)
+        assert text(admin.get(keys.MODEL_CURRENT)) == version
+        assert admin.hlen(keys.run_results(done_run)) == len(truth)
+        assert admin.llen("rq:queue:digits") == 3 and admin.exists(keys.batch(queued_run, 0))
+        admin.close()
+        aof = b"".join(path.read_bytes() for path in (tmp_path / "redis" / "appendonlydir").glob("*.aof"))
+        assert aof.count(b"MULTI") >= 10 and b"EXEC" in aof  # the writes at risk were made
+
+        server.stop()
+        server.start()
+        admin = redis.Redis.from_url(server.url)
+        after = snapshot(admin)
+        admin.close()
+    finally:
+        server.close()
+    assert set(after) == set(before)
+    assert after == before
+    assert "NOPERM" not in (tmp_path / "redis" / "redis.log").read_text()
+
+
+def test_the_whole_pipeline_runs_under_the_documented_acl_users(acl_redis: AclRedis, acl_connection: redis.Redis,
+                                                                digit_folder: MakeFolder, tmp_path: Path) -> None:
+    """The trainer, producer and worker users of deploy/users.acl: import --promote; workers, their
+    sweeps and health probes; run (one image a batch), enqueue --wait, --resume, results --follow
+    and status. ACL LOG records no refusal, and does record the ones the split exists for."""
+    trainer, producer, worker = (acl_redis.url_for(role) for role in ("trainer", "producer", "worker"))
+    folder, truth = digit_folder(24)
+    ok(cli("trainer", trainer, "import", str(DEFAULT_MODEL_DIR), "--promote"))
+    pool = WorkerPool(worker, 2)
+    try:
+        pool.wait_registered(acl_connection, 2)
+        deadline = time.monotonic() + 30
+        while cli("worker", worker, "--health", "ready").returncode != 0:
+            assert time.monotonic() < deadline, "workers never became ready"
+            time.sleep(0.5)
+        ok(cli("worker", worker, "--health", "live"))
+
+        out = tmp_path / "run.jsonl"
+        ok(cli("producer", producer, "run", str(folder), "--batch-size", "1", "-o", str(out)))
+        assert {json.loads(line)["path"] for line in out.read_text().splitlines()} == set(truth)
+        ok(cli("producer", producer, "enqueue", str(folder), "--batch-size", "5", "--wait"))
+        run_id = ok(cli("producer", producer, "enqueue", str(folder), "--batch-size", "5")).strip()
+        resumed = ok(cli("producer", producer, "run", "--resume", run_id, "--batch-size", "5"))
+        followed = ok(cli("producer", producer, "results", run_id, "--follow"))
+        assert len(resumed.splitlines()) == len(followed.splitlines()) == len(truth)
+        status = json.loads(ok(cli("producer", producer, "status", run_id, "--json")))
+        assert status["run"]["complete"] and status["run"]["done"] == len(truth) and len(status["workers"]) == 2
+        time.sleep(5.5)  # a supervisor sweep (every 5 s) has run under the worker user
+    finally:
+        assert pool.stop() == 0
+    assert acl_redis.refusals() == []
+
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        redis.Redis.from_url(producer).set(keys.MODEL_CURRENT, "mine")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        redis.Redis.from_url(trainer).lpush("rq:queue:digits", "job")
+    assert {entry["object"] for entry in acl_redis.refusals()} == {keys.MODEL_CURRENT, "rq:queue:digits"}
