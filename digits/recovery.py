@@ -86,10 +86,10 @@ def recover_started(connection: redis.Redis, queue: Queue) -> list[str]:
         return []
     workers = [connection.hget(f"rq:execution:{job_id}:{execution_id}", "worker_name")
                for job_id, execution_id in entries]
-    leases = connection.mget([keys.worker_lease(text(w)) if w else "-" for w in workers])
+    leases = held_leases(connection, [text(w) for w in workers if w])
     recovered = []
-    for (job_id, execution_id), lease in zip(entries, leases, strict=True):
-        if lease is not None and text(lease) == job_id:
+    for (job_id, execution_id), worker in zip(entries, workers, strict=True):
+        if worker and leases.get(text(worker)) == job_id:
             continue  # its worker is alive and running it
         if not connection.zrem(registry.key, f"{job_id}:{execution_id}"):
             continue  # it just finished, or another sweeper claimed it
@@ -111,7 +111,7 @@ def recover_stranded(connection: redis.Redis, queue: Queue) -> list[str]:
     if not overdue:
         return []
     names = [key.removeprefix(Worker.redis_worker_namespace_prefix) for key in get_keys(queue)]
-    held = {text(job_id) for job_id in connection.mget([keys.worker_lease(n) for n in names] or ["-"]) if job_id}
+    held = set(held_leases(connection, names).values())
     recovered = []
     for job_id in overdue:
         if job_id in held or job_id in queue.started_job_registry:
@@ -122,6 +122,15 @@ def recover_stranded(connection: redis.Redis, queue: Queue) -> list[str]:
         if requeue(connection, queue, job_id, JobStatus.QUEUED):
             recovered.append(job_id)
     return recovered
+
+
+def held_leases(connection: redis.Redis, workers: list[str]) -> dict[str, str]:
+    """Worker name -> the job its lease names, for the named workers whose lease is alive. Only
+    lease keys are read: the ACL users of docs/security.md may read nothing else there."""
+    if not workers:
+        return {}
+    leases = connection.mget([keys.worker_lease(name) for name in workers])
+    return {name: text(lease) for name, lease in zip(workers, leases, strict=True) if lease}
 
 
 def requeue(connection: redis.Redis, queue: Queue, job_id: str, expected: JobStatus) -> bool:

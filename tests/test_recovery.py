@@ -13,7 +13,7 @@ from rq import Queue, Worker
 from rq.job import Job, JobStatus
 
 from digits import keys, recovery
-from digits.connection import text
+from digits.connection import connect, text
 from digits.defaults import MAX_ABANDONED
 from digits.queueing import batch_queue, job_id
 from digits.recovery import Lease, recover_abandoned
@@ -21,6 +21,7 @@ from digits.results import result_record, store_results
 from producer.files import walk
 from producer.runs import Settings, create_run
 from producer.sending import Sender, enqueue_batch
+from tests.conftest import AclRedis
 
 
 def one_batch(connection: redis.Redis, tmp_path: Path) -> tuple[str, Queue, Job]:
@@ -139,3 +140,29 @@ def test_producer_never_re_sends_a_batch_that_finished_during_its_sweep(connecti
     finished.set_status(JobStatus.FINISHED)
     sender.sweep()
     assert queue.count == 0 and 0 not in sender.open
+
+
+@pytest.mark.parametrize("role", ["producer", "worker"])
+def test_sweeps_run_under_the_documented_acl_users(acl_redis: AclRedis, acl_connection: redis.Redis,
+                                                    tmp_path: Path, role: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A started job whose execution record is gone, and a popped job with no worker left: the
+    sweeps used to read a placeholder key `-` for them, which the producer and worker users of
+    deploy/users.acl may not read (NoPermissionError crashed the producer and every sweep)."""
+    (tmp_path / "started").mkdir()
+    (tmp_path / "popped").mkdir()
+    _run, admin_queue, _job = one_batch(acl_connection, tmp_path / "started")
+    started = start(ghost(acl_connection, admin_queue, "dead"), admin_queue)
+    acl_connection.delete(*acl_connection.keys(f"rq:execution:{started.id}:*"))  # expired, say
+    _run, _queue, popped = one_batch(acl_connection, tmp_path / "popped")
+    gone = ghost(acl_connection, admin_queue, "gone")
+    pop(gone, admin_queue)
+    gone.register_death()
+    monkeypatch.setattr(recovery, "STRANDED_SECONDS", 0.0)
+
+    sweeper = connect(acl_redis.url_for(role))
+    queue = batch_queue(sweeper)
+    assert recover_abandoned(sweeper, queue) == [started.id]  # stranded ones wait a sweep: first seen now
+    assert recover_abandoned(sweeper, queue) == [popped.id]
+    assert set(queue.get_job_ids()) == {started.id, popped.id}
+    assert acl_redis.refusals() == []
