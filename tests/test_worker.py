@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import http.server
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import zlib
@@ -16,10 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
-from rq import Queue
+from rq import Callback, Queue
 from rq.registry import FailedJobRegistry
 from rq.serializers import DefaultSerializer
+from rq.webhook import Webhook
 
 from digits import keys
 from digits.connection import text
@@ -135,6 +139,84 @@ def test_foreign_function_is_refused(connection: redis.Redis, default_version: s
     assert pool.process.poll() is None
     folder, _ = digit_folder(5)
     assert len(classify(connection, folder)) == 5  # the worker is still serving
+
+
+class Listener(http.server.ThreadingHTTPServer):
+    """An HTTP server on 127.0.0.1 that records every request it gets (a webhook's target)."""
+
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+        listener = self
+
+        class Record(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                listener.requests.append(f"{self.command} {self.path}")
+                self.send_response(204)
+                self.end_headers()
+
+            do_POST = do_GET
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Record)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/{name}"
+
+
+def hook_module(directory: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A module on the workers' path whose import (its top-level code) writes a marker file."""
+    marker = directory / "hook-imported"
+    (directory / "digits_hook.py").write_text(f"open({str(marker)!r}, 'w').close()\n"
+                                              "def hook(*args, **kwargs):\n    pass\n")
+    monkeypatch.setenv("PYTHONPATH", str(directory))
+    return marker
+
+
+def test_a_refused_job_imports_no_callback_and_sends_no_webhook(
+        connection: redis.Redis, default_version: str, start_workers: StartWorkers, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    marker = hook_module(tmp_path, monkeypatch)
+    listener = Listener()
+    hook = Callback("digits_hook.hook")
+    job = batch_queue(connection).enqueue(
+        "os.getcwd", on_success=hook, on_failure=hook, on_stopped=hook,
+        webhooks=[Webhook(listener.url("failed"), "failed", method="POST"), Webhook(listener.url("done"), "finished")])
+    start_workers(1)
+    registry = FailedJobRegistry(queue=batch_queue(connection))
+    wait_for(lambda: job.id in registry.get_job_ids(), what="the foreign job to fail")
+    result = job.latest_result()
+    assert result is not None and result.exc_string is not None and "'os.getcwd'" in result.exc_string
+    time.sleep(0.5)  # RQ sends webhooks once the failure is stored
+    assert not marker.exists() and listener.requests == []
+    listener.shutdown()
+
+
+def test_our_job_asking_for_callbacks_or_webhooks_is_refused_and_nothing_runs(
+        connection: redis.Redis, default_version: str, start_workers: StartWorkers, tmp_path: Path,
+        digit_folder: MakeFolder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Jobs of a real run, given callbacks and webhooks in Redis: refused, reported per image."""
+    marker = hook_module(tmp_path, monkeypatch)
+    listener = Listener()
+    folder, truth = digit_folder(6)
+    settings = runs.Settings(batch_size=2, retries=0)
+    run_id = runs.create_run(connection, folder, settings)
+    enqueue_folder(connection, run_id, folder, settings)
+    webhooks = json.dumps([Webhook(listener.url(s), s, method="POST").to_dict() for s in ("finished", "failed")])
+    for batch, field, value in [(0, "success_callback_name", "digits_hook.hook"),
+                                (1, "failure_callback_name", "digits_hook.hook"),
+                                (1, "stopped_callback_name", "digits_hook.hook"), (2, "webhooks", webhooks)]:
+        connection.hset(f"rq:job:{run_id}_b{batch}", field, value)
+    start_workers(1)
+    records = {record["path"]: record for _line, record in follow(connection, run_id)}
+    assert set(records) == set(truth)
+    assert all("refused: it asks for" in record["error"] for record in records.values())
+    assert any("a webhook to 'http://127.0.0.1:" in record["error"] for record in records.values())
+    time.sleep(0.5)
+    assert not marker.exists() and listener.requests == []
+    listener.shutdown()
 
 
 class Exploit:

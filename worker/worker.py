@@ -30,10 +30,38 @@ class RefusedPayloadError(DeserializationError):
 
 
 class SafeJob(Job):
-    """An RQ job that refuses to import or call anything outside the allowlist, and hands the
-    function what the worker process serves."""
+    """An RQ job that refuses to import, call or contact anything outside the allowlist, and hands
+    the function what the worker process serves.
+
+    RQ would import and call a job's on_success, on_failure and on_stopped callbacks, named in the
+    job, and send its webhooks (an HTTP request to any URL, with the traceback) even for a job it
+    refused. Ours carry none: here they are never imported, called or sent, and a job that names
+    any is refused.
+    """
 
     serving: Serving | None = None  # set by DigitsWorker before it runs the job
+
+    @property
+    def success_callback(self) -> None:
+        return None
+
+    @property
+    def failure_callback(self) -> None:
+        return None
+
+    @property
+    def stopped_callback(self) -> None:
+        return None
+
+    def send_webhooks(self, status: Any, *, exc_string: str | None = None) -> None:
+        """Never sent."""
+
+    def hooks(self) -> list[str]:
+        """The callbacks and webhooks this job asks for (RQ keeps the callbacks' names private)."""
+        named = {"on_success": self._success_callback_name, "on_failure": self._failure_callback_name,
+                 "on_stopped": self._stopped_callback_name}
+        return [f"an {kind} callback {name!r}" for kind, name in named.items() if name] + \
+            [f"a webhook to {webhook.url!r}" for webhook in self.webhooks]
 
     def _deserialize_data(self) -> None:
         if len(self.data) > MAX_JOB_BYTES:
@@ -55,6 +83,9 @@ class SafeJob(Job):
                 f"job {self.id} refused: function {name!r} is not one of this project's jobs "
                 f"({', '.join(sorted(ALLOWED_FUNCTIONS))})"
             )
+        if hooks := self.hooks():
+            raise ForeignJobError(f"job {self.id} refused: it asks for {', '.join(hooks)}, which this "
+                                  "project's jobs never do (none is imported, called or sent)")
         if self.serving is None:
             raise RuntimeError(f"job {self.id}: only a DigitsWorker can run it (nothing to serve it with)")
         assert self.func is not None
