@@ -34,6 +34,9 @@ STRANDED_SECONDS = 10  # a popped job is marked started within milliseconds by a
 PRODUCER_SWEEP_SECONDS = 2.0  # how often a producer checks the jobs of its open batches and reaps failed ones
 SUPERVISOR_SWEEP_SECONDS = 5.0  # how often each worker supervisor looks for batches abandoned anywhere
 
+# Redis
+REDIS_TIMEOUT = 5.0  # seconds a connection or a reply may take before the command fails (patient clients retry)
+
 # Workers
 WORKER_TTL = 35  # seconds: an idle worker heartbeats every 20 s, so a dead one vanishes within 35 s
 MAX_JOB_BYTES = 64 * 1024  # our jobs carry three small values; anything bigger is not ours

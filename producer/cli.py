@@ -68,8 +68,14 @@ def settings_from(options: dict[str, Any]) -> runs.Settings:
                          review_threshold=options["review_threshold"])
 
 
-def open_output(path: str) -> IO[str]:
-    return sys.stdout if path == "-" else open(path, "w", encoding="utf-8", newline="")
+def open_output(path: str, mode: str = "w") -> IO[str]:
+    """stdout for -, else the file; one that cannot be written is one clear line."""
+    if path == "-":
+        return sys.stdout
+    try:
+        return open(path, mode, encoding="utf-8", newline="")
+    except OSError as exc:
+        raise click.ClickException(f"cannot write the output {path}: {exc.strerror}") from None
 
 
 @click.group(cls=Group)
@@ -206,10 +212,11 @@ def run(directory: Path | None, redis_url: str, resume: str | None, fmt: str, ou
     """
     connection = connect(redis_url)
     show = sys.stderr.isatty() if progress is None else progress
+    stream = open_output(output)  # before the run exists: with an output it cannot write, nothing is sent
     run_id, root, settings = start_or_resume(connection, directory, resume, options)
     stop_on_sigterm()
     try:
-        with open_output(output) as stream:
+        with stream:
             outcome = drive(connection, run_id, root, settings, stream, fmt, show)
     except KeyboardInterrupt:
         interrupted(connection, run_id, "run")
@@ -241,7 +248,7 @@ def watch(directory: Path, redis_url: str, name: str | None, fmt: str, output: s
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
     make_state_dir(directory)
-    stream = sys.stdout if output == "-" else open(output, "a", encoding="utf-8", newline="")  # noqa: SIM115
+    stream = open_output(output, "a")
     writer = ResultWriter(stream, fmt, header=stream is sys.stdout or stream.tell() == 0)  # appending: one header
 
     def emit(line: str, record: dict[str, Any]) -> None:

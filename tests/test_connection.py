@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 import time
@@ -11,10 +13,12 @@ from pathlib import Path
 import pytest
 import redis
 
+from digits import keys
 from digits.connection import connect, redact
+from digits.defaults import REDIS_TIMEOUT
 from digits.registry import DEFAULT_MODEL_DIR
 from producer.redis_server import find_binary, free_port
-from tests.conftest import ROOT, MakeFolder
+from tests.conftest import ROOT, AclRedis, MakeFolder
 
 PASSWORD = "s3cret-Pa55"
 
@@ -98,3 +102,89 @@ def test_wrong_password_and_plain_connection_are_refused(tls_url: str) -> None:
     refused = cli("producer", "status", url=plain)
     assert refused.returncode != 0 and PASSWORD not in refused.stdout + refused.stderr
     assert "Error: cannot reach Redis" in refused.stderr and "Traceback" not in refused.stderr
+
+
+CLIS = [("producer", "status"), ("trainer", "list"), ("worker", "--burst")]
+
+
+def answers_one_line(done: subprocess.CompletedProcess[str], *expected: str) -> None:
+    """A non-zero exit, and one line on stderr that says what is wrong (besides a worker's INFO
+    log lines): no traceback."""
+    assert done.returncode != 0, done.stdout + done.stderr
+    lines = [line for line in done.stderr.strip().splitlines() if " INFO digits.worker " not in line]
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert all(text in lines[0] for text in expected), lines[0]
+
+
+def run_all(commands: list[list[str]], env: dict[str, str] | None = None) -> list[subprocess.CompletedProcess[str]]:
+    """Run the commands side by side (some wait for a timeout); their outcomes in order."""
+    started = [subprocess.Popen([sys.executable, "-m", *command], cwd=ROOT, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE) for command in commands]
+    outcomes = []
+    for process, command in zip(started, commands, strict=True):
+        stdout, stderr = process.communicate(timeout=120)
+        outcomes.append(subprocess.CompletedProcess(command, process.returncode, stdout, stderr))
+    return outcomes
+
+
+def test_a_malformed_redis_url_is_one_line_for_every_cli() -> None:
+    for url, expected in [("localhost:6379", "malformed"), (f"redis://u:{PASSWORD}@host:port/0", "malformed"),
+                          ("redis://127.0.0.1:6379/zero", "must be a number")]:
+        for done in run_all([[*cli, "--redis-url", url] for cli in CLIS]):
+            answers_one_line(done, expected)
+            assert PASSWORD not in done.stderr
+    env = {**os.environ, "REDIS_URL": "http://127.0.0.1:6379/0"}
+    for done in run_all([list(cli) for cli in CLIS], env=env):
+        answers_one_line(done, "malformed")
+
+
+def test_a_database_redis_does_not_have_is_one_line_for_every_cli(redis_url: str) -> None:
+    url = redis_url.rsplit("/", 1)[0] + "/99"
+    for done in run_all([[*cli, "--redis-url", url] for cli in CLIS]):
+        answers_one_line(done, "no such database")
+
+
+def test_a_redis_that_never_answers_is_one_line_for_every_cli() -> None:
+    """A socket that accepts connections and never replies (a stopped or wedged Redis): each CLI
+    gives up after REDIS_TIMEOUT seconds, the health probe says unhealthy."""
+    with socket.socket() as mute:
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(16)
+        url = f"redis://127.0.0.1:{mute.getsockname()[1]}/0"
+        started = time.monotonic()
+        outcomes = run_all([[*cli, "--redis-url", url] for cli in CLIS]
+                           + [["worker", "--health", "live", "--redis-url", url]])
+        assert time.monotonic() - started < 4 * REDIS_TIMEOUT
+    for done in outcomes[:-1]:
+        answers_one_line(done, "did not answer")
+    health = outcomes[-1]
+    assert health.returncode == 1 and health.stdout.startswith("unhealthy: Redis: ") and not health.stderr
+
+
+def test_permission_errors_inside_pipelines_are_one_line(acl_redis: AclRedis, acl_connection: redis.Redis,
+                                                         tmp_path: Path) -> None:
+    """The registry writes in a MULTI/EXEC transaction, RQ registers workers in a pipeline: a user
+    that may not do it gets one line (redis-py's NoPermissionError carries no NOPERM there)."""
+    producer, trainer = acl_redis.url_for("producer"), acl_redis.url_for("trainer")
+    (tmp_path / "a.png").write_bytes(b"x")
+    outcomes = run_all([["trainer", "import", str(DEFAULT_MODEL_DIR), "--promote", "--redis-url", producer],
+                        ["producer", "enqueue", str(tmp_path), "--redis-url", trainer],
+                        ["worker", "--burst", "--redis-url", trainer]])
+    for done in outcomes:
+        answers_one_line(done, "Redis refused", "no permissions")
+    assert acl_connection.dbsize() == 0
+
+
+def test_an_output_that_cannot_be_written_is_one_line(redis_url: str, default_version: str, tmp_path: Path,
+                                                      connection: redis.Redis) -> None:
+    (tmp_path / "a.png").write_bytes(b"x")
+    a_file = tmp_path / "a.png"
+    outcomes = run_all([["producer", "run", str(tmp_path), "-o", "/nonexistent/x.jsonl", "--redis-url", redis_url],
+                        ["producer", "run", str(tmp_path), "-o", str(tmp_path), "--redis-url", redis_url],
+                        ["producer", "watch", str(tmp_path), "-o", f"{a_file}/x", "--redis-url", redis_url],
+                        ["trainer", "export", default_version, f"{a_file}/model", "--redis-url", redis_url]])
+    for done in outcomes:
+        answers_one_line(done)
+    assert "/nonexistent/x.jsonl" in outcomes[0].stderr and "No such file or directory" in outcomes[0].stderr
+    assert "Is a directory" in outcomes[1].stderr and "Not a directory" in outcomes[3].stderr
+    assert connection.zcard(keys.RUNS) == 0  # nothing was sent

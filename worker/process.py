@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from types import FrameType
+
+import redis
 
 from digits import logs
 from digits.connection import connect
@@ -16,8 +19,21 @@ from worker.settings import WorkerSettings
 log = logging.getLogger("digits.worker")
 
 
+FATAL = 3  # exit code of a worker process that no respawn can help: the supervisor stops them all
+
+
 def run_one(name: str, settings: WorkerSettings, metrics_port: int | None) -> None:
-    """The body of a worker process (spawned by the supervisor; imports the model's libraries here)."""
+    """A worker process (spawned by the supervisor). Redis refusing its user ends it with one line
+    and FATAL: a user without the worker's permissions would be refused again at every respawn."""
+    try:
+        serve(name, settings, metrics_port)
+    except (redis.exceptions.NoPermissionError, redis.AuthenticationError) as exc:
+        log.error("Redis refused this worker's user: %s (docs/security.md says what it needs)", exc)
+        sys.exit(FATAL)
+
+
+def serve(name: str, settings: WorkerSettings, metrics_port: int | None) -> None:
+    """The body of a worker process (imports the model's libraries here, not in the supervisor)."""
     from digits.queueing import batch_queue
     from digits.recovery import Lease
     from worker import metrics

@@ -21,7 +21,7 @@ from digits import defaults, keys
 from digits.connection import connect, redact
 from digits.queueing import batch_queue
 from digits.recovery import recover_abandoned
-from worker.process import run_one
+from worker.process import FATAL, run_one
 from worker.settings import WorkerSettings
 from worker.worker import DigitsWorker
 
@@ -77,11 +77,12 @@ def supervise(count: int, settings: WorkerSettings) -> int:
     """Run `count` worker processes; respawn any that dies, stop all on SIGTERM or Ctrl-C.
 
     A dead worker's batch is requeued at once. Respawns wait 1 s, and back off exponentially
-    (2 s, 4 s, ... MAX_RESPAWN_DELAY) while processes keep failing right after they start. With a
-    metrics port, process i serves Prometheus metrics on metrics_port + i.
+    (2 s, 4 s, ... MAX_RESPAWN_DELAY) while processes keep failing right after they start; a
+    process that exits FATAL stops them all, and the supervisor returns FATAL. With a metrics
+    port, process i serves Prometheus metrics on metrics_port + i.
     """
     context = multiprocessing.get_context("spawn")
-    stopping = False
+    stopping = fatal = False
     recoverer = Recoverer(settings.url, settings.queues)
 
     def spawn(slot: int, delay: float = 1.0) -> Slot:
@@ -107,6 +108,9 @@ def supervise(count: int, settings: WorkerSettings) -> int:
             if slot is None or slot.process.is_alive():
                 continue
             slot.process.join()
+            if slot.process.exitcode == FATAL and not stopping:
+                fatal = True
+                stop(signal.SIGTERM, None)  # the others cannot work either
             if stopping or settings.burst or slot.process.exitcode == 0:
                 slots[index] = None
                 continue
@@ -115,7 +119,7 @@ def supervise(count: int, settings: WorkerSettings) -> int:
         if not stopping and not settings.burst:
             recoverer.sweep(every=defaults.SUPERVISOR_SWEEP_SECONDS)
         time.sleep(0.2)
-    return 0
+    return FATAL if fatal else 0
 
 
 def respawn(slot: Slot, index: int, spawn: Callable[[int, float], Slot], stopping: Callable[[], bool]) -> Slot | None:
