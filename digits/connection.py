@@ -47,24 +47,24 @@ OUTAGE_RETRIES = 20
 OUTAGE_BACKOFF = ExponentialWithJitterBackoff(cap=3.0, base=0.1)
 
 
-def connect(url: str, *, patient: bool = True, check: bool = True) -> redis.Redis:
+def connect(url: str, *, patient: bool = True, check: bool = True, timeout: float = REDIS_TIMEOUT) -> redis.Redis:
     """A client that keeps bytes as bytes: image payloads and theta files are binary.
 
     Patient clients ride out a Redis restart. With check, Redis must answer at once first, so a
     wrong URL or a Redis that is down fails now with a clear message instead of after a minute.
+    A Redis that accepts connections but does not answer fails a command after `timeout` seconds
+    (patient clients try again) instead of hanging it forever; a client that blocks on purpose
+    (an RQ worker's pop) needs a longer one.
     """
     if check:
-        with client(url, retries=0) as first_contact:
+        with client(url, retries=0, timeout=REDIS_TIMEOUT) as first_contact:
             first_contact.ping()
-    return client(url, retries=OUTAGE_RETRIES if patient else 0)
+    return client(url, retries=OUTAGE_RETRIES if patient else 0, timeout=timeout)
 
 
-def client(url: str, retries: int) -> redis.Redis:
-    """A Redis that accepts connections but does not answer fails a command after REDIS_TIMEOUT
-    seconds (and patient clients try again), instead of hanging it forever."""
+def client(url: str, retries: int, timeout: float) -> redis.Redis:
     return redis.Redis.from_url(
-        url, health_check_interval=30, socket_keepalive=True,
-        socket_connect_timeout=REDIS_TIMEOUT, socket_timeout=REDIS_TIMEOUT,
+        url, health_check_interval=30, socket_keepalive=True, socket_connect_timeout=timeout, socket_timeout=timeout,
         retry=Retry(OUTAGE_BACKOFF, retries), retry_on_error=[redis.ConnectionError, redis.TimeoutError],
     )
 

@@ -14,6 +14,7 @@ import redis
 
 from digits import logs
 from digits.connection import connect
+from digits.defaults import WORKER_TTL
 from worker.settings import WorkerSettings
 
 log = logging.getLogger("digits.worker")
@@ -46,7 +47,9 @@ def serve(name: str, settings: WorkerSettings, metrics_port: int | None) -> None
             metrics.serve(metrics_port)
         except OSError as exc:  # taken since the supervisor checked it: serve without metrics, do not crash-loop
             log.error("cannot serve metrics on port %d (%s); this process goes on without them", metrics_port, exc)
-    connection = connect(settings.url, check=False)  # a Redis that is restarting is waited for, with backoff
+    # A Redis that is restarting is waited for, with backoff. RQ pops jobs blocking for up to
+    # WORKER_TTL - 15 s, on whichever connection of the pool is free: none may time out sooner.
+    connection = connect(settings.url, check=False, timeout=WORKER_TTL)
     lease = Lease(connection, name).start()
     serving = Serving(ModelServer(), settings.review_threshold, settings.max_pixels)
     try:
