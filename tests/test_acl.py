@@ -15,8 +15,10 @@ import pytest
 import redis
 
 from digits import keys
-from digits.connection import text
-from digits.registry import DEFAULT_MODEL_DIR
+from digits.connection import connect, text
+from digits.registry import DEFAULT_MODEL_DIR, Registry
+from producer import runs
+from producer.sending import enqueue_folder
 from tests.conftest import ACL_FILE, ROOT, AclRedis, MakeFolder, WorkerPool
 
 
@@ -60,11 +62,14 @@ def test_shipped_acl_file_keeps_every_write_across_an_aof_restart(tmp_path: Path
     (tmp_path / "redis").mkdir()
     server = AclRedis(tmp_path / "redis").start()
     try:
-        trainer, producer, worker = (server.url_for(role) for role in ("trainer", "producer", "worker"))
-        version = ok(cli("trainer", trainer, "import", str(DEFAULT_MODEL_DIR), "--promote")).strip()
-        done_run = ok(cli("producer", producer, "enqueue", str(folder), "--batch-size", "4")).strip()
-        ok(cli("worker", worker, "--burst"))
-        queued_run = ok(cli("producer", producer, "enqueue", str(folder), "--batch-size", "4")).strip()
+        version = Registry(connect(server.url_for("trainer"))).publish_dir(DEFAULT_MODEL_DIR, promote=True)
+        producer, settings = connect(server.url_for("producer")), runs.Settings(batch_size=4)
+        done_run = runs.create_run(producer, folder, settings)
+        enqueue_folder(producer, done_run, folder, settings)
+        ok(cli("worker", server.url_for("worker"), "--burst"))
+        queued_run = runs.create_run(producer, folder, settings)
+        enqueue_folder(producer, queued_run, folder, settings)
+        producer.close()
         admin = redis.Redis.from_url(server.url)
         before = snapshot(admin)
         assert text(admin.get(keys.MODEL_CURRENT)) == version

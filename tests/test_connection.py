@@ -128,14 +128,14 @@ def run_all(commands: list[list[str]], env: dict[str, str] | None = None) -> lis
 
 
 def test_a_malformed_redis_url_is_one_line_for_every_cli() -> None:
-    for url, expected in [("localhost:6379", "malformed"), (f"redis://u:{PASSWORD}@host:port/0", "malformed"),
-                          ("redis://127.0.0.1:6379/zero", "must be a number")]:
-        for done in run_all([[*cli, "--redis-url", url] for cli in CLIS]):
-            answers_one_line(done, expected)
-            assert PASSWORD not in done.stderr
+    urls = [("localhost:6379", "malformed"), (f"redis://u:{PASSWORD}@host:port/0", "malformed"),
+            ("redis://127.0.0.1:6379/zero", "must be a number")]
     env = {**os.environ, "REDIS_URL": "http://127.0.0.1:6379/0"}
-    for done in run_all([list(cli) for cli in CLIS], env=env):
-        answers_one_line(done, "malformed")
+    outcomes = run_all([[*cli, "--redis-url", url] for cli, (url, _) in zip(CLIS, urls, strict=True)])
+    for done, (_, expected) in zip(outcomes, urls, strict=True):
+        answers_one_line(done, expected)
+        assert PASSWORD not in done.stderr
+    answers_one_line(run_all([list(CLIS[0])], env=env)[0], "malformed")
 
 
 def test_a_database_redis_does_not_have_is_one_line_for_every_cli(redis_url: str) -> None:
@@ -163,16 +163,20 @@ def test_a_redis_that_never_answers_is_one_line_for_every_cli() -> None:
 
 def test_permission_errors_inside_pipelines_are_one_line(acl_redis: AclRedis, acl_connection: redis.Redis,
                                                          tmp_path: Path) -> None:
-    """The registry writes in a MULTI/EXEC transaction, RQ registers workers in a pipeline: a user
-    that may not do it gets one line (redis-py's NoPermissionError carries no NOPERM there)."""
+    """The registry promotes in a MULTI/EXEC transaction: a user that may not (the producer's) gets
+    one line, as for plain commands (the producer's and the worker's CLIs as the trainer); redis-py 8
+    raises NoPermissionError without the NOPERM the CLIs looked for. A worker process refused
+    exits FATAL, and its supervisor with it, instead of respawning it forever."""
     producer, trainer = acl_redis.url_for("producer"), acl_redis.url_for("trainer")
+    acl_connection.hset(keys.model("v1"), "manifest", "{}")
     (tmp_path / "a.png").write_bytes(b"x")
-    outcomes = run_all([["trainer", "import", str(DEFAULT_MODEL_DIR), "--promote", "--redis-url", producer],
+    outcomes = run_all([["trainer", "promote", "v1", "--redis-url", producer],
                         ["producer", "enqueue", str(tmp_path), "--redis-url", trainer],
-                        ["worker", "--burst", "--redis-url", trainer]])
+                        ["worker", "--redis-url", trainer], ["worker", "--redis-url", producer]])
     for done in outcomes:
         answers_one_line(done, "Redis refused", "no permissions")
-    assert acl_connection.dbsize() == 0
+    assert outcomes[3].returncode == 3 and "Redis refused this worker's user" in outcomes[3].stderr
+    assert acl_connection.keys() == [keys.model("v1").encode()]
 
 
 def test_an_output_that_cannot_be_written_is_one_line(redis_url: str, default_version: str, tmp_path: Path,

@@ -176,8 +176,7 @@ def hook_module(directory: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_a_refused_job_imports_no_callback_and_sends_no_webhook(
-        connection: redis.Redis, default_version: str, start_workers: StartWorkers, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        connection: redis.Redis, start_workers: StartWorkers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     marker = hook_module(tmp_path, monkeypatch)
     listener = Listener()
     hook = Callback("digits_hook.hook")
@@ -195,9 +194,10 @@ def test_a_refused_job_imports_no_callback_and_sends_no_webhook(
 
 
 def test_our_job_asking_for_callbacks_or_webhooks_is_refused_and_nothing_runs(
-        connection: redis.Redis, default_version: str, start_workers: StartWorkers, tmp_path: Path,
-        digit_folder: MakeFolder, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Jobs of a real run, given callbacks and webhooks in Redis: refused, reported per image."""
+        connection: redis.Redis, start_workers: StartWorkers, tmp_path: Path, digit_folder: MakeFolder,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Jobs of a real run, given callbacks and webhooks in Redis: refused (before any model is
+    needed), reported per image."""
     marker = hook_module(tmp_path, monkeypatch)
     listener = Listener()
     folder, truth = digit_folder(6)

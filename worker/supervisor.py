@@ -78,12 +78,15 @@ def supervise(count: int, settings: WorkerSettings) -> int:
 
     A dead worker's batch is requeued at once. Respawns wait 1 s, and back off exponentially
     (2 s, 4 s, ... MAX_RESPAWN_DELAY) while processes keep failing right after they start; a
-    process that exits FATAL stops them all, and the supervisor returns FATAL. With a metrics
-    port, process i serves Prometheus metrics on metrics_port + i.
+    process that exits FATAL stops them all, and the supervisor returns FATAL. It sweeps once
+    before it starts any (a Redis error there is the command's error). With a metrics port,
+    process i serves Prometheus metrics on metrics_port + i.
     """
     context = multiprocessing.get_context("spawn")
     stopping = fatal = False
     recoverer = Recoverer(settings.url, settings.queues)
+    for queue in recoverer.queues:  # at once, and a user Redis refuses it stops here, with its error
+        recover_abandoned(recoverer.connection, queue)
 
     def spawn(slot: int, delay: float = 1.0) -> Slot:
         name = worker_name(slot)
