@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,18 @@ def cli(component: str, url: str, *args: str, timeout: float = 120) -> subproces
 def ok(done: subprocess.CompletedProcess[str]) -> str:
     assert done.returncode == 0, f"{done.args}: {done.stderr}"
     return done.stdout
+
+
+def side_by_side(*commands: tuple[str, str, list[str]]) -> list[str]:
+    """Run CLIs (component, URL, arguments) at the same time; each must succeed; their outputs."""
+    started = [subprocess.Popen([sys.executable, "-m", component, *args, "--redis-url", url], cwd=ROOT, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE) for component, url, args in commands]
+    outputs = []
+    for process in started:
+        stdout, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, f"{process.args!r}: {stderr}"
+        outputs.append(stdout)
+    return outputs
 
 
 def snapshot(connection: redis.Redis) -> dict[str, Any]:
@@ -99,26 +110,24 @@ def test_the_whole_pipeline_runs_under_the_documented_acl_users(acl_redis: AclRe
     the split exists for."""
     trainer, producer, worker = (acl_redis.url_for(role) for role in ("trainer", "producer", "worker"))
     folder, truth = digit_folder(24)
-    ok(cli("trainer", trainer, "import", str(DEFAULT_MODEL_DIR), "--promote"))
     pool = WorkerPool(worker, 2)
     try:
+        ok(cli("trainer", trainer, "import", str(DEFAULT_MODEL_DIR), "--promote"))
         pool.wait_registered(acl_connection, 2)
-        deadline = time.monotonic() + 30
-        while cli("worker", worker, "--health", "ready").returncode != 0:
-            assert time.monotonic() < deadline, "workers never became ready"
-            time.sleep(0.5)
-        ok(cli("worker", worker, "--health", "live"))
-
         out = tmp_path / "run.jsonl"
-        ok(cli("producer", producer, "run", str(folder), "--batch-size", "1", "-o", str(out)))
+        side_by_side(("producer", producer, ["run", str(folder), "--batch-size", "1", "-o", str(out)]),
+                     ("producer", producer, ["enqueue", str(folder), "--batch-size", "5", "--wait"]))
         assert {json.loads(line)["path"] for line in out.read_text().splitlines()} == set(truth)
-        ok(cli("producer", producer, "enqueue", str(folder), "--batch-size", "5", "--wait"))
         run_id = ok(cli("producer", producer, "enqueue", str(folder), "--batch-size", "5")).strip()
-        resumed = ok(cli("producer", producer, "run", "--resume", run_id, "--batch-size", "5"))
-        followed = ok(cli("producer", producer, "results", run_id, "--follow"))
+        resumed, followed = side_by_side(("producer", producer, ["run", "--resume", run_id, "--batch-size", "5"]),
+                                         ("producer", producer, ["results", run_id, "--follow"]))
         assert len(resumed.splitlines()) == len(followed.splitlines()) == len(truth)
-        status = json.loads(ok(cli("producer", producer, "status", run_id, "--json")))
-        assert status["run"]["complete"] and status["run"]["done"] == len(truth) and len(status["workers"]) == 2
+        status, live, ready = side_by_side(("producer", producer, ["status", run_id, "--json"]),
+                                           ("worker", worker, ["--health", "live"]),
+                                           ("worker", worker, ["--health", "ready"]))
+        report = json.loads(status)
+        assert report["run"]["complete"] and report["run"]["done"] == len(truth) and len(report["workers"]) == 2
+        assert live.startswith("live: 2 worker(s)") and ready.startswith("ready: 2 of 2 worker(s)")
     finally:
         assert pool.stop() == 0
     assert acl_redis.refusals() == []
