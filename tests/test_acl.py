@@ -110,10 +110,10 @@ def test_the_whole_pipeline_runs_under_the_documented_acl_users(acl_redis: AclRe
     the split exists for."""
     trainer, producer, worker = (acl_redis.url_for(role) for role in ("trainer", "producer", "worker"))
     folder, truth = digit_folder(24)
-    pool = WorkerPool(worker, 2)
+    pool = WorkerPool(worker, 1)
     try:
         ok(cli("trainer", trainer, "import", str(DEFAULT_MODEL_DIR), "--promote"))
-        pool.wait_registered(acl_connection, 2)
+        pool.wait_registered(acl_connection, 1)
         out = tmp_path / "run.jsonl"
         side_by_side(("producer", producer, ["run", str(folder), "--batch-size", "1", "-o", str(out)]),
                      ("producer", producer, ["enqueue", str(folder), "--batch-size", "5", "--wait"]))
@@ -126,8 +126,8 @@ def test_the_whole_pipeline_runs_under_the_documented_acl_users(acl_redis: AclRe
                                            ("worker", worker, ["--health", "live"]),
                                            ("worker", worker, ["--health", "ready"]))
         report = json.loads(status)
-        assert report["run"]["complete"] and report["run"]["done"] == len(truth) and len(report["workers"]) == 2
-        assert live.startswith("live: 2 worker(s)") and ready.startswith("ready: 2 of 2 worker(s)")
+        assert report["run"]["complete"] and report["run"]["done"] == len(truth) and len(report["workers"]) == 1
+        assert live.startswith("live: 1 worker(s)") and ready.startswith("ready: 1 of 1 worker(s)")
     finally:
         assert pool.stop() == 0
     assert acl_redis.refusals() == []
