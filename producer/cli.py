@@ -212,8 +212,10 @@ def run(directory: Path | None, redis_url: str, resume: str | None, fmt: str, ou
     """
     connection = connect(redis_url)
     show = sys.stderr.isatty() if progress is None else progress
-    stream = open_output(output)  # before the run exists: with an output it cannot write, nothing is sent
+    stream = open_output(output, "a")  # before the run exists: with an output it cannot write, nothing is sent
     run_id, root, settings = start_or_resume(connection, directory, resume, options)
+    if stream is not sys.stdout:
+        stream.truncate(0)  # only now: a mistyped --resume RUN keeps the file it would have replaced
     stop_on_sigterm()
     try:
         with stream:

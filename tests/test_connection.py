@@ -183,12 +183,16 @@ def test_an_output_that_cannot_be_written_is_one_line(redis_url: str, default_ve
                                                       connection: redis.Redis) -> None:
     (tmp_path / "a.png").write_bytes(b"x")
     a_file = tmp_path / "a.png"
+    earlier = tmp_path / "earlier.jsonl"
+    earlier.write_text("an earlier run's results\n")
     outcomes = run_all([["producer", "run", str(tmp_path), "-o", "/nonexistent/x.jsonl", "--redis-url", redis_url],
                         ["producer", "run", str(tmp_path), "-o", str(tmp_path), "--redis-url", redis_url],
                         ["producer", "watch", str(tmp_path), "-o", f"{a_file}/x", "--redis-url", redis_url],
-                        ["trainer", "export", default_version, f"{a_file}/model", "--redis-url", redis_url]])
+                        ["trainer", "export", default_version, f"{a_file}/model", "--redis-url", redis_url],
+                        ["producer", "run", "--resume", "mistyped", "-o", str(earlier), "--redis-url", redis_url]])
     for done in outcomes:
         answers_one_line(done)
     assert "/nonexistent/x.jsonl" in outcomes[0].stderr and "No such file or directory" in outcomes[0].stderr
     assert "Is a directory" in outcomes[1].stderr and "Not a directory" in outcomes[3].stderr
     assert connection.zcard(keys.RUNS) == 0  # nothing was sent
+    assert earlier.read_text() == "an earlier run's results\n"  # the output is emptied only once its run exists
