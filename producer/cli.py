@@ -19,7 +19,7 @@ from digits.pattern import parse_pattern
 from producer import runs
 from producer.drive import drive, err, interrupted, print_summary, stop_on_sigterm, warn_empty
 from producer.following import follow
-from producer.keying_cli import review
+from producer.keying_cli import corrections, review
 from producer.output import FORMATS, ResultWriter
 from producer.sending import deliver, enqueue_folder
 from producer.status import status_report
@@ -79,6 +79,7 @@ def main() -> None:
 
 
 main.add_command(review)
+main.add_command(corrections)
 
 
 resume_option = click.option(

@@ -1,6 +1,6 @@
-"""`digits-producer review`: keying a run's flagged codes.
+"""`digits-producer review` and `corrections`: keying a run's flagged codes, and exporting them.
 
-Its modules load the web server, NumPy and Pillow, so they are imported when it runs:
+Their modules load the web server, NumPy and Pillow, so they are imported when the command runs:
 every other command of the producer starts without them.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 import getpass
 import json
 import socket
+import sys
 from pathlib import Path
 
 import click
@@ -75,3 +76,25 @@ def review(run_id: str, redis_url: str, host: str, port: int, station: str, clai
     err.print(f"station {station} stopped: what it keyed is stored; the images on its page are free again "
               f"within {claim_seconds:g} s")
 
+
+@click.command()
+@click.argument("run_ids", metavar="RUN...", nargs=-1, required=True)
+@redis_url_option
+@click.option("--output", "-o", "output", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="New (or empty) folder to write the labelled set to.")
+@click.option("--max-bytes", default=defaults.MAX_BYTES, show_default=True, type=click.IntRange(1),
+              help="Images larger than this are left out.")
+def corrections(run_ids: tuple[str, ...], redis_url: str, output: Path, max_bytes: int) -> None:
+    """Write the codes keyed for the runs as a labelled set: images, labels.csv, unreadable.csv and
+    manifest.json (docs/corrections.md). Exit 1 if a keyed image could not be read."""
+    from producer.corrections import ExportError, export
+
+    try:
+        manifest = export(connect(redis_url), run_ids, output, max_bytes,
+                          warn=lambda message: err.print(f"[yellow]{message}[/]"))
+    except ExportError as exc:
+        raise click.ClickException(str(exc)) from None
+    counts = manifest["counts"]
+    err.print(f"{output}: {counts['labelled']} labelled images from {len(manifest['runs'])} runs, "
+              f"{counts['unreadable']} unreadable (listed in unreadable.csv), {counts['missing']} missing")
+    sys.exit(1 if counts["missing"] else 0)
