@@ -97,10 +97,12 @@ def test_concurrent_stations_never_key_an_image_twice(redis_url: str, connection
     run = stored_run(connection, tmp_path / "run", 200)
     got: dict[str, list[str]] = {}
     refused: list[str] = []
+    ready = threading.Barrier(4)
 
     def station(name: str) -> None:
         client = connect(redis_url)
         got[name] = []
+        ready.wait(timeout=60)  # all connected: they start together
         while (claim := keying.claim_next(client, run.run_id, name)).path is not None:
             got[name].append(claim.path)
             try:
