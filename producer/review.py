@@ -32,7 +32,7 @@ from producer.files import UnsafePath, read_inside
 
 PAGE = Path(__file__).resolve().parent / "station"
 MAX_REQUEST_BYTES = 64 * 1024  # a key, a renewal or a release: a few paths at most
-UNREADABLE_KEY = "*"  # on the numeric keypad, beside Enter; told to the page, which says so
+UNREADABLE_KEY = "*"  # on the numeric keypad with the digits and Enter; told to the page, which says so
 
 
 @dataclass(frozen=True)
