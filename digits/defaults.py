@@ -20,6 +20,11 @@ JOB_RESULT_TTL = 3600  # seconds RQ keeps a finished job's return value
 # Reading
 REVIEW_THRESHOLD = 0.9  # codes read with less confidence are flagged for review
 
+# Keying stations (`digits-producer review`)
+REVIEW_PORT = 8471  # the station's page: http://127.0.0.1:8471/
+CLAIM_SECONDS = 30  # an image on a station's screen is held this long past its last renewal (a third of it)
+MAX_KEYED_CHARS = 32  # the longest code a station accepts, separators included
+
 # A hot folder (`digits-producer watch`)
 SETTLE = 2.0  # seconds a file must stay unchanged before it is sent (a scanner or a copy over the
 # network pauses for a second or more while writing; 0.2 sent such files half-written)

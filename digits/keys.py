@@ -56,6 +56,23 @@ def run_unmoved(run_id: str) -> str:
     return f"{PREFIX}:run:{run_id}:unmoved"
 
 
+def run_keyed(run_id: str) -> str:
+    """Hash: image path -> what a person keyed at a keying station for a flagged code (JSON: code,
+    digits, unreadable, station, keyed_at), beside the machine's result in run_results, never over it."""
+    return f"{PREFIX}:run:{run_id}:keyed"
+
+
+def run_keying(run_id: str) -> str:
+    """Sorted set: the run's flagged paths not yet keyed -> 0 while waiting, or the deadline (unix ms)
+    of the claim of the station showing it. A claim not renewed by then is free again."""
+    return f"{PREFIX}:run:{run_id}:keying"
+
+
+def run_claims(run_id: str) -> str:
+    """Hash: image path -> the name of the keying station that last claimed it (see run_keying)."""
+    return f"{PREFIX}:run:{run_id}:claims"
+
+
 def batch(run_id: str, index: int) -> str:
     """Hash holding one batch's payload until a worker finishes it: `paths` (JSON) and `0`..`n-1` (image bytes)."""
     return f"{PREFIX}:run:{run_id}:batch:{index}"
@@ -87,4 +104,4 @@ def worker_stats(worker_name: str) -> str:
 def run_keys(run_id: str) -> list[str]:
     """The keys that expire together when a run's results expire."""
     return [run(run_id), run_results(run_id), run_failed(run_id), run_events(run_id), run_review(run_id),
-            run_unmoved(run_id)]
+            run_unmoved(run_id), run_keyed(run_id), run_keying(run_id), run_claims(run_id)]

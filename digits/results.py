@@ -38,7 +38,7 @@ def result_record(path: str, batch: int, **fields: Any) -> Record:
 
 
 # Runs in Redis as one step: the check that the payload is still there and every write after it.
-# KEYS: the payload, then keys.run_keys (run, results, failed, events, review: they expire together).
+# KEYS: the payload, then keys.run_keys (run, results, failed, events, review, then the rest: they expire together).
 # ARGV: result TTL, batch index, the batch's paths (JSON), how many paths failed, those paths,
 # how many were flagged for review, those paths, then path and result pairs. Lua's unpack takes
 # at most ~8,000 values, hence slices of 1,000.

@@ -19,6 +19,7 @@ from digits.pattern import parse_pattern
 from producer import runs
 from producer.drive import drive, err, interrupted, print_summary, stop_on_sigterm, warn_empty
 from producer.following import follow
+from producer.keying_cli import corrections, review
 from producer.output import FORMATS, ResultWriter
 from producer.sending import deliver, enqueue_folder
 from producer.status import status_report
@@ -81,6 +82,10 @@ def open_output(path: str, mode: str = "w") -> IO[str]:
 @click.group(cls=Group)
 def main() -> None:
     """Classify folders of scanned digits through Redis and RQ workers."""
+
+
+main.add_command(review)
+main.add_command(corrections)
 
 
 resume_option = click.option(

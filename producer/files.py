@@ -118,3 +118,33 @@ def read(found: Found, max_bytes: int = MAX_BYTES) -> tuple[bytes | None, str | 
     if len(data) > max_bytes:
         return None, f"file is over the size limit of {max_bytes} bytes"
     return data, None
+
+
+class UnsafePath(ValueError):
+    """A relative path that would leave its folder; the message says how."""
+
+
+def inside(root: Path, relative: str) -> str:
+    """The real path of `relative` under root, for reading a file a run names (keying, corrections):
+    refused if it is absolute, climbs with `..`, or resolves (through a link) outside root."""
+    parts = relative.replace("\\", "/").split("/")
+    if not relative or "\0" in relative or os.path.isabs(relative) or relative.startswith("\\"):
+        raise UnsafePath(f"{relative!r}: not a path relative to the run's folder")
+    if ".." in parts:
+        raise UnsafePath(f"{relative}: climbs out of the run's folder with '..'")
+    real_root = os.path.realpath(root)
+    target = os.path.realpath(os.path.join(real_root, relative))
+    if os.path.commonpath([target, real_root]) != real_root:
+        raise UnsafePath(f"{relative}: leads outside the run's folder (a symbolic link to {target})")
+    return target
+
+
+def read_inside(root: Path, relative: str, max_bytes: int = MAX_BYTES) -> tuple[bytes | None, str | None]:
+    """The bytes of `relative` under root, or None and why it cannot be read; UnsafePath if the
+    path would leave root."""
+    target = inside(root, relative)
+    if not os.path.isfile(target):
+        return None, f"{relative}: no such file in {root}" if not os.path.exists(target) else \
+            f"{relative}: not a regular file"
+    data, problem = read(Found(relative, target), max_bytes)
+    return data, problem and f"{relative}: {problem}"

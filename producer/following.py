@@ -19,6 +19,7 @@ from digits.connection import text
 from digits.queueing import batch_queue
 from digits.recovery import reap_failed_batches, recover_abandoned
 from digits.results import Record, event_lines
+from producer.keying import with_keyed
 from producer.runs import run_meta
 
 Result = tuple[str, Record]  # a result as its stored JSON line, and parsed
@@ -33,15 +34,15 @@ class Follower:
         self.cursor = cursor
 
     def read(self, block_ms: int | None, count: int = 200) -> list[Result]:
-        """The results of up to `count` batches finished after the cursor; with block_ms, wait
-        that long for one if there is none yet."""
+        """The results of up to `count` batches finished after the cursor (with the code a keying
+        station keyed, if any); with block_ms, wait that long for one if there is none yet."""
         response: list[Any] = self.redis.xread(  # type: ignore[assignment]
             {keys.run_events(self.run_id): self.cursor}, count=count, block=block_ms)
         found: list[Result] = []
         for _stream, entries in response or []:
             self.cursor = text(entries[-1][0])
             found += [(line, json.loads(line)) for line in event_lines(self.redis, self.run_id, entries)]
-        return found
+        return with_keyed(self.redis, self.run_id, found)
 
 
 def follow(connection: redis.Redis, run_id: str, *, wait: bool = True,

@@ -17,12 +17,13 @@ from producer.runs import run_meta
 
 def run_status(connection: redis.Redis, run_id: str) -> dict[str, Any]:
     """Counts for one run: images total, queued, in progress, done, failed, flagged for review,
-    and throughput."""
+    keyed at a keying station, and throughput."""
     meta = run_meta(connection, run_id)
     total = int(meta.get("total", 0))
     finished = int(connection.hlen(keys.run_results(run_id)))
     failed = int(connection.scard(keys.run_failed(run_id)))
     review = int(connection.scard(keys.run_review(run_id)))
+    keyed = int(connection.hlen(keys.run_keyed(run_id)))  # by keying stations (`review RUN`)
     queue = batch_queue(connection, meta.get("queue", keys.DEFAULT_QUEUE))
     started = sum(1 for j in queue.started_job_registry.get_job_ids()
                   if (p := parse_job_id(j)) is not None and p[0] == run_id)
@@ -35,7 +36,7 @@ def run_status(connection: redis.Redis, run_id: str) -> dict[str, Any]:
         "run": run_id, "root": meta.get("root"), "status": meta.get("status"),
         "complete": meta.get("status") == "enqueued" and finished >= total,
         "total": total, "queued": total - finished - in_progress, "in_progress": in_progress,
-        "done": finished - failed, "failed": failed, "review": review,
+        "done": finished - failed, "failed": failed, "review": review, "keyed": keyed,
         "images_per_second": round(finished / elapsed, 1) if finished else 0.0,
     }
 

@@ -19,7 +19,7 @@ else
   # Not an error for ./test.sh: everything else runs, and pytest's summary lists the browser tests as
   # skipped for this reason. As root (CI), a failed install below is an error.
   echo "install-chromium: NOT INSTALLED: apt-get install chromium chromium-driver needs root, and this user" \
-       "($(id -un)) has no passwordless sudo. The browser tests (tests/test_demo_page.py) will be skipped;" \
+       "($(id -un)) has no passwordless sudo. The browser tests (tests/test_demo_page.py, tests/test_review.py) will be skipped;" \
        "run 'sudo scripts/install-chromium.sh' to include them." >&2
   exit 0
 fi

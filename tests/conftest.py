@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,17 @@ import numpy.typing as npt
 import pytest
 import redis
 from PIL import Image
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.chrome.webdriver import WebDriver
 
 from digits import keys
-from digits.connection import connect
+from digits.connection import connect, text
 from digits.registry import DEFAULT_MODEL_DIR, Registry
+from digits.results import result_record, store_results
 from producer.redis_server import RedisServer
+from producer.runs import Settings, create_run
 
 ROOT = Path(__file__).resolve().parent.parent
 ACL_FILE = ROOT / "deploy" / "users.acl"
@@ -31,6 +38,10 @@ ROLES = ("admin", "trainer", "producer", "worker")  # the users deploy/users.acl
 PERSISTENT = ["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]  # compose's persistence
 Digits = tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]  # images (n x 784), labels
 MakeFolder = Callable[[int], tuple[Path, dict[str, int]]]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="session")
@@ -193,3 +204,77 @@ def digit_folder(tmp_path: Path, mnist_test: Digits) -> MakeFolder:
         return folder, write_pngs(folder, mnist_test[0][:count], mnist_test[1][:count])
 
     return make
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    """Headless Debian chromium through chromium-driver (scripts/install-chromium.sh installs them)."""
+    missing = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not path.is_file()]
+    if missing and os.geteuid() != 0:  # said in the summary (./test.sh runs pytest -rs), never silently
+        pytest.skip(f"the browser tests need {' and '.join(missing)}; installing them needs root: "
+                    "run `sudo scripts/install-chromium.sh`, then ./test.sh again")
+    if missing:  # root (CI) could have installed them: their absence is a failure there
+        pytest.fail(f"{' and '.join(missing)} not found: run scripts/install-chromium.sh "
+                    "(installs Debian's chromium and chromium-driver)", pytrace=False)
+    options = Options()
+    options.binary_location = str(CHROMIUM)
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
+    browser = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
+    try:
+        browser.set_window_size(1000, 900)
+        browser.set_script_timeout(60)
+        yield browser
+    finally:
+        browser.quit()
+
+
+@dataclass(frozen=True)
+class FlaggedRun:
+    """A finished run with codes flagged for review, and the files it read."""
+
+    run_id: str
+    folder: Path
+    flagged: list[str]  # the review set, sorted as stations are served it
+    truth: dict[str, str]  # path -> the true code, where known
+
+
+@pytest.fixture
+def flagged_run(tmp_path: Path, redis_url: str, connection: redis.Redis, default_version: str, mnist_test: Digits,
+                start_workers: Callable[..., WorkerPool]) -> FlaggedRun:
+    """32 generated 5-digit crops read by a real worker with `--review-threshold 0.999`: nearly all flagged."""
+    from trainer.synth import generate, png_bytes
+
+    folder = tmp_path / "crops"
+    folder.mkdir()
+    truth = {}
+    for index, crop in enumerate(generate(32, *mnist_test, formats=("5",), seed=24)):
+        (folder / f"crop-{index:02d}.png").write_bytes(png_bytes(crop))
+        truth[f"crop-{index:02d}.png"] = crop.code
+    start_workers(1)
+    done = subprocess.run([sys.executable, "-m", "producer", "run", str(folder), "--review-threshold", "0.999",
+                           "--redis-url", redis_url, "-o", os.devnull], cwd=ROOT, capture_output=True, text=True,
+                          timeout=180, check=True)
+    run_id = done.stderr.split()[1]
+    flagged = sorted(text(path) for path in connection.smembers(keys.run_review(run_id)))
+    assert len(flagged) >= 21, done.stderr
+    return FlaggedRun(run_id, folder, flagged, truth)
+
+
+def stored_run(connection: redis.Redis, folder: Path, count: int, flagged_every: int = 1,
+               ttl: int = 3600) -> FlaggedRun:
+    """A run of `count` small PNG crops whose results are stored as a worker stores them (no worker
+    reads them: quick), every `flagged_every`-th one flagged for review with the code 12345."""
+    folder.mkdir(parents=True, exist_ok=True)
+    run_id = create_run(connection, folder, Settings(result_ttl=ttl))
+    paths = [f"scan-{index:03d}.png" for index in range(count)]
+    for path in paths:
+        Image.new("L", (60, 20), 230).save(folder / path)
+    connection.hset(keys.batch(run_id, 0), mapping={"paths": "[]"})
+    records = [result_record(path, 0, code="12345", digits="12345", confidence=0.5, review=index % flagged_every == 0,
+                             confidences=[0.9] * 5, boxes=[[2 + 11 * d, 2, 11 + 11 * d, 18] for d in range(5)],
+                             model_version="test") for index, path in enumerate(paths)]
+    assert store_results(connection, run_id, 0, records, ttl)
+    connection.hset(keys.run(run_id), mapping={"status": "enqueued", "total": count})
+    return FlaggedRun(run_id, folder, sorted(p for i, p in enumerate(paths) if i % flagged_every == 0), {})

@@ -21,9 +21,6 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 from PIL import Image
-from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.actions import interaction
@@ -37,10 +34,6 @@ from digits.registry import DEFAULT_MODEL_DIR
 from digits.theta import Model, ThetaError, load_dir, pack, parse_pair, to_csv
 from tests.conftest import ROOT, Digits
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
 PAGE = "/docs/demo/"
 SCREENSHOT = ROOT / "docs" / "demo" / "screenshot.png"  # the committed one: refresh with UPDATE_SCREENSHOT=1
 PAD = 280
@@ -81,29 +74,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     server.shutdown()
     server.server_close()
     thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
-    missing = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not path.is_file()]
-    if missing and os.geteuid() != 0:  # said in the summary (./test.sh runs pytest -rs), never silently
-        pytest.skip(f"the browser tests need {' and '.join(missing)}; installing them needs root: "
-                    "run `sudo scripts/install-chromium.sh`, then ./test.sh again")
-    if missing:  # root (CI) could have installed them: their absence is a failure there
-        pytest.fail(f"{' and '.join(missing)} not found: run scripts/install-chromium.sh "
-                    "(installs Debian's chromium and chromium-driver)", pytrace=False)
-    options = Options()
-    options.binary_location = str(CHROMIUM)
-    for flag in FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
-    browser = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
-    try:
-        browser.set_window_size(1000, 900)
-        browser.set_script_timeout(60)
-        yield browser
-    finally:
-        browser.quit()
 
 
 @pytest.fixture(scope="module")

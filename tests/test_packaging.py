@@ -19,5 +19,6 @@ def test_the_wheel_holds_the_model_and_samples_and_builds_without_warnings(tmp_p
     assert "absent from the `packages` configuration" not in done.stdout + done.stderr
     [wheel] = tmp_path.glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert {"digits/default_model/manifest.json", "producer/samples/mnist-00-label7.png"} <= set(names)
+    assert {"digits/default_model/manifest.json", "producer/samples/mnist-00-label7.png",
+            "producer/station/index.html", "producer/station/station.js", "producer/station/station.css"} <= set(names)
     assert sum(name.startswith("producer/samples/") for name in names) == 24
