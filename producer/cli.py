@@ -219,8 +219,8 @@ def run(directory: Path | None, redis_url: str, resume: str | None, fmt: str, ou
     show = sys.stderr.isatty() if progress is None else progress
     stream = open_output(output, "a")  # before the run exists: with an output it cannot write, nothing is sent
     run_id, root, settings = start_or_resume(connection, directory, resume, options)
-    if stream is not sys.stdout:
-        stream.truncate(0)  # only now: a mistyped --resume RUN keeps the file it would have replaced
+    if stream is not sys.stdout and Path(output).is_file():  # not /dev/null or a pipe: those cannot be
+        stream.truncate(0)  # emptied; and only now: a mistyped --resume RUN keeps the file it would replace
     stop_on_sigterm()
     try:
         with stream:

@@ -227,3 +227,12 @@ def test_a_resume_with_nothing_left_says_so(redis_url: str, default_version: str
     assert len(again.stdout.splitlines()) == 20  # the output holds the whole run ...
     assert "20 images, 20 classified" in again.stderr and "nothing left to classify" in again.stderr
     assert "images/s" not in again.stderr  # ... but no rate: none of it was classified now (54,808 images/s before)
+
+
+def test_run_writes_to_dev_null(redis_url: str, default_version: str, start_workers: StartWorkers,
+                                digit_folder: MakeFolder) -> None:
+    """-o /dev/null (the benchmarks' and tests' habit) cannot be emptied like a file."""
+    folder, _truth = digit_folder(10)
+    start_workers(1)
+    done = producer(redis_url, "run", str(folder), "-o", "/dev/null")
+    assert done.returncode == 0, done.stderr
