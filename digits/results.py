@@ -23,6 +23,7 @@ from digits import keys
 from digits.connection import text
 
 Record = dict[str, Any]  # one image's result, as stored in JSON
+Result = tuple[str, Record]  # a result as its stored JSON line, and parsed
 
 
 def result_record(path: str, batch: int, **fields: Any) -> Record:

@@ -18,11 +18,9 @@ from digits import defaults, keys
 from digits.connection import text
 from digits.queueing import batch_queue
 from digits.recovery import reap_failed_batches, recover_abandoned
-from digits.results import Record, event_lines
+from digits.results import Result, event_lines
 from producer.keying import with_keyed
 from producer.runs import run_meta
-
-Result = tuple[str, Record]  # a result as its stored JSON line, and parsed
 
 
 class Follower:

@@ -23,10 +23,9 @@ import redis
 
 from digits import defaults, keys
 from digits.connection import text
-from digits.results import Record
+from digits.results import Result
 
 Keyed = dict[str, Any]  # what a station stored for one path: code, digits, unreadable, station, keyed_at
-Result = tuple[str, Record]  # a result as its stored JSON line, and parsed
 CODE = re.compile(r"[0-9]+(?:[- ][0-9]+)*")  # ASCII digits: \\d would take any script's
 
 
