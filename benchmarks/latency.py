@@ -33,14 +33,14 @@ def one_image_latencies(url: str, image: Path, count: int) -> list[float]:
     events = keys.run_events(run_id)
     last_id = "0-0"
     latencies = []
-    for index in range(WARM_UP + count):
+    for sent in range(WARM_UP + count):
         started = time.perf_counter()
-        enqueue_batch(connection, queue, run_id, index, [found], settings)
+        index = enqueue_batch(connection, queue, run_id, [found], settings)
         reply: list[Any] = connection.xread({events: last_id}, count=1, block=30_000)  # type: ignore[assignment]
         if not reply:
             raise RuntimeError(f"no result for a single image within 30 s (run {run_id}, batch {index})")
         last_id = reply[0][1][-1][0]
-        if index >= WARM_UP:
+        if sent >= WARM_UP:
             latencies.append(time.perf_counter() - started)
     return latencies
 

@@ -134,8 +134,9 @@ class Timed:
 
 
 def end_to_end(url: str, folder: Path, count: int, batch_size: int = BATCH,
-               parts: dict[str, list[int]] | None = None) -> Timed:
-    """The real CLI on `folder` against workers already running; its runs are deleted afterwards.
+               parts: dict[str, list[int]] | None = None, jobs: int = 1) -> Timed:
+    """The real CLI on `folder` (sent by `jobs` processes) against workers already running; its
+    runs are deleted afterwards.
 
     With parts (name -> pids), also the CPU seconds each part used meanwhile, and the producer's:
     where the cores went that in-process spends on classifying alone.
@@ -146,7 +147,8 @@ def end_to_end(url: str, folder: Path, count: int, batch_size: int = BATCH,
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "producer", "run", str(folder), "--redis-url", url, "--output", os.devnull,
-         "--no-progress", "--batch-size", str(batch_size)], cwd=ROOT, stderr=subprocess.PIPE, check=False,
+         "--no-progress", "--batch-size", str(batch_size), "--jobs", str(jobs)],
+        cwd=ROOT, stderr=subprocess.PIPE, check=False,
         env={**os.environ, "COLUMNS": "500"})  # one summary line, unwrapped
     wall = time.perf_counter() - started
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import click
 from rich.console import Console
@@ -15,68 +15,25 @@ from rich.table import Table
 
 from digits import defaults, keys
 from digits.connection import Group, connect, redis_url_option
-from digits.pattern import parse_pattern
 from producer import runs
 from producer.drive import drive, err, interrupted, print_summary, stop_on_sigterm, warn_empty
+from producer.files import Share
 from producer.following import follow
 from producer.keying_cli import corrections, review
+from producer.options import (
+    folder_options,
+    open_output,
+    resume_option,
+    run_id_option,
+    settings_from,
+    share_option,
+    start_or_resume,
+)
 from producer.output import FORMATS, ResultWriter
+from producer.senders import SenderFailed, send_in_processes
 from producer.sending import deliver, enqueue_folder
 from producer.status import status_report
 from producer.watch import Watcher, WatchSettings, make_state_dir
-
-
-def folder_options(function: Any) -> Any:
-    """Options shared by `enqueue` and `run`: how a folder is selected, cut and paced."""
-    for option in reversed([
-        click.option("--batch-size", default=defaults.BATCH_SIZE, show_default=True,
-                     type=click.IntRange(1, 10_000), help="Images per job."),
-        click.option("--window", default=defaults.WINDOW, show_default=True,
-                     type=click.IntRange(1), help="Most images of this run held in Redis at once."),
-        click.option("--ext", "extensions", multiple=True, default=defaults.EXTENSIONS, show_default=True,
-                     help="File extensions to include (repeatable)."),
-        click.option("--glob", "globs", multiple=True, help="Only paths (relative to DIR) matching this pattern."),
-        click.option("--queue", default=keys.DEFAULT_QUEUE, show_default=True),
-        click.option("--result-ttl", default=defaults.RESULT_TTL, show_default=True,
-                     type=click.IntRange(60), help="Seconds results stay in Redis."),
-        click.option("--max-bytes", default=defaults.MAX_BYTES, show_default=True,
-                     type=click.IntRange(1), help="Files larger than this are refused."),
-        click.option("--expect-digits", "expect", default=None, callback=check_pattern,
-                     help="Digits per image when the format is known: a count (5) or a pattern (#####-####)."),
-        click.option("--review-threshold", type=click.FloatRange(0, 1), default=None,
-                     help="Flag codes read with less confidence for review "
-                          f"[default: the worker's, {defaults.REVIEW_THRESHOLD}]."),
-    ]):
-        function = option(function)
-    return function
-
-
-def check_pattern(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    if value is not None:
-        try:
-            parse_pattern(value)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc)) from None
-    return value
-
-
-def settings_from(options: dict[str, Any]) -> runs.Settings:
-    extensions = tuple(e if e.startswith(".") else f".{e}" for e in options["extensions"])
-    return runs.Settings(batch_size=options["batch_size"], window=options["window"],
-                         result_ttl=options["result_ttl"], queue=options["queue"],
-                         max_bytes=options["max_bytes"], extensions=extensions,
-                         globs=tuple(options["globs"]), expect=options["expect"],
-                         review_threshold=options["review_threshold"])
-
-
-def open_output(path: str, mode: str = "w") -> IO[str]:
-    """stdout for -, else the file; one that cannot be written is one clear line."""
-    if path == "-":
-        return sys.stdout
-    try:
-        return open(path, mode, encoding="utf-8", newline="")
-    except OSError as exc:
-        raise click.ClickException(f"cannot write the output {path}: {exc.strerror}") from None
 
 
 @click.group(cls=Group)
@@ -88,51 +45,31 @@ main.add_command(review)
 main.add_command(corrections)
 
 
-resume_option = click.option(
-    "--resume", "resume", metavar="RUN", default=None,
-    help="Continue RUN after its producer was stopped or killed: send only what has no result and is not "
-         "already queued, with the run's own folder and settings (DIRECTORY may be left out).")
-
-
-def start_or_resume(connection: Any, directory: Path | None, resume: str | None,
-                    options: dict[str, Any]) -> tuple[str, Path, runs.Settings]:
-    """A new run of DIRECTORY, or the stored folder and settings of the run to resume."""
-    if resume is None:
-        if directory is None:
-            raise click.UsageError("give a DIRECTORY, or --resume RUN")
-        settings = settings_from(options)
-        return runs.create_run(connection, directory, settings), directory, settings
-    try:
-        root, settings = runs.stored_settings(connection, resume)
-    except runs.RunError as exc:
-        raise click.ClickException(str(exc)) from None
-    if directory is not None and directory.resolve() != root.resolve():
-        raise click.UsageError(f"run {resume} is of folder {root}, not {directory}")
-    return resume, root, settings
-
-
 @main.command()
 @click.argument("directory", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @redis_url_option
 @folder_options
 @resume_option
+@run_id_option
+@share_option
 @click.option("--wait", is_flag=True,
               help="Return only once every image has a result, sending again whatever a Redis restart lost.")
-def enqueue(directory: Path | None, redis_url: str, resume: str | None, wait: bool, **options: Any) -> None:
-    """Enqueue every image under DIRECTORY as batch jobs; print the run id.
+def enqueue(directory: Path | None, redis_url: str, resume: str | None, run_id: str | None, share: Share | None,
+            wait: bool, **options: Any) -> None:
+    """Enqueue every image under DIRECTORY (or its --share) as batch jobs; print the run id.
 
     Returns once the last batch is enqueued (the window may make it wait for results first).
     """
     connection = connect(redis_url)
-    run_id, root, settings = start_or_resume(connection, directory, resume, options)
+    run_id, root, settings = start_or_resume(connection, directory, resume, options, run_id, share)
     click.echo(run_id)
     stop_on_sigterm()
     try:
         if wait:
-            total = deliver(connection, run_id, root, settings)
+            total = deliver(connection, run_id, root, settings, share=share)
             err.print(f"run {run_id}: {total} images, each with a result")
         else:
-            total = enqueue_folder(connection, run_id, root, settings)
+            total = enqueue_folder(connection, run_id, root, settings, share=share)
             err.print(f"run {run_id}: {total} images enqueued")
     except KeyboardInterrupt:
         interrupted(connection, run_id, "enqueue")
@@ -209,8 +146,10 @@ def print_whole(console: Console, table: Table) -> None:
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="jsonl", show_default=True)
 @click.option("--output", "-o", default="-", show_default=True, help="File to write, - for stdout.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Sender processes, each sending its share of the folder (for more workers than one sender feeds).")
 def run(directory: Path | None, redis_url: str, resume: str | None, fmt: str, output: str, progress: bool | None,
-        **options: Any) -> None:
+        jobs: int, **options: Any) -> None:
     """Enqueue DIRECTORY, stream its results, print a summary; exit 1 if any image failed.
 
     With --resume RUN, continue a run whose producer was stopped: the output holds all its results.
@@ -218,15 +157,22 @@ def run(directory: Path | None, redis_url: str, resume: str | None, fmt: str, ou
     connection = connect(redis_url)
     show = sys.stderr.isatty() if progress is None else progress
     stream = open_output(output, "a")  # before the run exists: with an output it cannot write, nothing is sent
-    run_id, root, settings = start_or_resume(connection, directory, resume, options)
+    new_id = runs.new_run_id() if jobs > 1 and resume is None else None
+    run_id, root, settings = start_or_resume(connection, directory, resume, options, new_id,
+                                             Share.parse(f"1/{jobs}") if new_id else None)
+    if jobs > 1 and (shares := runs.run_shares(connection, run_id)) != jobs:
+        raise click.UsageError(f"run {run_id} is sent in {shares} share(s): resume it with --jobs {shares} or 1")
     if stream is not sys.stdout and Path(output).is_file():  # not /dev/null or a pipe: those cannot be
         stream.truncate(0)  # emptied; and only now: a mistyped --resume RUN keeps the file it would replace
     stop_on_sigterm()
+    senders = (lambda stop: send_in_processes(connection, redis_url, run_id, jobs, stop)) if jobs > 1 else None
     try:
         with stream:
-            outcome = drive(connection, run_id, root, settings, stream, fmt, show)
+            outcome = drive(connection, run_id, root, settings, stream, fmt, show, senders)
     except KeyboardInterrupt:
         interrupted(connection, run_id, "run")
+    except SenderFailed as exc:
+        raise click.ClickException(str(exc)) from None
     print_summary(run_id, outcome)
     if outcome.total == 0:
         warn_empty(root, settings)

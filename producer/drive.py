@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,14 +53,17 @@ class Outcome:
 
 
 def drive(connection: redis.Redis, run_id: str, directory: Path, settings: Settings, stream: IO[str], fmt: str,
-          show_progress: bool) -> Outcome:
-    """Enqueue and follow one run in one process. On Ctrl-C or SIGTERM (KeyboardInterrupt, see
-    stop_on_sigterm) the sender stops too, at once, and the interrupt goes on to the caller.
+          show_progress: bool, send: Callable[[threading.Event], int] | None = None) -> Outcome:
+    """Enqueue and follow one run. The folder is sent by `send` (given a stop event, it returns
+    the file count): by default a thread of this process; `run --jobs N` passes N sender processes.
+    On Ctrl-C or SIGTERM (KeyboardInterrupt, see stop_on_sigterm) the sending stops too, at once,
+    and the interrupt goes on to the caller.
 
     Results are written from the run's start, so a resumed run's output is complete.
     """
     err.print(f"run [bold]{run_id}[/]")
-    expected = sum(1 for _ in walk(directory, settings.extensions, settings.globs)) if show_progress else 0
+    files = walk(directory, settings.extensions, settings.globs, part=settings.part_of_folder())
+    expected = sum(1 for _ in files) if show_progress else 0
     writer = ResultWriter(stream, fmt)
     outcome = Outcome()
     before = int(connection.hlen(keys.run_results(run_id)))
@@ -70,7 +74,7 @@ def drive(connection: redis.Redis, run_id: str, directory: Path, settings: Setti
     stop = threading.Event()
     with progress, ThreadPoolExecutor(1) as pool:
         task = progress.add_task("classifying", total=expected or None, rate="-")
-        enqueued = pool.submit(deliver, connection, run_id, directory, settings, stop)
+        enqueued = pool.submit(send or (lambda event: deliver(connection, run_id, directory, settings, event)), stop)
         try:
             for line, record in follow(connection, run_id,
                                        should_stop=lambda: enqueued.done() and enqueued.exception() is not None):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +29,8 @@ def display_name(raw: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in name)
 
 
-def walk(root: Path, extensions: tuple[str, ...] = EXTENSIONS,
-         globs: tuple[str, ...] = (), skip_dirs: tuple[str, ...] = ()) -> Iterator[Found]:
+def walk(root: Path, extensions: tuple[str, ...] = EXTENSIONS, globs: tuple[str, ...] = (),
+         skip_dirs: tuple[str, ...] = (), part: Share | None = None) -> Iterator[Found]:
     """Yield the matching files under root in a stable order, lazily, so memory stays flat.
 
     Files come before subfolders, both sorted by name. Symbolic links are never followed out
@@ -56,6 +57,8 @@ def walk(root: Path, extensions: tuple[str, ...] = EXTENSIONS,
             relative = display_name(prefix + name)
             if globs and not any(fnmatch.fnmatch(relative, g) for g in globs):
                 continue
+            if part is not None and not part.holds(relative):
+                continue
             if kind == LINK:
                 problem = link_problem(path, real_root)
             elif kind == SPECIAL:
@@ -67,6 +70,36 @@ def walk(root: Path, extensions: tuple[str, ...] = EXTENSIONS,
 
 
 DIRECTORY, LINK, SPECIAL = "directory", "link", "special"
+
+
+@dataclass(frozen=True)
+class Share:
+    """The files of a run's folder that one producer sends: those whose path hashes to one of
+    `parts` (0-based) of `of`. Producers on several processes or hosts, each sending its own
+    share of one run, send every file exactly once between them; the whole folder is one share."""
+
+    parts: frozenset[int] = frozenset({0})
+    of: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> Share:
+        """`K/N` (1 <= K <= N), as an operator writes it: the K-th of N shares."""
+        part, _, of = text.partition("/")
+        if not (part.isdigit() and of.isdigit() and 1 <= int(part) <= int(of)):
+            raise ValueError(f"share {text!r}: expected K/N with 1 <= K <= N, e.g. 2/3")
+        return cls(frozenset({int(part) - 1}), int(of))
+
+    @classmethod
+    def whole(cls, of: int) -> Share:
+        """Every share of a run split `of` ways: the whole folder."""
+        return cls(frozenset(range(of)), of)
+
+    def part_of(self, relative: str) -> int:
+        """Which share a path belongs to: a hash of the path, the same on every host."""
+        return zlib.crc32(relative.encode("utf-8", "surrogatepass")) % self.of
+
+    def holds(self, relative: str) -> bool:
+        return self.part_of(relative) in self.parts
 
 
 def listing(directory: str) -> tuple[list[str], dict[str, str]]:

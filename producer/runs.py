@@ -18,6 +18,7 @@ import redis
 
 from digits import defaults, keys
 from digits.connection import text_hash
+from producer.files import Share
 
 
 class RunError(RuntimeError):
@@ -39,11 +40,46 @@ class Settings:
     globs: tuple[str, ...] = ()
     expect: str | None = None  # digits per image, as a count ("5") or a pattern ("#####-####")
     review_threshold: float | None = None  # None: each worker's own threshold
+    part: str | None = None  # "K/N": only that part of the folder (one folder split over independent pools)
+
+    def part_of_folder(self) -> Share | None:
+        return Share.parse(self.part) if self.part else None
 
     def reading_options(self) -> dict[str, Any]:
         """What the worker needs to know about reading this run's images (stored with each batch)."""
         return {k: v for k, v in (("expect", self.expect), ("review_threshold", self.review_threshold))
                 if v is not None}
+
+
+FINISH_SHARES = """
+-- KEYS[1]: a run's hash. ARGV: its share count, the time, then (share, files found) pairs from
+-- a producer's finished pass. The run's total is the sum of its shares' totals; it is enqueued
+-- once every share has been sent whole.
+for i = 3, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], 'total:' .. ARGV[i], ARGV[i + 1])
+end
+local sum, done = 0, 0
+for part = 0, tonumber(ARGV[1]) - 1 do
+  local total = redis.call('HGET', KEYS[1], 'total:' .. part)
+  if total then
+    sum = sum + tonumber(total)
+    done = done + 1
+  end
+end
+redis.call('HSET', KEYS[1], 'total', sum)
+if done == tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'status', 'enqueued', 'enqueued_at', ARGV[2])
+end
+return sum
+"""
+
+
+def finish_shares(connection: redis.Redis, run_id: str, share: Share, totals: dict[int, int]) -> int:
+    """Record the files each share of `share` holds, once its pass is done; return the run's total
+    so far (final once every share of the run is done). One script: shares finish concurrently."""
+    pairs = [value for part in sorted(share.parts) for value in (part, totals.get(part, 0))]
+    return int(connection.register_script(FINISH_SHARES)(keys=[keys.run(run_id)],
+                                                         args=[share.of, time.time(), *pairs]))
 
 
 def new_run_id() -> str:
@@ -53,15 +89,20 @@ def new_run_id() -> str:
 def create_run(connection: redis.Redis, root: Path, settings: Settings, run_id: str | None = None) -> str:
     run_id = run_id or new_run_id()
     with connection.pipeline(transaction=True) as pipe:
-        pipe.hset(keys.run(run_id), mapping={
-            "root": str(root.resolve()), "created_at": time.time(), "status": "enqueueing", "total": 0,
-            "batches": 0, "batch_size": settings.batch_size, "window": settings.window,
-            "queue": settings.queue, "result_ttl": settings.result_ttl, "settings": json.dumps(asdict(settings)),
-        })
-        pipe.expire(keys.run(run_id), settings.result_ttl)
-        pipe.zadd(keys.RUNS, {run_id: time.time()})
+        queue_creation(pipe, root, settings, run_id, shares=1)
         pipe.execute()
     return run_id
+
+
+def queue_creation(pipe: redis.client.Pipeline, root: Path, settings: Settings, run_id: str, shares: int) -> None:
+    """A new run's hash and its place in the runs index, on a transaction the caller executes."""
+    pipe.hset(keys.run(run_id), mapping={
+        "root": str(root.resolve()), "created_at": time.time(), "status": "enqueueing", "total": 0,
+        "shares": shares, "batches": 0, "batch_size": settings.batch_size, "window": settings.window,
+        "queue": settings.queue, "result_ttl": settings.result_ttl, "settings": json.dumps(asdict(settings)),
+    })
+    pipe.expire(keys.run(run_id), settings.result_ttl)
+    pipe.zadd(keys.RUNS, {run_id: time.time()})
 
 
 def run_meta(connection: redis.Redis, run_id: str) -> dict[str, str]:
@@ -80,3 +121,29 @@ def stored_settings(connection: redis.Redis, run_id: str) -> tuple[Path, Setting
     fields = json.loads(meta["settings"])
     fields["extensions"], fields["globs"] = tuple(fields["extensions"]), tuple(fields["globs"])
     return Path(meta["root"]), Settings(**fields)
+
+
+def join_run(connection: redis.Redis, root: Path, settings: Settings, run_id: str, shares: int) -> str:
+    """Run `run_id` of root split `shares` ways: created by the first producer to come, joined by
+    the others, which must name the same folder, settings and share count."""
+    with connection.pipeline(transaction=True) as pipe:
+        try:
+            pipe.watch(keys.run(run_id))
+            if not pipe.exists(keys.run(run_id)):
+                pipe.multi()
+                queue_creation(pipe, root, settings, run_id, shares)
+                pipe.execute()
+                return run_id
+        except redis.WatchError:
+            pass  # another producer created it a moment ago: join theirs
+    stored_root, stored = stored_settings(connection, run_id)
+    stored_shares = run_shares(connection, run_id)
+    if stored_root != root.resolve() or stored != settings or stored_shares != shares:
+        raise RunError(f"run {run_id} exists with folder {stored_root}, {stored_shares} share(s) and other "
+                       f"settings or folder than this producer's: join it with the same folder and options")
+    return run_id
+
+
+def run_shares(connection: redis.Redis, run_id: str) -> int:
+    """How many shares the run's folder is sent in (1 for a run made by one producer)."""
+    return int(connection.hget(keys.run(run_id), "shares") or 1)

@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from pathlib import Path
@@ -23,8 +24,8 @@ from digits import defaults, keys
 from digits.connection import text
 from digits.queueing import JOB_FUNCTION, batch_queue, job_id
 from digits.recovery import fail_batch, failure_reason, recover_abandoned
-from producer.files import Found, read, walk
-from producer.runs import Settings
+from producer.files import Found, Share, read, walk
+from producer.runs import Settings, finish_shares, run_shares
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +52,18 @@ class Sender:
     """
 
     def __init__(self, connection: redis.Redis, run_id: str, root: Path, settings: Settings,
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None, share: Share | None = None) -> None:
         self.stop = stop or threading.Event()
+        self.share = share or Share.whole(run_shares(connection, run_id))
         self.redis = connection
         self.run_id = run_id
         self.root = root
         self.settings = settings
+        # producers sharing a run share its window too, so the run's images in Redis stay within it
+        self.window = max(settings.window * len(self.share.parts) // self.share.of, 1)
         self.queue = batch_queue(connection, settings.queue)
         self.open: dict[int, int] = {}  # batch index -> images, for batches not finished yet
         self.unplaced: set[int] = set()  # open batches whose job the last sweep found nowhere
-        self.next_index = int(connection.hget(keys.run(run_id), "batches") or 0)
         self.last_sweep = time.monotonic()
 
     def deliver(self) -> int:
@@ -72,12 +75,14 @@ class Sender:
                 return total
 
     def send_pass(self) -> tuple[int, int]:
-        """Send every file without a result that no open batch holds; return (sent, files found)."""
+        """Send every file of the share without a result that no open batch holds; return (sent,
+        files found in the share)."""
         held = self.adopt_open_batches()
         sent = total = 0
+        totals: Counter[int] = Counter()  # files found in each part of the share
         waiting: list[Found] = []
         size = self.settings.batch_size
-        for chunk in chunks(walk(self.root, self.settings.extensions, self.settings.globs), size):
+        for chunk in chunks(self.files(totals), size):
             total += len(chunk)
             done = self.redis.hmget(keys.run_results(self.run_id), [f.relative for f in chunk])
             waiting += [f for f, result in zip(chunk, done, strict=True)
@@ -90,16 +95,25 @@ class Sender:
         if waiting:
             self.send(waiting)
             sent += len(waiting)
-        self.redis.hset(keys.run(self.run_id), mapping={"total": total, "status": "enqueued",
-                                                        "enqueued_at": time.time()})
+        finish_shares(self.redis, self.run_id, self.share, totals)
         return sent, total
+
+    def files(self, totals: Counter[int]) -> Iterator[Found]:
+        """The folder's files in this producer's share, counted by part as they are found."""
+        for found in walk(self.root, self.settings.extensions, self.settings.globs,
+                          part=self.settings.part_of_folder()):
+            part = self.share.part_of(found.relative)
+            if part in self.share.parts:
+                totals[part] += 1
+                yield found
 
     def known_total(self) -> int:
         return int(self.redis.hget(keys.run(self.run_id), "total") or 0)
 
     def adopt_open_batches(self) -> set[str]:
-        """Batches left open by an earlier pass or producer: watch them, and return the paths they hold."""
-        indexes = range(self.next_index)
+        """Batches of this share left open by an earlier pass or producer: watch them, and return
+        the paths they hold."""
+        indexes = range(int(self.redis.hget(keys.run(self.run_id), "batches") or 0))
         with self.redis.pipeline(transaction=False) as pipe:
             for index in indexes:
                 pipe.hget(keys.batch(self.run_id, index), "paths")
@@ -108,17 +122,17 @@ class Sender:
         for index, raw in zip(indexes, replies, strict=True):
             if raw is not None:
                 paths = json.loads(raw)
+                if paths and not self.share.holds(paths[0]):
+                    continue  # another producer's share: that producer sees it through
                 self.open[index] = len(paths)
                 held.update(paths)
         return held
 
     def send(self, chunk: list[Found]) -> None:
-        self.wait_for_open(max(self.settings.window - len(chunk), 0))
+        self.wait_for_open(max(self.window - len(chunk), 0))
         if self.stop.is_set():
-            raise Stopped(f"run {self.run_id}: stopped before batch {self.next_index}")
-        index = self.next_index
-        self.next_index += 1
-        enqueue_batch(self.redis, self.queue, self.run_id, index, chunk, self.settings)
+            raise Stopped(f"run {self.run_id}: stopped with {len(chunk)} more images to send")
+        index = enqueue_batch(self.redis, self.queue, self.run_id, chunk, self.settings)
         self.open[index] = len(chunk)
 
     def wait_for_open(self, most: int) -> None:
@@ -183,22 +197,24 @@ class Sender:
         return {index for index in indexes if job_id(self.run_id, index) not in placed}
 
 
-def enqueue_folder(connection: redis.Redis, run_id: str, root: Path, settings: Settings) -> int:
-    """One pass: send every file of root that has no result yet, under the window; return the count sent."""
-    sent, _total = Sender(connection, run_id, root, settings).send_pass()
+def enqueue_folder(connection: redis.Redis, run_id: str, root: Path, settings: Settings,
+                   share: Share | None = None) -> int:
+    """One pass: send every file of root (or of its share) that has no result yet, under the
+    window; return the count sent."""
+    sent, _total = Sender(connection, run_id, root, settings, share=share).send_pass()
     return sent
 
 
 def deliver(connection: redis.Redis, run_id: str, root: Path, settings: Settings,
-            stop: threading.Event | None = None) -> int:
-    """Send root and see every batch through, re-sending whatever got lost; return the file count.
-    Raises Stopped soon after `stop` is set."""
-    return Sender(connection, run_id, root, settings, stop).deliver()
+            stop: threading.Event | None = None, share: Share | None = None) -> int:
+    """Send root (or its share) and see every batch through, re-sending whatever got lost; return
+    the file count. Raises Stopped soon after `stop` is set."""
+    return Sender(connection, run_id, root, settings, stop, share).deliver()
 
 
-def enqueue_batch(connection: redis.Redis, queue: Queue, run_id: str, index: int, chunk: list[Found],
-                  settings: Settings) -> None:
-    """Store one batch's file bytes (or why a file cannot be read) and enqueue its job."""
+def enqueue_batch(connection: redis.Redis, queue: Queue, run_id: str, chunk: list[Found], settings: Settings) -> int:
+    """Store one batch's file bytes (or why a file cannot be read) and enqueue its job; return the
+    batch's index, the run's next (taken atomically: producers sharing a run never take the same)."""
     payload: dict[str, bytes | str] = {"paths": json.dumps([f.relative for f in chunk])}
     if options := settings.reading_options():
         payload["options"] = json.dumps(options)
@@ -208,13 +224,14 @@ def enqueue_batch(connection: redis.Redis, queue: Queue, run_id: str, index: int
             payload[f"{position}:error"] = problem or "unreadable"
         else:
             payload[str(position)] = data
+    index = int(connection.hincrby(keys.run(run_id), "batches", 1)) - 1
     with connection.pipeline(transaction=True) as pipe:  # payload and job land together, in one round trip
         pipe.multi()  # explicit, as RQ expects of a pipeline it is handed
         pipe.hset(keys.batch(run_id, index), mapping=payload)  # type: ignore[arg-type]
         pipe.expire(keys.batch(run_id, index), settings.result_ttl)
-        pipe.hset(keys.run(run_id), "batches", index + 1)  # indexes only grow: a retry sets the same value
         enqueue_job(queue, run_id, index, len(chunk), settings, pipe)
         pipe.execute()
+    return index
 
 
 def enqueue_job(queue: Queue, run_id: str, index: int, images: int, settings: Settings,

@@ -77,7 +77,6 @@ class Watcher:
             runs.create_run(connection, self.root, settings, run_id=self.run_id)
             meta = {}
         connection.hset(keys.run(self.run_id), "status", "watching")
-        self.next_batch = int(meta.get("batches", 0))
         self.follower = Follower(connection, self.run_id, meta.get("cursor", "0-0"))
         pending: dict[bytes, bytes] = connection.hgetall(keys.run_pending(self.run_id))  # type: ignore[assignment]
         self.pending: dict[str, bytes] = {text(k): v for k, v in pending.items()}  # display path -> real path
@@ -103,7 +102,8 @@ class Watcher:
         now = time.monotonic()
         present = set()
         waiting = {f.relative for f in self.ready}
-        for found in walk(self.root, self.settings.extensions, self.settings.globs, skip_dirs=(STATE_DIR,)):
+        for found in walk(self.root, self.settings.extensions, self.settings.globs, skip_dirs=(STATE_DIR,),
+                          part=self.settings.part_of_folder()):
             present.add(found.relative)
             if found.relative in self.pending or found.relative in waiting:
                 continue
@@ -136,12 +136,10 @@ class Watcher:
             if len(self.pending) + min(len(self.ready), self.settings.batch_size) > self.settings.window:
                 return  # the window is full: wait for results
             chunk, self.ready = self.ready[:self.settings.batch_size], self.ready[self.settings.batch_size:]
-            index = self.next_batch
             real = {f.relative: os.fsencode(f.path) for f in chunk}
             self.redis.hset(keys.run_pending(self.run_id), mapping=real)  # type: ignore[arg-type]
-            enqueue_batch(self.redis, self.queue, self.run_id, index, chunk, self.settings)
+            enqueue_batch(self.redis, self.queue, self.run_id, chunk, self.settings)
             self.redis.hincrby(keys.run(self.run_id), "total", len(chunk))
-            self.next_batch += 1
             self.pending.update(real)
             self.ready_since = time.monotonic()
 

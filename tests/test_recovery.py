@@ -31,7 +31,7 @@ def one_batch(connection: redis.Redis, tmp_path: Path) -> tuple[str, Queue, Job]
     settings = Settings(batch_size=2)
     run_id = create_run(connection, tmp_path, settings)
     queue = batch_queue(connection)
-    enqueue_batch(connection, queue, run_id, 0, list(walk(tmp_path, settings.extensions, ())), settings)
+    enqueue_batch(connection, queue, run_id, list(walk(tmp_path, settings.extensions, ())), settings)
     job = Job.fetch(job_id(run_id, 0), connection=connection, serializer=queue.serializer)
     return run_id, queue, job
 

@@ -1,0 +1,129 @@
+"""Scaling out: end-to-end images/s for each worker count against the in-process ceiling, and
+where the CPU goes (producer, workers, Redis), so the capacity of one producer and one Redis
+can be read off any machine, 2 cores or 16.
+
+Run: .venv/bin/python -m benchmarks.scale [--workers 1,2] [--images 40000] [--input mnist|crops]
+     [--producers 1] [--plot docs/benchmarks-scale.png]
+
+"Feeds" is a worker's CPU per image over the producer's: how many busy workers one producer
+keeps fed. "Serves" is a worker's CPU per image over Redis': how many busy workers one Redis
+keeps up with. Both are CPU accounting in one run, so they hold whatever the core count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.inputs import link_folder, write_crops, write_digits
+from benchmarks.pipeline import Workers, end_to_end, in_process, machine
+from benchmarks.procs import cpu_seconds
+from digits.connection import connect
+from digits.registry import DEFAULT_MODEL_DIR, Registry
+from producer.redis_server import RedisServer
+
+
+@dataclass(frozen=True)
+class Row:
+    """One worker count: its end-to-end rate, the ceiling, and CPU microseconds per image by part."""
+
+    workers: int
+    rate: float
+    ceiling: float
+    producer_us: float
+    worker_us: float
+    redis_us: float
+
+    @property
+    def share(self) -> float:
+        return self.rate / self.ceiling
+
+    @property
+    def feeds(self) -> float:
+        return self.worker_us / self.producer_us
+
+    @property
+    def serves(self) -> float:
+        return self.worker_us / self.redis_us
+
+
+def measure(paths: list[Path], folder: Path, count: int, producers: int) -> Row:
+    """`count` workers, already running, read the folder through `producers` producer processes."""
+    with RedisServer() as server:
+        assert server.process is not None
+        Registry(connect(server.url)).publish_dir(DEFAULT_MODEL_DIR, promote=True)
+        with Workers(server.url, count) as workers:
+            redis_before = cpu_seconds(server.process.pid)
+            timed = end_to_end(server.url, folder, len(paths), parts=workers.parts(), jobs=producers)
+            redis_cpu = cpu_seconds(server.process.pid) - redis_before
+    per_image = 1e6 / len(paths)
+    return Row(count, timed.rate, in_process(paths, count), timed.cpu["producer"] * per_image,
+               (timed.cpu["workers"] + timed.cpu["supervisor"]) * per_image, redis_cpu * per_image)
+
+
+def render(rows: list[Row], what: str, producers: int) -> str:
+    lines = [f"machine: {machine()}", f"input: {what}; {producers} producer process(es); workers already running", "",
+             "| workers | end to end, images/s | in-process ceiling, images/s | end to end / ceiling "
+             "| CPU µs per image: producer / workers / Redis | one producer feeds | one Redis serves |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for row in rows:
+        lines.append(f"| {row.workers} | {row.rate:,.0f} | {row.ceiling:,.0f} | {row.share:.0%} "
+                     f"| {row.producer_us:,.0f} / {row.worker_us:,.0f} / {row.redis_us:,.0f} "
+                     f"| {row.feeds:.1f} workers | {row.serves:.0f} workers |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[Row], title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.2), dpi=110)
+    counts = [row.workers for row in rows]
+    axes.plot(counts, [row.rate for row in rows], marker="o", label="digits-producer run (end to end)")
+    axes.plot(counts, [row.ceiling for row in rows], marker="s", linestyle="--",
+              label="in-process ceiling (same code, N processes, no Redis)")
+    axes.set_xticks(counts, [str(c) for c in counts])
+    axes.set_xlabel("workers")
+    axes.set_ylabel("images/s")
+    axes.set_ylim(bottom=0)
+    axes.set_title(title, fontsize=9)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8, loc="best")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", default="1,2", help="comma-separated worker counts (default 1,2)")
+    parser.add_argument("--images", type=int, default=40_000)
+    parser.add_argument("--input", choices=("mnist", "crops"), default="mnist")
+    parser.add_argument("--producers", type=int, default=1, help="sender processes of the run (run --jobs)")
+    parser.add_argument("--plot", type=Path, help="write the plot here (PNG)")
+    args = parser.parse_args()
+    counts = [int(c) for c in args.workers.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        if args.input == "mnist":
+            sources = write_digits(folder / "sources", min(args.images, 10_000))
+            folder = link_folder(sources, folder / "images", args.images)
+            paths = sorted(folder.iterdir())
+            what = f"{len(paths):,} MNIST test digits (10,000 files, repeated) as 28 x 28 PNG files"
+        else:
+            paths, (width, height) = write_crops(folder, args.images)
+            what = f"{len(paths):,} generated 5-digit postal crops, about {width:.0f} x {height:.0f} PNG"
+        rows = [measure(paths, folder, count, args.producers) for count in counts]
+    table = render(rows, what, args.producers)
+    print(table)
+    if args.plot:
+        plot(rows, f"{what}\n{machine()}", args.plot)
+
+
+if __name__ == "__main__":
+    main()

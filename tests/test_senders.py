@@ -1,0 +1,150 @@
+"""Scaling out the producer: one run fed by several producer processes (`run --jobs N`, and
+`enqueue --run-id R --share K/N` started separately, as on several hosts) with real workers
+killed meanwhile; and one folder split over two independent pools (`run --part K/N`)."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+
+from digits import keys
+from digits.connection import connect, text, text_hash
+from digits.registry import DEFAULT_MODEL_DIR, Registry
+from producer.files import Share
+from producer.redis_server import RedisServer
+from tests.conftest import ROOT, MakeFolder, WorkerPool
+from tests.test_chaos import signal_one, worker_pids
+
+StartWorkers = Callable[..., WorkerPool]
+
+
+def producer(redis_url: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "producer", *args, "--redis-url", redis_url],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str, str]:
+    stdout, stderr = process.communicate(timeout=timeout)
+    return process.returncode, stdout, stderr
+
+
+def test_shares_split_a_folder_exactly_once() -> None:
+    paths = [f"scans/{n:05d}.png" for n in range(3000)] + ["a\nb.png", "é.png", "x\udcff.png"]
+    owners = Counter(next(k for k in range(5) if Share.parse(f"{k + 1}/5").holds(p)) for p in paths)
+    assert sum(owners.values()) == len(paths) and min(owners.values()) > 450  # each path once, spread evenly
+    assert all(Share.whole(5).holds(p) for p in paths)
+    for bad in ("0/3", "4/3", "3", "a/b", "1/0"):
+        with pytest.raises(ValueError, match="K/N"):
+            Share.parse(bad)
+
+
+def test_three_producers_feed_one_run_exactly_once_while_workers_are_killed(
+        redis_url: str, connection: redis.Redis, default_version: str, start_workers: StartWorkers,
+        digit_folder: MakeFolder, tmp_path: Path) -> None:
+    """Three `enqueue --share` processes, one of them killed and resumed, and a follower; workers
+    SIGKILLed about every second: every image has one result, and the follower writes each once."""
+    folder, truth = digit_folder(1500)
+    start_workers(2)
+    common = ["--run-id", "shared-1", "--batch-size", "10", "--window", "300", "--wait"]
+    senders = {k: producer(redis_url, "enqueue", str(folder), "--share", f"{k}/3", *common) for k in (1, 2, 3)}
+    output = tmp_path / "results.jsonl"
+    follower = producer(redis_url, "results", "shared-1", "--follow", "-o", str(output))
+    rng, kills, resumed = random.Random(3), 0, False
+    deadline = time.monotonic() + 240
+    while any(p.poll() is None for p in senders.values()):
+        assert time.monotonic() < deadline, "the shared run did not finish"
+        done = int(connection.hlen(keys.run_results("shared-1")))
+        if not resumed and done >= 300:
+            senders[2].send_signal(signal.SIGKILL)
+            senders[2].wait()
+            senders[2] = producer(redis_url, "enqueue", "--resume", "shared-1", "--share", "2/3", "--wait")
+            resumed = True
+        kills += signal_one(worker_pids(connection), rng, signal.SIGKILL)
+        time.sleep(1.0)
+    for k, process in senders.items():
+        code, _, stderr = finish(process)
+        assert code == 0, f"share {k}/3: {stderr}"
+    code, _, stderr = finish(follower)
+    assert code == 0, stderr
+
+    assert kills >= 3 and resumed
+    meta = text_hash(connection.hgetall(keys.run("shared-1")))
+    assert (meta["shares"], meta["total"], meta["status"]) == ("3", "1500", "enqueued")
+    assert sum(int(meta[f"total:{part}"]) for part in range(3)) == 1500
+    written = Counter(json.loads(line)["path"] for line in output.read_text().splitlines())
+    assert set(written) == set(truth) and max(written.values()) == 1  # lost 0, duplicates 0
+    stored = {path: json.loads(line) for path, line in text_hash(connection.hgetall(
+        keys.run_results("shared-1"))).items()}
+    assert set(stored) == set(truth)
+    assert sum(r["digits"] == str(truth[path]) for path, r in stored.items()) >= 0.95 * len(truth)
+
+
+def test_run_with_jobs_sends_from_several_processes(redis_url: str, connection: redis.Redis,
+                                                    default_version: str, start_workers: StartWorkers,
+                                                    digit_folder: MakeFolder, tmp_path: Path) -> None:
+    folder, truth = digit_folder(300)
+    start_workers(2)
+    output = tmp_path / "out.jsonl"
+    code, _, stderr = finish(producer(redis_url, "run", str(folder), "--jobs", "3", "--batch-size", "10",
+                                      "-o", str(output), "--no-progress"))
+    assert code == 0, stderr
+    assert "300 images, 300 classified, 0 failed" in stderr
+    paths = [json.loads(line)["path"] for line in output.read_text().splitlines()]
+    assert sorted(paths) == sorted(truth)
+    [run_id] = [text(key) for key in connection.zrange(keys.RUNS, 0, -1)]
+    assert connection.hget(keys.run(run_id), "shares") == b"3"
+
+
+def test_shared_runs_are_checked_before_anything_is_sent(redis_url: str, connection: redis.Redis,
+                                                         digit_folder: MakeFolder, tmp_path: Path) -> None:
+    folder, _ = digit_folder(20)
+    code, _, stderr = finish(producer(redis_url, "enqueue", str(folder), "--share", "1/3"))
+    assert code == 2 and "--run-id" in stderr
+    code, _, stderr = finish(producer(redis_url, "enqueue", str(folder), "--share", "4/3", "--run-id", "r"))
+    assert code == 2 and "K/N" in stderr
+    code, _, stderr = finish(producer(redis_url, "enqueue", str(folder), "--run-id", "bad:id"))
+    assert code == 2 and "bad:id" in stderr
+    code, _, stderr = finish(producer(redis_url, "enqueue", str(folder), "--share", "1/3", "--run-id", "r",
+                                      "--batch-size", "5"))
+    assert code == 0, stderr
+    other = tmp_path / "other"
+    other.mkdir()
+    code, _, stderr = finish(producer(redis_url, "enqueue", str(other), "--share", "2/3", "--run-id", "r"))
+    assert code == 1 and "run r exists" in stderr and "Traceback" not in stderr
+    code, _, stderr = finish(producer(redis_url, "enqueue", "--resume", "r", "--share", "1/2"))
+    assert code == 2 and "3 share(s), not 2" in stderr
+    assert connection.hget(keys.run("r"), "total") == connection.hget(keys.run("r"), "total:0")
+
+
+def test_one_folder_split_over_two_independent_pools(digit_folder: MakeFolder, tmp_path: Path) -> None:
+    """Past one Redis: two pools, each a Redis with its own workers, each reading its part of the
+    folder as a complete run of its own; between them every image once."""
+    folder, truth = digit_folder(400)
+    with RedisServer() as first, RedisServer() as second:
+        pools, runs = [], []
+        try:
+            for part, server in enumerate((first, second), 1):
+                Registry(connect(server.url)).publish_dir(DEFAULT_MODEL_DIR, promote=True)
+                pools.append(WorkerPool(server.url, 1))
+                pools[-1].wait_registered(connect(server.url), 1)
+                runs.append(producer(server.url, "run", str(folder), "--part", f"{part}/2", "--batch-size", "20",
+                                     "-o", str(tmp_path / f"part-{part}.jsonl"), "--no-progress"))
+            outcomes = [finish(run) for run in runs]
+        finally:
+            for pool in pools:
+                pool.stop()
+    assert [code for code, _, _ in outcomes] == [0, 0], [stderr for _, _, stderr in outcomes]
+    parts = [[json.loads(line)["path"] for line in (tmp_path / f"part-{k}.jsonl").read_text().splitlines()]
+             for k in (1, 2)]
+    assert min(len(p) for p in parts) > 150 and len(parts[0]) + len(parts[1]) == len(truth)
+    assert set(parts[0]) | set(parts[1]) == set(truth) and not set(parts[0]) & set(parts[1])
