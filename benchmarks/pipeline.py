@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 
 import redis
+from PIL import Image
 
 from benchmarks.inputs import write_digits
 from benchmarks.procs import cpu_seconds, reset_peak, spawned_children, status_kb
@@ -40,7 +41,8 @@ from producer.redis_server import RedisServer
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 256  # the producer's default batch size
 
-__all__ = ["ROOT", "Workers", "classify_files", "end_to_end", "in_process", "machine", "write_digits"]
+__all__ = ["ROOT", "Workers", "classify_files", "decode_floor", "end_to_end", "in_process", "machine",
+           "write_digits"]
 
 
 def machine() -> str:
@@ -64,6 +66,23 @@ def classify_files(paths: list[Path]) -> float:
                 lattices.append(lattice_of(decode(path.read_bytes())))
         read(lattices, model, REVIEW_THRESHOLD)
     return time.perf_counter() - started
+
+
+def decode_files(paths: list[Path]) -> float:
+    """Open and decode each file with Pillow, nothing else; return the seconds it took."""
+    started = time.perf_counter()
+    for path in paths:
+        with Image.open(path) as image:
+            image.load()
+    return time.perf_counter() - started
+
+
+def decode_floor(paths: list[Path], cores: int) -> float:
+    """The decode floor: images/s of a plain Pillow decode of the files in `cores` processes, the
+    least any reader of these files spends on them."""
+    with multiprocessing.get_context("spawn").Pool(cores) as pool:
+        seconds = pool.map(decode_files, [paths[i::cores] for i in range(cores)])
+    return len(paths) / max(seconds)
 
 
 def in_process(paths: list[Path], cores: int) -> float:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.inputs import link_folder, write_crops, write_digits
-from benchmarks.pipeline import Workers, end_to_end, in_process, machine
+from benchmarks.pipeline import Workers, decode_floor, end_to_end, in_process, machine
 from benchmarks.procs import cpu_seconds
 from digits.connection import connect
 from digits.registry import DEFAULT_MODEL_DIR, Registry
@@ -32,6 +32,7 @@ class Row:
     workers: int
     rate: float
     ceiling: float
+    decode: float
     producer_us: float
     worker_us: float
     redis_us: float
@@ -39,6 +40,10 @@ class Row:
     @property
     def share(self) -> float:
         return self.rate / self.ceiling
+
+    @property
+    def of_decode(self) -> float:
+        return self.rate / self.decode
 
     @property
     def feeds(self) -> float:
@@ -59,17 +64,20 @@ def measure(paths: list[Path], folder: Path, count: int, producers: int) -> Row:
             timed = end_to_end(server.url, folder, len(paths), parts=workers.parts(), jobs=producers)
             redis_cpu = cpu_seconds(server.process.pid) - redis_before
     per_image = 1e6 / len(paths)
-    return Row(count, timed.rate, in_process(paths, count), timed.cpu["producer"] * per_image,
-               (timed.cpu["workers"] + timed.cpu["supervisor"]) * per_image, redis_cpu * per_image)
+    return Row(count, timed.rate, in_process(paths, count), decode_floor(paths, count),
+               timed.cpu["producer"] * per_image, (timed.cpu["workers"] + timed.cpu["supervisor"]) * per_image,
+               redis_cpu * per_image)
 
 
 def render(rows: list[Row], what: str, producers: int) -> str:
     lines = [f"machine: {machine()}", f"input: {what}; {producers} producer process(es); workers already running", "",
              "| workers | end to end, images/s | in-process ceiling, images/s | end to end / ceiling "
+             "| plain Pillow decode, N processes, images/s | end to end / decode "
              "| CPU µs per image: producer / workers / Redis | one producer feeds | one Redis serves |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for row in rows:
         lines.append(f"| {row.workers} | {row.rate:,.0f} | {row.ceiling:,.0f} | {row.share:.0%} "
+                     f"| {row.decode:,.0f} | {row.of_decode:.2f} "
                      f"| {row.producer_us:,.0f} / {row.worker_us:,.0f} / {row.redis_us:,.0f} "
                      f"| {row.feeds:.1f} workers | {row.serves:.0f} workers |")
     return "\n".join(lines)

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import redis
 from rq import Queue, Retry
@@ -65,6 +66,8 @@ class Sender:
         self.open: dict[int, int] = {}  # batch index -> images, for batches not finished yet
         self.unplaced: set[int] = set()  # open batches whose job the last sweep found nowhere
         self.last_sweep = time.monotonic()
+        newest = connection.xrevrange(keys.run_events(run_id), count=1)
+        self.cursor = text(newest[0][0]) if newest else "0-0"  # batches finish after this event
 
     def deliver(self) -> int:
         """Passes until one finds nothing left to send and every batch is finished; return the file count."""
@@ -140,12 +143,23 @@ class Sender:
         while sum(self.open.values()) > most:
             if self.stop.is_set():
                 raise Stopped(f"run {self.run_id}: stopped while {sum(self.open.values())} images are in flight")
-            self.forget_finished()
             if time.monotonic() - self.last_sweep > defaults.PRODUCER_SWEEP_SECONDS:
+                self.forget_finished()
                 self.sweep()
                 self.last_sweep = time.monotonic()
             if sum(self.open.values()) > most:
-                time.sleep(0.02)
+                self.await_finished()
+
+    def await_finished(self) -> None:
+        """Block until batches finish (their events), or a tenth of a second passes, and close
+        them: no polling of every open batch while the workers are busy (a sweep still checks
+        each batch's payload, for those whose results a Redis restart lost)."""
+        reply: list[Any] = self.redis.xread(  # type: ignore[assignment]
+            {keys.run_events(self.run_id): self.cursor}, count=1000, block=100)
+        for _stream, entries in reply or []:
+            self.cursor = text(entries[-1][0])
+            for _id, fields in entries:
+                self.open.pop(int(fields[b"batch"]), None)
 
     def forget_finished(self) -> None:
         """A batch is no longer open once its payload is gone: finished, or lost (the next pass sees which)."""
