@@ -9,6 +9,11 @@ EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", 
 MAX_BYTES = 20 * 1024 * 1024  # larger files are refused by the producer, unread
 MAX_PIXELS = 40_000_000  # decompression-bomb guard: workers refuse larger images before decoding
 
+# Models: what a theta file may cost before it is parsed (docs/theta-format.md)
+MAX_HIDDEN = 4096  # hidden units: theta1 is 785 x H (H = 4,096 is about 80 MB of CSV text)
+MAX_THETA_FILE_BYTES = 96 * 1024 * 1024  # a theta file on disk (plain or gzipped), checked before it is read
+MAX_THETA_TEXT_BYTES = 96 * 1024 * 1024  # its CSV text: a gzip file is refused once it inflates past this
+
 # A run: how a folder is cut and paced (measured in docs/benchmarks.md)
 BATCH_SIZE = 256  # images per job
 WINDOW = 8192  # most images of one run held in Redis at once

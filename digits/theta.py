@@ -8,7 +8,6 @@ ink bright. The hidden layer is a sigmoid, the output a softmax.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import zlib
@@ -21,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from digits.arrays import Floats
+from digits.defaults import MAX_HIDDEN, MAX_THETA_FILE_BYTES, MAX_THETA_TEXT_BYTES
 
 N_INPUT = 784
 N_CLASSES = 10
@@ -42,26 +42,37 @@ def sha256_hex(*parts: bytes) -> str:
     return digest.hexdigest()
 
 
-def plain_bytes(data: bytes, name: str = "theta file") -> bytes:
-    """Return the CSV text, un-gzipping it if needed, so hashes never depend on compression."""
+def plain_bytes(data: bytes, name: str = "theta file", limit: int = MAX_THETA_TEXT_BYTES) -> bytes:
+    """Return the CSV text, un-gzipping it if needed, so hashes never depend on compression.
+    A gzip file that inflates past `limit` is refused as soon as it does (a gzip bomb costs no
+    more than the limit)."""
     if data[:2] != b"\x1f\x8b":
         return data
     try:
-        return gunzip(data)
+        return gunzip(data, limit, name)
     except (OSError, EOFError, zlib.error) as exc:
         raise ThetaError(f"{name}: not a readable gzip file ({exc})") from None
 
 
-def gunzip(data: bytes) -> bytes:
-    """gzip.decompress, without its peak: it grows and then joins its output, holding the text
-    up to three times (a worker's peak memory while loading a model). The gzip trailer says the
-    size and CRC of the last member; a file of one member is decompressed straight into a buffer
-    of that size. Anything else (several members) goes through gzip.decompress."""
-    crc, size = int.from_bytes(data[-8:-4], "little"), int.from_bytes(data[-4:], "little")
-    plain = zlib.decompress(data, wbits=31, bufsize=max(size, 1))  # one member; a second is ignored
-    if len(plain) == size and zlib.crc32(plain) == crc:
-        return plain
-    return gzip.decompress(data)
+def gunzip(data: bytes, limit: int, name: str) -> bytes:
+    """The gzip file's text, member after member. A file whose trailer says it inflates past
+    `limit` is refused before any work; one whose trailer lies stops once `limit` is passed."""
+    too_big = ThetaError(f"{name}: inflates to more than {limit} bytes of CSV text, over the limit")
+    if (said := int.from_bytes(data[-4:], "little")) > limit:  # the last member's size (mod 4 GiB)
+        raise ThetaError(f"{name}: not a readable gzip file, or one that inflates past the limit of {limit} "
+                         f"bytes of CSV text: its trailer says {said}")
+    parts: list[bytes] = []
+    size, rest = 0, data
+    while rest:
+        member = zlib.decompressobj(wbits=31)
+        parts.append(member.decompress(rest, limit + 1 - size))
+        size += len(parts[-1])
+        if size > limit or member.unconsumed_tail:
+            raise too_big
+        if not member.eof:
+            raise ThetaError(f"{name}: not a readable gzip file (truncated)")
+        rest = member.unused_data
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def parse_theta(data: bytes, name: str) -> npt.NDArray[np.float64]:
@@ -76,6 +87,7 @@ def parse_theta(data: bytes, name: str) -> npt.NDArray[np.float64]:
         raise ThetaError(f"{name}: not a readable CSV text file (byte {plain[offset]:#04x} at offset {offset})")
     if not plain or plain.isspace():  # not strip(): that would copy the whole file
         raise ThetaError(f"{name}: file is empty")
+    check_size(plain, name)
     try:
         array = np.loadtxt(checked_rows(plain, name), delimiter=",", dtype=np.float64, ndmin=2)
     except ThetaError:
@@ -89,6 +101,17 @@ def parse_theta(data: bytes, name: str) -> npt.NDArray[np.float64]:
             f"{name}: row {row}, column {column}: {array[row - 1, column - 1]} is not a finite float32 number"
         )
     return array
+
+
+def check_size(plain: bytes, name: str) -> None:
+    """Refuse a matrix larger than any valid theta file before parsing it: counting is cheap."""
+    end = plain.find(b"\n", 0, 1 << 20)
+    first = plain[:end if end >= 0 else 1 << 20]
+    columns, rows = first.count(b",") + 1, plain.count(b"\n") + (not plain.endswith(b"\n"))
+    if columns > MAX_HIDDEN:
+        raise ThetaError(f"{name}: row 1 has {columns} columns, over the limit of {MAX_HIDDEN} hidden units")
+    if rows > max(N_INPUT, MAX_HIDDEN) + 1:
+        raise ThetaError(f"{name}: {rows} rows, more than a theta file of at most {MAX_HIDDEN} hidden units has")
 
 
 def checked_rows(plain: bytes, name: str) -> Iterator[str]:
@@ -161,8 +184,15 @@ def find_file(directory: Path, stem: str) -> Path:
 def read_pair(directory: Path) -> tuple[tuple[str, bytes], tuple[str, bytes]]:
     """A directory's theta1 and theta2 files (.csv or .csv.gz), each as its path and plain CSV text."""
     path1, path2 = find_file(directory, "theta1"), find_file(directory, "theta2")
-    return ((str(path1), plain_bytes(path1.read_bytes(), str(path1))),
-            (str(path2), plain_bytes(path2.read_bytes(), str(path2))))
+    return (str(path1), read_limited(path1)), (str(path2), read_limited(path2))
+
+
+def read_limited(path: Path, limit: int = MAX_THETA_FILE_BYTES) -> bytes:
+    """A theta file's plain text, refused unread if it is larger than any valid one."""
+    size = path.stat().st_size
+    if size > limit:
+        raise ThetaError(f"{path}: {size} bytes, over the limit of {limit} for a theta file")
+    return plain_bytes(path.read_bytes(), str(path))
 
 
 def load_dir(directory: Path) -> Theta:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import gzip
 import io
+import shutil
+import time
+import tracemalloc
 import warnings
 from pathlib import Path
 
@@ -16,6 +19,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from digits.defaults import MAX_HIDDEN, MAX_THETA_TEXT_BYTES
+from digits.registry import DEFAULT_MODEL_DIR
 from digits.theta import (
     BLOCK_ROWS,
     Model,
@@ -25,6 +30,7 @@ from digits.theta import (
     load_dir,
     pack,
     parse_theta,
+    plain_bytes,
     to_csv,
     validate_shapes,
 )
@@ -356,3 +362,44 @@ def test_theta_is_a_value() -> None:
     theta = Theta(np.zeros((785, 1)), np.zeros((2, 10)))
     with pytest.raises(AttributeError):
         theta.theta1 = np.ones((785, 1))  # type: ignore[misc]
+
+
+def test_a_huge_sparse_theta_file_is_refused_unread(tmp_path: Path) -> None:
+    """A 2 GB sparse file took 51 s and 4.1 GB before a MemoryError; its size is checked first."""
+    shutil.copy(DEFAULT_MODEL_DIR / "theta2.csv.gz", tmp_path / "theta2.csv.gz")
+    with (tmp_path / "theta1.csv").open("wb") as handle:
+        handle.truncate(2 * 1024**3)
+    started = time.perf_counter()
+    with pytest.raises(ThetaError, match=r"theta1.csv: 2147483648 bytes, over the limit of \d+ for a theta file"):
+        load_dir(tmp_path)
+    assert time.perf_counter() - started < 1.0
+
+
+@pytest.mark.parametrize("lying", [False, True])
+def test_a_gzip_bomb_is_refused_while_decompressing(lying: bool) -> None:
+    """1 MiB of gzip that inflates to 1 GiB cost 1.07 GB at import. Refused from its trailer,
+    or, when the trailer lies, once it has inflated past the limit."""
+    bomb = gzip.compress(b"0" * (1024**3), compresslevel=9)
+    assert len(bomb) < 2 * 1024**2
+    if lying:
+        bomb = bomb[:-4] + (1000).to_bytes(4, "little")
+    tracemalloc.start()
+    try:
+        with pytest.raises(ThetaError, match=r"theta1\.csv: inflates to more than 100663296 bytes" if lying
+                           else r"inflates past the limit of 100663296 bytes of CSV text: its trailer says 1073741824"):
+            plain_bytes(bomb, "theta1.csv")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < (2.2 * MAX_THETA_TEXT_BYTES if lying else 1024**2)
+
+
+def test_too_many_columns_are_refused_before_parsing() -> None:
+    row = ",".join(["0"] * (MAX_HIDDEN + 1)) + "\n"
+    with pytest.raises(ThetaError, match=f"row 1 has {MAX_HIDDEN + 1} columns, over the limit"):
+        parse_theta(row.encode() * 3, "theta1.csv")
+
+
+def test_too_many_rows_are_refused_before_parsing() -> None:
+    with pytest.raises(ThetaError, match=r"theta2\.csv: 5000 rows, more than a theta file"):
+        parse_theta(b"0,1\n" * 5000, "theta2.csv")
