@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,12 +22,40 @@ class Found:
     problem: str | None = None
 
 
+SHORT_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+ESCAPED = re.compile(r"\\(\\|n|r|t|x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8})")
+
+
 def display_name(raw: str) -> str:
-    """A printable, JSON-safe name: undecodable bytes and control characters are escaped."""
-    if raw.isprintable() and raw.isascii():
+    """A printable, JSON-safe name, one-to-one with the file's name (real_name reverses it): a
+    backslash is doubled, undecodable bytes become \\xHH (80-ff), control characters \\n, \\r,
+    \\t or \\xHH (00-7f), other unprintable characters \\uHHHH or \\UHHHHHHHH."""
+    if raw.isprintable() and raw.isascii() and "\\" not in raw:
         return raw
-    name = raw.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in name)
+    return "".join(escaped(c) for c in raw)
+
+
+def escaped(c: str) -> str:
+    if c in SHORT_ESCAPES:
+        return SHORT_ESCAPES[c]
+    if c.isprintable():
+        return c
+    code = ord(c)
+    if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte, as os.listdir gives it (surrogateescape)
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+def real_name(display: str) -> str:
+    """The file name a display name stands for (the inverse of display_name)."""
+    def unescape(match: re.Match[str]) -> str:
+        code = match.group(1)
+        if code in ("\\", "n", "r", "t"):
+            return {"\\": "\\", "n": "\n", "r": "\r", "t": "\t"}[code]
+        value = int(code[1:], 16)
+        return chr(0xDC00 + value) if code[0] == "x" and value >= 0x80 else chr(value)
+
+    return ESCAPED.sub(unescape, display) if "\\" in display else display
 
 
 def walk(root: Path, extensions: tuple[str, ...] = EXTENSIONS, globs: tuple[str, ...] = (),
@@ -160,13 +189,14 @@ class UnsafePath(ValueError):
 def inside(root: Path, relative: str) -> str:
     """The real path of `relative` under root, for reading a file a run names (keying, corrections):
     refused if it is absolute, climbs with `..`, or resolves (through a link) outside root."""
-    parts = relative.replace("\\", "/").split("/")
-    if not relative or "\0" in relative or os.path.isabs(relative) or relative.startswith("\\"):
+    name = real_name(relative)  # a run names its files by display_name
+    parts = name.replace("\\", "/").split("/")
+    if not name or "\0" in name or os.path.isabs(name) or name.startswith("\\"):
         raise UnsafePath(f"{relative!r}: not a path relative to the run's folder")
     if ".." in parts:
         raise UnsafePath(f"{relative}: climbs out of the run's folder with '..'")
     real_root = os.path.realpath(root)
-    target = os.path.realpath(os.path.join(real_root, relative))
+    target = os.path.realpath(os.path.join(real_root, name))
     if os.path.commonpath([target, real_root]) != real_root:
         raise UnsafePath(f"{relative}: leads outside the run's folder (a symbolic link to {target})")
     return target

@@ -20,7 +20,7 @@ import redis
 from digits import keys
 from digits.connection import text
 from producer import runs
-from producer.files import Found, read, walk
+from producer.files import Found, read, read_inside, real_name, walk
 from producer.following import follow
 from producer.sending import enqueue_folder
 from producer.status import run_status
@@ -159,6 +159,41 @@ def test_walk_filters_and_recursion(tmp_path: Path) -> None:
     with open(odd, "wb") as handle:
         handle.write(b"x")
     assert "bad-\\xff-name\\n.png" in [f.relative for f in walk(tmp_path)]
+
+
+NAMES_ALIKE = ["a\nb.png", "a\\nb.png", "x\\xffy.png", "x\udcffy.png", "t\tab.png", "t\\tab.png",
+               "u\u0085.png", "u\\x85.png", "z\\\\.png", "plain.png", "é\u200b.png"]
+
+
+def test_names_that_escape_alike_keep_their_own_key(tmp_path: Path) -> None:
+    """`a<newline>b.png` and a file literally named `a\\nb.png` shared a key, and so on: every
+    name now has its own display name, and the file it stands for is found from it."""
+    for index, name in enumerate(NAMES_ALIKE):
+        with open(os.fsencode(tmp_path) + b"/" + os.fsencode(name), "wb") as handle:
+            handle.write(bytes([index]))
+    shown = {f.relative: f for f in walk(tmp_path)}
+    assert len(shown) == len(NAMES_ALIKE) and all(display.isprintable() for display in shown)
+    for display, found in shown.items():
+        assert real_name(display) == os.path.basename(found.path)
+        data, problem = read_inside(tmp_path, display)
+        assert problem is None and data == Path(found.path).read_bytes()
+
+
+def test_names_that_escape_alike_each_get_a_result_and_the_run_ends(redis_url: str, connection: redis.Redis,
+                                                                     default_version: str,
+                                                                     start_workers: StartWorkers,
+                                                                     digit_folder: MakeFolder) -> None:
+    folder, _ = digit_folder(1)
+    digit = (folder / "00000.png").read_bytes()
+    for name in NAMES_ALIKE:
+        with open(os.fsencode(folder) + b"/" + os.fsencode(name), "wb") as handle:
+            handle.write(digit)
+    start_workers(1)
+    done = producer(redis_url, "run", str(folder), "--batch-size", "4", timeout=60)
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len({r["path"] for r in records}) == len(records) == len(NAMES_ALIKE) + 1
+    assert all(r["digits"] == "7" for r in records)
 
 
 def test_failed_batch_gets_a_result_per_image(connection: redis.Redis, digit_folder: MakeFolder,
