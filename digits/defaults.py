@@ -13,6 +13,7 @@ MAX_PIXELS = 40_000_000  # decompression-bomb guard: workers refuse larger image
 MAX_HIDDEN = 4096  # hidden units: theta1 is 785 x H (H = 4,096 is about 80 MB of CSV text)
 MAX_THETA_FILE_BYTES = 96 * 1024 * 1024  # a theta file on disk (plain or gzipped), checked before it is read
 MAX_THETA_TEXT_BYTES = 96 * 1024 * 1024  # its CSV text: a gzip file is refused once it inflates past this
+MAX_MANIFEST_BYTES = 1024 * 1024  # a version's manifest.json
 
 # A run: how a folder is cut and paced (measured in docs/benchmarks.md)
 BATCH_SIZE = 256  # images per job

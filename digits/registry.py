@@ -11,7 +11,6 @@ from __future__ import annotations
 import gzip
 import json
 import platform
-import re
 import time
 from datetime import UTC, datetime
 from importlib import metadata
@@ -22,13 +21,11 @@ import redis
 
 from digits import keys
 from digits.connection import text
+from digits.manifest import THETA_FILES, ManifestError, check_manifest, parse_manifest
 from digits.theta import Theta, ThetaError, parse_pair, plain_bytes, read_pair, sha256_hex
 
-THETA_FILES = ("theta1.csv", "theta2.csv")
 PLOT_FILES = ("accuracy.png", "confusion.png", "worst.png")  # made by the trainer, kept beside the manifest
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-VERSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-RESERVED_IDS = frozenset({"versions", "current", "history"})  # registry keys share the namespace
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"  # shipped, made by the trainer
 
 
@@ -87,17 +84,18 @@ class Registry:
                 raise RegistryError(f"{name}: not one of the version plots ({', '.join(PLOT_FILES)}) as a PNG")
         plain1, plain2 = plain_bytes(theta1, "theta1.csv"), plain_bytes(theta2, "theta2.csv")
         parse_pair(plain1, plain2)  # raises ThetaError naming the file and the problem
-        expected = manifest.get("files", {})
+        try:
+            check_manifest(manifest, "manifest")
+        except ManifestError as exc:
+            raise RegistryError(str(exc)) from None
         for name, data in zip(THETA_FILES, (plain1, plain2), strict=True):
-            want = expected.get(name, {}).get("sha256")
-            if want and want != sha256_hex(data):
+            want = manifest["files"][name]["sha256"]
+            if want != sha256_hex(data):
                 raise RegistryError(f"{name}: sha256 {sha256_hex(data)} does not match the manifest's {want}")
-        version = str(manifest.get("version", ""))
-        if not VERSION_ID.match(version) or version in RESERVED_IDS:
-            raise RegistryError(
-                f"invalid version id {version!r}: use 1-128 letters, digits, '.', '_' or '-', "
-                f"not one of {', '.join(sorted(RESERVED_IDS))}"
-            )
+        if manifest["model_sha256"] != sha256_hex(plain1, plain2):
+            raise RegistryError(f"manifest: model_sha256 {manifest['model_sha256']} is not the sha256 of "
+                                f"theta1.csv and theta2.csv ({sha256_hex(plain1, plain2)})")
+        version: str = manifest["version"]
         key = keys.model(version)
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.watch(key)
@@ -123,16 +121,18 @@ class Registry:
         theta = parse_pair(data1, data2, name1, name2)
         manifest_path = directory / "manifest.json"
         if manifest_path.is_file():
-            manifest = json.loads(manifest_path.read_text())
+            try:
+                manifest = parse_manifest(manifest_path.read_bytes(), str(manifest_path))
+            except ManifestError as exc:
+                raise RegistryError(str(exc)) from None
         else:
             manifest = build_manifest(data1, data2, theta, preset=preset, source=f"import:{directory}")
         plots = {name: (directory / name).read_bytes() for name in PLOT_FILES if (directory / name).is_file()}
         return self.publish(data1, data2, manifest, promote=promote, plots=plots)
 
     def promote(self, version: str) -> None:
-        """Point `current` at a published version, remembering the old pointer for rollback."""
-        if not self.redis.exists(keys.model(version)):
-            raise RegistryError(f"no such version: {version}")
+        """Point `current` at a published version that loads, remembering the old pointer for rollback."""
+        self.check_loads(version)
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.watch(keys.MODEL_CURRENT)
             pipe.multi()
@@ -152,11 +152,19 @@ class Registry:
             previous = pipe.lindex(keys.MODEL_HISTORY, 0)
             if previous is None:
                 raise RegistryError("nothing to roll back to: no earlier current version")
+            self.check_loads(text(previous))
             pipe.multi()
             pipe.lpop(keys.MODEL_HISTORY)
             pipe.set(keys.MODEL_CURRENT, previous)
             pipe.execute()
         return text(previous)
+
+    def check_loads(self, version: str) -> None:
+        """RegistryError, saying why, unless a worker could load and serve the version."""
+        try:
+            self.load(version)
+        except ThetaError as exc:
+            raise RegistryError(f"version {version} cannot be served: {exc}") from None
 
     # -- reading -------------------------------------------------------------------------
     def current(self) -> str | None:
@@ -170,8 +178,10 @@ class Registry:
         raw = self.redis.hget(keys.model(version), "manifest")
         if raw is None:
             raise RegistryError(f"no such version: {version}")
-        manifest: dict[str, Any] = json.loads(raw)
-        return manifest
+        try:
+            return parse_manifest(raw, f"version {version}: manifest")
+        except ManifestError as exc:
+            raise RegistryError(str(exc)) from None
 
     def files(self, version: str) -> tuple[bytes, bytes, dict[str, Any]]:
         """Both plain CSV files and the manifest, checked against the manifest's sha256s."""
@@ -180,7 +190,10 @@ class Registry:
         raw1, raw2, raw_manifest = fields
         if raw1 is None or raw2 is None or raw_manifest is None:
             raise RegistryError(f"no such version: {version}")
-        manifest = json.loads(raw_manifest)
+        try:
+            manifest = parse_manifest(raw_manifest, f"version {version}: manifest")
+        except ManifestError as exc:
+            raise RegistryError(str(exc)) from None
         plain1, plain2 = (plain_bytes(raw, f"version {version}: {name}")
                           for raw, name in ((raw1, "theta1"), (raw2, "theta2")))
         for name, data in zip(THETA_FILES, (plain1, plain2), strict=True):

@@ -128,7 +128,7 @@ def default_version(registry: Registry, published_default: tuple[str, bytes]) ->
     version, dumped = published_default
     registry.redis.restore(keys.model(version), 0, dumped)
     registry.redis.zadd(keys.MODEL_VERSIONS, {version: time.time()})
-    registry.promote(version)
+    registry.redis.set(keys.MODEL_CURRENT, version)  # as promote does, without parsing it once more
     return version
 
 

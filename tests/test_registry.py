@@ -345,3 +345,68 @@ def test_a_version_id_cannot_clobber_the_registrys_own_keys(version: str, regist
     assert registry.versions() == ([version] if accepted else []) + ["v1", "v2"]
     if accepted:
         assert registry.files(version)[:2] == (theta1, theta2)
+
+
+def small_manifest(version: str = "m1") -> tuple[bytes, bytes, dict[str, Any]]:
+    theta1, theta2 = small_model()
+    return theta1, theta2, build_manifest(theta1, theta2, parse_pair(theta1, theta2), preset="test", version=version)
+
+
+BAD_MANIFESTS: list[tuple[str, Any, str]] = [
+    ("no files", lambda m: m.pop("files"), "files is missing or not an object"),
+    ("no theta2", lambda m: m["files"].pop("theta2.csv"), r"files\.theta2\.csv\.sha256 is missing"),
+    ("sha not hex", lambda m: m["files"]["theta1.csv"].update(sha256="xyz"), r"files\.theta1\.csv\.sha256"),
+    ("no model_sha256", lambda m: m.pop("model_sha256"), "model_sha256 is missing"),
+    ("version a number", lambda m: m.update(version=12345), "version 12345 is not a version id"),
+    ("a reserved version", lambda m: m.update(version="current"), "version 'current' is not a version id"),
+]
+
+
+@pytest.mark.parametrize(("case", "damage", "message"), BAD_MANIFESTS, ids=[c[0] for c in BAD_MANIFESTS])
+def test_import_refuses_a_bad_manifest_naming_the_file_and_field(case: str, damage: Any, message: str,
+                                                                  tmp_path: Path, registry: Registry) -> None:
+    """A manifest with no files, no model_sha256 or {"version": 12345} was imported and promoted,
+    and every worker then failed every job with KeyError: 'files'."""
+    theta1, theta2, manifest = small_manifest()
+    damage(manifest)
+    for name, data in (("theta1.csv", theta1), ("theta2.csv", theta2)):
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(RegistryError, match=f"{tmp_path}/manifest.json: {message}"):
+        registry.publish_dir(tmp_path, promote=True)
+    assert registry.versions() == [] and registry.current() is None
+
+
+@pytest.mark.parametrize(("text", "message"), [("[]", "a manifest is a JSON object, not list"),
+                                               ("{not json", "not JSON"), ("", "not JSON")])
+def test_import_refuses_a_manifest_that_is_not_an_object(text: str, message: str, tmp_path: Path,
+                                                         registry: Registry) -> None:
+    theta1, theta2, _ = small_manifest()
+    (tmp_path / "theta1.csv").write_bytes(theta1)
+    (tmp_path / "theta2.csv").write_bytes(theta2)
+    (tmp_path / "manifest.json").write_text(text)
+    with pytest.raises(RegistryError, match=f"manifest.json: {message}"):
+        registry.publish_dir(tmp_path)
+
+
+def test_publish_refuses_a_model_sha256_of_other_files(registry: Registry) -> None:
+    theta1, theta2, manifest = small_manifest()
+    manifest["model_sha256"] = sha256_hex(b"other")
+    with pytest.raises(RegistryError, match=r"model_sha256 \w+ is not the sha256 of theta1\.csv and theta2\.csv"):
+        registry.publish(theta1, theta2, manifest)
+
+
+def test_promote_and_rollback_refuse_a_version_that_cannot_load(registry: Registry, connection: redis.Redis) -> None:
+    """A version written straight into Redis with a broken manifest (or files) is never made current."""
+    publish_small(registry, "good-1", promote=True)
+    publish_small(registry, "good-2", seed=1, promote=True)
+    connection.copy(keys.model("good-1"), keys.model("broken"))
+    connection.hset(keys.model("broken"), "manifest", json.dumps({"version": "broken"}))
+    with pytest.raises(RegistryError, match="version broken: manifest: files is missing"):
+        registry.promote("broken")
+    connection.hset(keys.model("good-1"), "theta1", gzip.compress(b"1,2,3\n"))  # now the rollback target is bad
+    with pytest.raises(RegistryError, match="version good-1 cannot be served"):
+        registry.rollback()
+    assert registry.current() == "good-2"
+    with pytest.raises(RegistryError, match="version broken: manifest: files is missing"):
+        registry.manifest("broken")

@@ -219,3 +219,15 @@ def test_training_accuracy_counts_digits_not_wrong_cuts() -> None:
     y_pred = np.array([np.eye(10)[3], np.eye(10)[5], np.eye(10)[1]], np.float32)
     metric.update_state(y_true, y_pred)
     assert float(metric.result()) == pytest.approx(0.5)  # the no-digit row counts neither way
+
+
+@pytest.mark.parametrize("manifest", ["[]", "{not json", '{"version": 12345}'])
+def test_import_of_a_bad_manifest_is_refused_in_one_line(manifest: str, redis_url: str, tmp_path: Path) -> None:
+    """A malformed manifest gave a bare traceback, and a {"version": 12345} one was imported."""
+    for name in ("theta1.csv.gz", "theta2.csv.gz"):
+        (tmp_path / name).write_bytes((DEFAULT_MODEL_DIR / name).read_bytes())
+    (tmp_path / "manifest.json").write_text(manifest)
+    done = trainer(redis_url, "import", str(tmp_path), "--promote")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"Error: {tmp_path}/manifest.json: ")

@@ -311,6 +311,38 @@ def test_worker_keeps_old_model_when_new_one_cannot_load(
     assert all(r["error"] is None for r in records.values())
 
 
+def test_a_running_worker_never_switches_to_a_version_it_cannot_serve(
+        connection: redis.Redis, default_version: str, start_workers: StartWorkers, digit_folder: MakeFolder) -> None:
+    """A version with a manifest without `files`, made current behind the registry's back, made
+    every job fail with KeyError: 'files'. The worker keeps its model and says why."""
+    folder, _ = digit_folder(8)
+    start_workers(1)
+    classify(connection, folder)
+    connection.copy(keys.model(default_version), keys.model("no-files"))
+    connection.hset(keys.model("no-files"), "manifest", json.dumps({"version": "no-files", "model_sha256": "0" * 64}))
+    connection.set(keys.MODEL_CURRENT, "no-files")
+    for _ in range(2):
+        records = classify(connection, folder)
+        assert {r["model_version"] for r in records.values()} == {default_version}
+        assert all(r["error"] is None for r in records.values())
+    assert FailedJobRegistry("digits", connection=connection).count == 0
+
+
+def test_a_new_worker_whose_current_cannot_load_serves_the_previous_current(
+        connection: redis.Redis, registry: Registry, default_version: str, start_workers: StartWorkers,
+        digit_folder: MakeFolder) -> None:
+    """New workers crash-looped at start on such a version; they serve the newest earlier current."""
+    folder, _ = digit_folder(8)
+    connection.copy(keys.model(default_version), keys.model("no-files"))
+    connection.hset(keys.model("no-files"), "manifest", "[]")
+    connection.lpush(keys.MODEL_HISTORY, default_version)
+    connection.set(keys.MODEL_CURRENT, "no-files")
+    start_workers(1)
+    records = classify(connection, folder)
+    assert {r["model_version"] for r in records.values()} == {default_version}
+    assert all(r["error"] is None for r in records.values())
+
+
 def test_sigterm_finishes_the_current_job(connection: redis.Redis, default_version: str,
                                           start_workers: StartWorkers, digit_folder: MakeFolder) -> None:
     folder, truth = digit_folder(4000)

@@ -185,7 +185,7 @@ def crop_candidates(x_train: npt.NDArray[np.uint8], y_train: npt.NDArray[np.uint
     """The labelled candidates cut from the preset's generated crops, if it has any."""
     if not preset.crops:
         return None
-    from trainer.crops import build
+    from trainer.crops import Candidates, build
 
     saved = checkpoint_dir / "candidates.npz" if checkpoint_dir is not None else None
     if saved is not None and saved.is_file():  # a resumed run: cutting them again takes minutes

@@ -17,6 +17,8 @@ BATCH_IMAGES = Histogram("digits_batch_images", "Images per batch", ["model_vers
                          buckets=(1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192))
 BATCH_SECONDS = Histogram("digits_batch_seconds", "Seconds to decode, classify and store a batch",
                           ["model_version"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+MODEL_REFUSED = Counter("digits_model_refused", "Versions made current that this process could not load "
+                        "(it kept serving the one it had)", ["model_version"])
 MODEL = Gauge("digits_model_loaded", "1 for the model version this process serves", ["model_version", "hidden"])
 
 

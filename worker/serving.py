@@ -10,11 +10,13 @@ from typing import Any
 import redis
 
 from digits import keys
+from digits.connection import text
 from digits.registry import Registry, RegistryError
-from digits.theta import Model, ThetaError
+from digits.theta import Model, Theta, ThetaError
 from worker import metrics
 
 log = logging.getLogger(__name__)
+EARLIER_TRIED = 10  # earlier currents a new process tries when `current` cannot load
 
 
 class NoModelError(RuntimeError):
@@ -34,6 +36,7 @@ class ModelServer:
 
     def __init__(self) -> None:
         self.loaded: Loaded | None = None
+        self.refused: str | None = None  # the last version made current that could not be loaded
 
     def refresh(self, connection: redis.Redis, worker_name: str | None = None) -> Loaded:
         """Load `current` if it moved; if the new version fails to load, keep serving the old one."""
@@ -46,21 +49,43 @@ class ModelServer:
             if self.loaded is not None:
                 return self.loaded
             raise NoModelError("no model version is published as current: run `digits-trainer promote`")
-        if self.loaded is not None and self.loaded.version == wanted:
-            return self.loaded
+        if self.loaded is not None and wanted in (self.loaded.version, self.refused):
+            return self.loaded  # the refused one is tried once, not at every job
         try:
             theta, manifest = registry.load(wanted)
         except (ThetaError, RegistryError) as exc:
-            if self.loaded is None:
-                raise
-            log.error("cannot load model %s, still serving %s: %s", wanted, self.loaded.version, exc)
-            return self.loaded
+            metrics.MODEL_REFUSED.labels(wanted).inc()
+            self.refused = wanted
+            if self.loaded is not None:  # never switch to a version that cannot be served
+                log.error("cannot load model %s, still serving %s: %s", wanted, self.loaded.version, exc)
+                return self.loaded
+            wanted, theta, manifest = self.earlier_current(connection, wanted, exc)
+        return self.swap(connection, wanted, theta, manifest, worker_name)
+
+    def earlier_current(self, connection: redis.Redis, refused: str, why: Exception
+                        ) -> tuple[str, Theta, dict[str, Any]]:
+        """A new process whose `current` cannot load serves the newest earlier current that does
+        (as a rollback would), rather than failing every start; the error says which and why."""
+        registry = Registry(connection)
+        for raw in connection.lrange(keys.MODEL_HISTORY, 0, EARLIER_TRIED - 1):
+            version = text(raw)
+            try:
+                theta, manifest = registry.load(version)
+            except (ThetaError, RegistryError):
+                continue
+            log.error("cannot load model %s (current): %s; serving %s, the newest earlier current that loads",
+                      refused, why, version)
+            return version, theta, manifest
+        raise why
+
+    def swap(self, connection: redis.Redis, version: str, theta: Theta, manifest: dict[str, Any],
+             worker_name: str | None) -> Loaded:
         previous = self.loaded.version if self.loaded else None
-        self.loaded = Loaded(wanted, str(manifest["model_sha256"]), Model(theta), manifest)
-        metrics.record_model(wanted, theta.hidden, previous)
-        log.info("serving model %s (H=%d)", wanted, theta.hidden)
+        self.loaded = Loaded(version, str(manifest["model_sha256"]), Model(theta), manifest)
+        metrics.record_model(version, theta.hidden, previous)
+        log.info("serving model %s (H=%d)", version, theta.hidden)
         if worker_name:
-            connection.set(keys.worker_model(worker_name), wanted)
+            connection.set(keys.worker_model(worker_name), version)
         return self.loaded
 
 
