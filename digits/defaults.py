@@ -8,6 +8,10 @@ explicitly from there on. Light on purpose: no numpy, so any process may import 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".pbm", ".pnm", ".gif")
 MAX_BYTES = 20 * 1024 * 1024  # larger files are refused by the producer, unread
 MAX_PIXELS = 40_000_000  # decompression-bomb guard: workers refuse larger images before decoding
+MAX_DECODED_BYTES = 24 * 1024 * 1024  # ... and images whose pixels take more than this decoded (read from the header)
+MAX_WORK_PIXELS = 2_000_000  # larger images are shrunk (greyscale, whole factors) before any float copy
+MAX_PIECES = 120  # separate pieces of ink in a crop (generated 5-digit crops: at most 26): more is noise,
+# refused before joining and cutting them, whose cost grows with the cube of the count
 
 # Models: what a theta file may cost before it is parsed (docs/theta-format.md)
 MAX_HIDDEN = 4096  # hidden units: theta1 is 785 x H (H = 4,096 is about 80 MB of CSV text)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +18,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import sparse
 
 from digits.arrays import Floats
-from digits.defaults import MAX_PIXELS
+from digits.defaults import MAX_DECODED_BYTES, MAX_PIXELS, MAX_WORK_PIXELS
 
 FIELD = 28
 BOX = 20
@@ -41,6 +42,10 @@ def decode(data: bytes, max_pixels: int = MAX_PIXELS) -> Floats:
             raise ImageError(
                 f"image is {width} x {height} = {width * height} pixels, over the limit of {max_pixels}"
             )
+        decoded = width * height * len(image.getbands()) * (2 if ";16" in image.mode else 1)
+        if decoded > MAX_DECODED_BYTES:
+            raise ImageError(f"image is {width} x {height} {image.mode}: {decoded} bytes decoded, over the limit "
+                             f"of {MAX_DECODED_BYTES}")
         image.seek(0)
         image.load()
         if image.format in EXIF_FORMATS or "exif" in image.info:
@@ -65,7 +70,10 @@ def to_grey(image: Image.Image) -> Floats:
         rgba = image.convert("RGBA")
         paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(paper, rgba)
-    grey = np.asarray(image.convert("L"), dtype=np.float32)
+    small = image.convert("L")
+    if small.width * small.height > MAX_WORK_PIXELS:  # a huge scan: shrunk while it is one byte a pixel
+        small = small.reduce(math.ceil(math.sqrt(small.width * small.height / MAX_WORK_PIXELS)))
+    grey = np.asarray(small, dtype=np.float32)
     return grey / 255.0
 
 

@@ -26,6 +26,7 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from digits.arrays import Box, Floats, Mask
+from digits.defaults import MAX_PIECES
 from digits.images import FIELD, MIN_CONTRAST, ImageError, centre, fit_box
 from digits.ink import (
     Piece,
@@ -98,6 +99,9 @@ def cuts(grey: Floats, find_hyphens: bool = True) -> list[Cut]:
     pieces = drop_rules(components(binary))
     if not pieces:
         raise ImageError("no digits found: the crop holds only lines or specks")
+    if len(pieces) > MAX_PIECES:
+        raise ImageError(f"no code found: {len(pieces)} separate pieces of ink, over the limit of {MAX_PIECES} "
+                         f"(noise, or a page rather than a crop)")
     tallest = max(p.height for p in pieces)
     band_top = min(p.box[1] for p in pieces if p.height >= 0.5 * tallest)
     band_bottom = max(p.box[3] for p in pieces if p.height >= 0.5 * tallest)

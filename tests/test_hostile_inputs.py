@@ -65,6 +65,9 @@ def build_corpus(folder: Path, outside: Path, digit: np.ndarray) -> dict[str, st
     exif[0x0112] = 6  # stored rotated: the viewer must turn it 90 degrees clockwise
     put("exif-rotated.jpg", encode(scan.rotate(90, expand=True), "JPEG", quality=95, exif=exif), "digit")
     put("bomb.png", bomb_png(12_000, 12_000), "over the limit")
+    salt = np.where(np.random.default_rng(0).random((100, 300)) < 0.05, 0, 255).astype(np.uint8)
+    put("salt-noise.png", encode(Image.fromarray(salt), "PNG"), "separate pieces of ink, over the limit")  # ran >60 s
+    put("huge-rgb.png", encode(Image.new("RGB", (3000, 3000), "white"), "PNG"), "bytes decoded, over the limit")
     put("fifty-megabytes.png", encode(grey, "PNG") + b"\x00" * (50 * 1024 * 1024), "over the size limit")
     (folder / "broken-link.png").symlink_to(folder / "does-not-exist.png")
     expected["broken-link.png"] = "broken symbolic link"

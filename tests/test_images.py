@@ -335,3 +335,22 @@ def test_views_move_turn_and_shear_ink_about_the_centre() -> None:
     assert where(View(turn=90)) == (14, 18)  # a quarter turn about the centre
     assert where(View(turn=90, shear=0.5)) == (12, 18)  # ... and sheared: four right of centre, two up
     assert where(View(scale=0.5)) == (12, 14)  # halfway to the centre
+
+
+def test_decoded_size_is_bounded_before_decoding() -> None:
+    """A 40 MP RGB image cost a worker 551 MiB; what its pixels would take is read from the header."""
+    image = Image.new("RGB", (3000, 3000), "white")
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    with pytest.raises(ImageError, match=r"3000 x 3000 RGB: 27000000 bytes decoded, over the limit of 25165824"):
+        decode(buffer.getvalue())
+
+
+def test_large_images_are_shrunk_before_any_float_copy() -> None:
+    image = Image.new("L", (2500, 1000), 255)
+    image.paste(0, (1000, 300, 1100, 700))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    grey = decode(buffer.getvalue())
+    assert grey.shape == (500, 1250) and grey.dtype == np.float32  # reduced by 2: under 2,000,000 pixels
+    assert grey[150:350, 500:550].max() == 0.0 and grey[0, 0] == 1.0
