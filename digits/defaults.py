@@ -27,6 +27,10 @@ JOB_TIMEOUT = 600  # seconds one batch job may run
 JOB_RETRIES = 2  # RQ retries of a batch whose job raised
 JOB_RESULT_TTL = 3600  # seconds RQ keeps a finished job's return value
 
+# A batch payload (digits/payload.py): what readers of a payload accept
+MAX_BATCH_PATHS = 10_000  # the largest --batch-size
+MAX_PATH_CHARS = 16_384  # a path, as the producer names it (display_name)
+
 # Reading
 REVIEW_THRESHOLD = 0.9  # codes read with less confidence are flagged for review
 

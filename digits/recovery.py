@@ -17,7 +17,6 @@ requeues it once it has sat there STRANDED_SECONDS with no live worker's lease n
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -33,6 +32,7 @@ from rq.worker_registration import get_keys
 from digits import keys
 from digits.connection import text
 from digits.defaults import LEASE_RENEW, LEASE_SECONDS, MAX_ABANDONED, RESULT_TTL, STRANDED_SECONDS
+from digits.payload import PayloadError, batch_paths
 from digits.queueing import batch_queue, parse_job_id
 from digits.results import result_record, store_results
 
@@ -177,11 +177,17 @@ def reap_failed_batches(connection: redis.Redis, run_id: str, queue: Queue) -> i
 def fail_batch(connection: redis.Redis, run_id: str, batch: int, reason: str) -> bool:
     """Finish a batch that will not be classified: each of its images gets a result with the
     reason. False if its results are stored already (whoever finishes a batch first wins)."""
-    raw_paths = connection.hget(keys.batch(run_id, batch), "paths")
-    if raw_paths is None:
+    try:
+        raw_paths = connection.hget(keys.batch(run_id, batch), "paths")
+        if raw_paths is None:
+            return False
+        paths = batch_paths(raw_paths, run_id, batch)
+    except (PayloadError, redis.ResponseError) as exc:  # a corrupt payload names no files to fail: drop it,
+        log.warning("%s: dropping the payload; its files are sent again", exc)  # the producer sends them again
+        connection.delete(keys.batch(run_id, batch))
         return False
     ttl = int(connection.hget(keys.run(run_id), "result_ttl") or RESULT_TTL)
-    records = [result_record(path, batch, error=f"{path}: {reason}") for path in json.loads(raw_paths)]
+    records = [result_record(path, batch, error=f"{path}: {reason}") for path in paths]
     return store_results(connection, run_id, batch, records, ttl)
 
 

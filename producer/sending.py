@@ -23,6 +23,7 @@ from rq.job import Job, JobStatus
 
 from digits import defaults, keys
 from digits.connection import text
+from digits.payload import PayloadError, batch_paths
 from digits.queueing import JOB_FUNCTION, batch_queue, job_id
 from digits.recovery import fail_batch, failure_reason, recover_abandoned
 from producer.files import Found, Share, read, walk
@@ -120,15 +121,23 @@ class Sender:
         with self.redis.pipeline(transaction=False) as pipe:
             for index in indexes:
                 pipe.hget(keys.batch(self.run_id, index), "paths")
-            replies: list[bytes | None] = pipe.execute()
+            replies: list[Any] = pipe.execute(raise_on_error=False)  # a key of another type is a corrupt payload
         held: set[str] = set()
         for index, raw in zip(indexes, replies, strict=True):
-            if raw is not None:
-                paths = json.loads(raw)
-                if paths and not self.share.holds(paths[0]):
-                    continue  # another producer's share: that producer sees it through
-                self.open[index] = len(paths)
-                held.update(paths)
+            if raw is None:
+                continue  # finished
+            try:
+                if isinstance(raw, Exception):
+                    raise PayloadError(f"run {self.run_id} batch {index}: payload unreadable ({raw})")
+                paths = batch_paths(raw, self.run_id, index)
+            except PayloadError as exc:
+                log.warning("%s: dropping it; its files are sent again", exc)
+                self.redis.delete(keys.batch(self.run_id, index))
+                continue
+            if paths and not self.share.holds(paths[0]):
+                continue  # another producer's share: that producer sees it through
+            self.open[index] = len(paths)
+            held.update(paths)
         return held
 
     def send(self, chunk: list[Found]) -> None:

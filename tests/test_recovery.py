@@ -4,7 +4,10 @@ reached with RQ's own worker methods, then swept (worker kills for real are in t
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,7 +24,7 @@ from digits.results import result_record, store_results
 from producer.files import walk
 from producer.runs import Settings, create_run
 from producer.sending import Sender, enqueue_batch
-from tests.conftest import AclRedis
+from tests.conftest import ROOT, AclRedis, MakeFolder, WorkerPool
 
 
 def one_batch(connection: redis.Redis, tmp_path: Path) -> tuple[str, Queue, Job]:
@@ -166,3 +169,28 @@ def test_sweeps_run_under_the_documented_acl_users(acl_redis: AclRedis, acl_conn
     assert recover_abandoned(sweeper, queue) == [popped.id]
     assert set(queue.get_job_ids()) == {started.id, popped.id}
     assert acl_redis.refusals() == []
+
+
+def test_resume_survives_corrupt_payloads_and_accounts_for_every_file(
+        redis_url: str, connection: redis.Redis, default_version: str, digit_folder: MakeFolder,
+        start_workers: Callable[..., WorkerPool]) -> None:
+    """A `paths` field that is not JSON, or a payload key of the wrong type, crashed `run --resume`
+    with a traceback, and `paths=[1,2,3,4]` ended with rc 0, bogus paths and real files missing.
+    The producer drops such payloads and sends their files again: every file, exactly once."""
+    folder, truth = digit_folder(40)
+    settings = Settings(batch_size=4, retries=0)
+    run_id = create_run(connection, folder, settings)
+    Sender(connection, run_id, folder, settings).send_pass()  # no worker yet: ten batches wait
+    connection.hset(keys.batch(run_id, 0), "paths", "{not json")
+    connection.hset(keys.batch(run_id, 1), "paths", "[1, 2, 3, 4]")
+    connection.delete(keys.batch(run_id, 2))
+    connection.set(keys.batch(run_id, 2), "a string, not a hash")
+    start_workers(1)
+    done = subprocess.run([sys.executable, "-m", "producer", "run", "--resume", run_id, "--redis-url", redis_url],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    paths = [json.loads(line)["path"] for line in done.stdout.splitlines()]
+    assert sorted(paths) == sorted(truth)  # each once, none bogus
+    stored = {text(path) for path in connection.hkeys(keys.run_results(run_id))}
+    assert stored == set(truth)

@@ -343,6 +343,39 @@ def test_a_new_worker_whose_current_cannot_load_serves_the_previous_current(
     assert all(r["error"] is None for r in records.values())
 
 
+def test_a_missing_image_field_fails_only_that_image(connection: redis.Redis, default_version: str,
+                                                      start_workers: StartWorkers, digit_folder: MakeFolder) -> None:
+    """One missing image field failed its whole batch with a KeyError."""
+    folder, truth = digit_folder(4)
+    settings = runs.Settings(batch_size=4)
+    run_id = runs.create_run(connection, folder, settings)
+    enqueue_folder(connection, run_id, folder, settings)
+    connection.hdel(keys.batch(run_id, 0), "2")
+    start_workers(1)
+    records = {record["path"]: record for _line, record in follow(connection, run_id)}
+    missing = sorted(truth)[2]
+    assert records[missing]["error"] == f"{missing}: its bytes are missing from the batch payload (field 2)"
+    assert all(r["error"] is None and r["digits"] == str(truth[p]) for p, r in records.items() if p != missing)
+
+
+def test_a_corrupt_batch_payload_fails_its_batch_naming_run_batch_and_what_is_wrong(
+        connection: redis.Redis, default_version: str, start_workers: StartWorkers, digit_folder: MakeFolder) -> None:
+    """`paths=[1,2,3,4]` put four bogus paths in a run's results; the job now fails, saying why."""
+    folder, _ = digit_folder(4)
+    settings = runs.Settings(batch_size=4, retries=0)
+    run_id = runs.create_run(connection, folder, settings)
+    enqueue_folder(connection, run_id, folder, settings)
+    connection.hset(keys.batch(run_id, 0), "paths", "[1, 2, 3, 4]")
+    start_workers(1)
+    failed = FailedJobRegistry("digits", connection=connection)
+    wait_for(lambda: failed.count == 1, what="the job to fail")
+    job = Queue("digits", connection=connection).fetch_job(failed.get_job_ids()[0])
+    assert job is not None and job.latest_result() is not None
+    assert f"run {run_id} batch 0: payload field 'paths' is not a list of path strings" in \
+        str(job.latest_result().exc_string)  # type: ignore[union-attr]
+    assert connection.hlen(keys.run_results(run_id)) == 0
+
+
 def test_sigterm_finishes_the_current_job(connection: redis.Redis, default_version: str,
                                           start_workers: StartWorkers, digit_folder: MakeFolder) -> None:
     folder, truth = digit_folder(4000)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import time
@@ -14,6 +13,7 @@ from digits import keys
 from digits.connection import text
 from digits.images import ImageError, decode
 from digits.pattern import Pattern, parse_pattern
+from digits.payload import batch_options, batch_paths
 from digits.reading import Reading, lattice_of, read
 from digits.results import Record, result_record, store_results
 from digits.segment import Lattice
@@ -38,10 +38,10 @@ def classify_batch(run_id: str, batch: int, result_ttl: int, *, serving: Serving
         payload, current = pipe.execute()
     if not payload:  # already finished by an earlier attempt: results are keyed by image
         return {"images": 0, "failed": 0}
-    paths: list[str] = json.loads(payload[b"paths"])
+    paths = batch_paths(payload.get(b"paths"), run_id, batch)  # PayloadError fails the job, naming what is wrong
     worker = job.worker_name or socket.gethostname()
     loaded = serving.models.serve(connection, text(current) if current else None, worker)  # it may have moved
-    options = json.loads(payload.get(b"options", b"{}"))
+    options = batch_options(payload.get(b"options"), run_id, batch)
     threshold = float(options.get("review_threshold", serving.review_threshold))
     try:
         expect = parse_pattern(options["expect"]) if options.get("expect") else None
@@ -73,7 +73,10 @@ def read_batch(payload: dict[bytes, bytes], paths: list[str], batch: int, expect
         try:
             if problem is not None:
                 raise ImageError(problem.decode())
-            lattices.append(lattice_of(decode(payload[str(index).encode()], max_pixels), expect))
+            data = payload.get(str(index).encode())
+            if data is None:
+                raise ImageError(f"its bytes are missing from the batch payload (field {index})")
+            lattices.append(lattice_of(decode(data, max_pixels), expect))
             candidates += len(lattices[-1].spans)
             good.append(index)
         except ImageError as exc:
