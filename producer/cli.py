@@ -83,12 +83,13 @@ def enqueue(directory: Path | None, redis_url: str, resume: str | None, run_id: 
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="jsonl", show_default=True)
 @click.option("--output", "-o", default="-", show_default=True, help="File to write, - for stdout.")
 @click.option("--follow", "-f", "follow_run", is_flag=True,
-              help="Stream results as they finish until the run is complete.")
+              help="Stream results as they finish until the run is complete; wait up to "
+                   f"{defaults.RUN_START_SECONDS:g} s for a run that its senders have not created yet.")
 def results(run_id: str, redis_url: str, fmt: str, output: str, follow_run: bool) -> None:
     """Write the results of RUN_ID as JSON Lines or CSV."""
     connection = connect(redis_url)
     try:
-        results = follow(connection, run_id, wait=follow_run)
+        results = follow(connection, run_id, wait=follow_run, start_seconds=defaults.RUN_START_SECONDS)
         with open_output(output) as stream:
             writer = ResultWriter(stream, fmt)
             for line, record in results:

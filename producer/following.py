@@ -20,7 +20,7 @@ from digits.queueing import batch_queue
 from digits.recovery import reap_failed_batches, recover_abandoned
 from digits.results import Result, event_lines
 from producer.keying import with_keyed
-from producer.runs import run_meta
+from producer.runs import RunError, run_meta
 
 
 class Follower:
@@ -44,11 +44,14 @@ class Follower:
 
 
 def follow(connection: redis.Redis, run_id: str, *, wait: bool = True,
-           should_stop: Callable[[], bool] = lambda: False) -> Iterator[Result]:
+           should_stop: Callable[[], bool] = lambda: False,
+           start_seconds: float = 0.0) -> Iterator[Result]:
     """A run's results in the order they finished, each image once (a batch redone after a
     Redis restart lost its first result must not repeat); with wait, until the run is complete,
-    sweeping for abandoned and failed batches meanwhile."""
-    queue = batch_queue(connection, run_meta(connection, run_id).get("queue", keys.DEFAULT_QUEUE))
+    sweeping for abandoned and failed batches meanwhile. A follower started beside the senders
+    may wait up to start_seconds for the first of them to create the run."""
+    meta = await_run(connection, run_id, start_seconds if wait else 0.0)
+    queue = batch_queue(connection, meta.get("queue", keys.DEFAULT_QUEUE))
     follower = Follower(connection, run_id)
     seen: set[str] = set()
     last_sweep = time.monotonic()
@@ -74,3 +77,15 @@ def follow(connection: redis.Redis, run_id: str, *, wait: bool = True,
             recover_abandoned(connection, queue)
             reap_failed_batches(connection, run_id, queue)
             last_sweep = time.monotonic()
+
+
+def await_run(connection: redis.Redis, run_id: str, seconds: float) -> dict[str, str]:
+    """The run's hash once it exists; RunError (no such run) if it does not within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return run_meta(connection, run_id)
+        except RunError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)

@@ -16,7 +16,7 @@ import redis
 from digits import keys
 from digits.connection import connect, redact
 from digits.defaults import REDIS_TIMEOUT
-from digits.registry import DEFAULT_MODEL_DIR
+from digits.registry import DEFAULT_MODEL_DIR, Registry
 from producer.redis_server import find_binary, free_port
 from tests.conftest import ROOT, AclRedis, MakeFolder
 
@@ -168,15 +168,16 @@ def test_permission_errors_inside_pipelines_are_one_line(acl_redis: AclRedis, ac
     raises NoPermissionError without the NOPERM the CLIs looked for. A worker process refused
     exits FATAL, and its supervisor with it, instead of respawning it forever."""
     producer, trainer = acl_redis.url_for("producer"), acl_redis.url_for("trainer")
-    acl_connection.hset(keys.model("v1"), "manifest", "{}")
+    version = Registry(acl_connection).publish_dir(DEFAULT_MODEL_DIR)  # one that loads: only the ACL refuses it
+    written = sorted(acl_connection.keys())
     (tmp_path / "a.png").write_bytes(b"x")
-    outcomes = run_all([["trainer", "promote", "v1", "--redis-url", producer],
+    outcomes = run_all([["trainer", "promote", version, "--redis-url", producer],
                         ["producer", "enqueue", str(tmp_path), "--redis-url", trainer],
                         ["worker", "--redis-url", trainer], ["worker", "--redis-url", producer]])
     for done in outcomes:
         answers_one_line(done, "Redis refused", "no permissions")
     assert outcomes[3].returncode == 3 and "Redis refused this worker's user" in outcomes[3].stderr
-    assert acl_connection.keys() == [keys.model("v1").encode()]
+    assert sorted(acl_connection.keys()) == written
 
 
 def test_an_output_that_cannot_be_written_is_one_line(redis_url: str, default_version: str, tmp_path: Path,

@@ -51,14 +51,17 @@ def test_shares_split_a_folder_exactly_once() -> None:
 def test_three_producers_feed_one_run_exactly_once_while_workers_are_killed(
         redis_url: str, connection: redis.Redis, default_version: str, start_workers: StartWorkers,
         digit_folder: MakeFolder, tmp_path: Path) -> None:
-    """Three `enqueue --share` processes, one of them killed and resumed, and a follower; workers
-    SIGKILLed about every second: every image has one result, and the follower writes each once."""
+    """Three `enqueue --share` processes, one of them killed and resumed, and a follower started
+    before any of them; workers SIGKILLed about every second: every image has one result, and the
+    follower writes each once."""
     folder, truth = digit_folder(1500)
     start_workers(2)
     common = ["--run-id", "shared-1", "--batch-size", "10", "--window", "300", "--wait"]
-    senders = {k: producer(redis_url, "enqueue", str(folder), "--share", f"{k}/3", *common) for k in (1, 2, 3)}
     output = tmp_path / "results.jsonl"
     follower = producer(redis_url, "results", "shared-1", "--follow", "-o", str(output))
+    time.sleep(1.5)  # the follower starts first: it waits for a sender to create the run
+    assert follower.poll() is None
+    senders = {k: producer(redis_url, "enqueue", str(folder), "--share", f"{k}/3", *common) for k in (1, 2, 3)}
     rng, kills, resumed = random.Random(3), 0, False
     deadline = time.monotonic() + 240
     while any(p.poll() is None for p in senders.values()):
