@@ -19,6 +19,7 @@ from pathlib import Path
 
 from benchmarks.inputs import link_folder, write_crops, write_digits
 from benchmarks.pipeline import Workers, decode_floor, end_to_end, in_process, machine
+from benchmarks.plot import rate_figure
 from benchmarks.procs import cpu_seconds
 from digits.connection import connect
 from digits.registry import DEFAULT_MODEL_DIR, Registry
@@ -84,27 +85,13 @@ def render(rows: list[Row], what: str, producers: int) -> str:
 
 
 def plot(rows: list[Row], title: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(7, 4.2), dpi=110)
-    counts = [row.workers for row in rows]
-    axes.plot(counts, [row.rate for row in rows], marker="o", label="digits-producer run (end to end)")
-    axes.plot(counts, [row.ceiling for row in rows], marker="s", linestyle="--",
-              label="in-process ceiling (same code, N processes, no Redis)")
-    axes.set_xticks(counts, [str(c) for c in counts])
-    axes.set_xlabel("workers")
-    axes.set_ylabel("images/s")
-    axes.set_ylim(bottom=0)
-    axes.set_title(title, fontsize=9)
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=8, loc="best")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
+    with rate_figure(title, path) as axes:
+        counts = [row.workers for row in rows]
+        axes.plot(counts, [row.rate for row in rows], marker="o", label="digits-producer run (end to end)")
+        axes.plot(counts, [row.ceiling for row in rows], marker="s", linestyle="--",
+                  label="in-process ceiling (same code, N processes, no Redis)")
+        axes.set_xticks(counts, [str(c) for c in counts])
+        axes.set_xlabel("workers")
 
 
 def main() -> None:

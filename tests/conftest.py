@@ -31,6 +31,7 @@ from digits.registry import DEFAULT_MODEL_DIR, Registry
 from digits.results import result_record, store_results
 from producer.redis_server import RedisServer
 from producer.runs import Settings, create_run
+from producer.sending import enqueue_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 ACL_FILE = ROOT / "deploy" / "users.acl"
@@ -278,3 +279,10 @@ def stored_run(connection: redis.Redis, folder: Path, count: int, flagged_every:
     assert store_results(connection, run_id, 0, records, ttl)
     connection.hset(keys.run(run_id), mapping={"status": "enqueued", "total": count})
     return FlaggedRun(run_id, folder, sorted(p for i, p in enumerate(paths) if i % flagged_every == 0), {})
+
+
+def send_folder(connection: redis.Redis, folder: Path, settings: Settings) -> str:
+    """A new run of the folder, its batches all on the queue (no window to wait on): its id."""
+    run_id = create_run(connection, folder, settings)
+    enqueue_folder(connection, run_id, folder, settings)
+    return run_id

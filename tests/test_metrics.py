@@ -15,8 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from producer import runs
 from producer.following import follow
 from producer.redis_server import free_port
-from producer.sending import enqueue_folder
-from tests.conftest import ROOT, MakeFolder, WorkerPool
+from tests.conftest import ROOT, MakeFolder, WorkerPool, send_folder
 
 StartWorkers = Callable[..., WorkerPool]
 
@@ -49,8 +48,7 @@ def test_metrics_count_images_batches_errors_and_model(connection: redis.Redis, 
     port = free_port()
     start_workers(2, ["--metrics-port", str(port)])
     settings = runs.Settings(batch_size=10)
-    run_id = runs.create_run(connection, folder, settings)
-    enqueue_folder(connection, run_id, folder, settings)
+    run_id = send_folder(connection, folder, settings)
     assert len(list(follow(connection, run_id))) == 61
 
     deadline = time.monotonic() + 10  # a worker counts a batch just after storing its results

@@ -22,9 +22,8 @@ from digits.connection import text
 from producer import runs
 from producer.files import Found, read, read_inside, real_name, walk
 from producer.following import follow
-from producer.sending import enqueue_folder
 from producer.status import run_status
-from tests.conftest import ROOT, MakeFolder, WorkerPool
+from tests.conftest import ROOT, MakeFolder, WorkerPool, send_folder
 
 StartWorkers = Callable[..., WorkerPool]
 
@@ -118,8 +117,7 @@ def test_window_bounds_images_held_in_redis(connection: redis.Redis, default_ver
         thread = threading.Thread(target=poll)
         thread.start()
         settings = runs.Settings(batch_size=50, window=window)
-        run_id = runs.create_run(connection, folder, settings)
-        enqueue_folder(connection, run_id, folder, settings)
+        run_id = send_folder(connection, folder, settings)
         assert len(list(follow(connection, run_id))) == len(truth)
         stop.set()
         thread.join()
@@ -202,8 +200,7 @@ def test_failed_batch_gets_a_result_per_image(connection: redis.Redis, digit_fol
     folder, truth = digit_folder(6)
     start_workers(1)
     settings = runs.Settings(batch_size=4, retries=0)
-    run_id = runs.create_run(connection, folder, settings)
-    enqueue_folder(connection, run_id, folder, settings)
+    run_id = send_folder(connection, folder, settings)
     records = [record for _line, record in follow(connection, run_id)]
     assert {r["path"] for r in records} == set(truth)
     assert all("failed in the worker" in r["error"] and "no model version" in r["error"] for r in records)

@@ -35,8 +35,7 @@ from digits.theta import BLOCK_ROWS, load_dir, to_csv
 from producer import runs
 from producer.following import follow
 from producer.redis_server import free_port
-from producer.sending import enqueue_folder
-from tests.conftest import ROOT, Digits, MakeFolder, WorkerPool
+from tests.conftest import ROOT, Digits, MakeFolder, WorkerPool, send_folder
 from trainer.synth import generate, png_bytes
 
 StartWorkers = Callable[..., WorkerPool]
@@ -45,8 +44,7 @@ StartWorkers = Callable[..., WorkerPool]
 def classify(connection: redis.Redis, folder: Path, batch_size: int = 16) -> dict[str, dict[str, Any]]:
     """Enqueue a folder and wait for every result (workers must be running)."""
     settings = runs.Settings(batch_size=batch_size)
-    run_id = runs.create_run(connection, folder, settings)
-    enqueue_folder(connection, run_id, folder, settings)
+    run_id = send_folder(connection, folder, settings)
     deadline = time.monotonic() + 120
     records: dict[str, dict[str, Any]] = {}
     for _line, record in follow(connection, run_id, should_stop=lambda: time.monotonic() > deadline):
@@ -202,8 +200,7 @@ def test_our_job_asking_for_callbacks_or_webhooks_is_refused_and_nothing_runs(
     listener = Listener()
     folder, truth = digit_folder(6)
     settings = runs.Settings(batch_size=2, retries=0)
-    run_id = runs.create_run(connection, folder, settings)
-    enqueue_folder(connection, run_id, folder, settings)
+    run_id = send_folder(connection, folder, settings)
     webhooks = json.dumps([Webhook(listener.url(s), s, method="POST").to_dict() for s in ("finished", "failed")])
     for batch, field, value in [(0, "success_callback_name", "digits_hook.hook"),
                                 (1, "failure_callback_name", "digits_hook.hook"),
@@ -249,8 +246,7 @@ def test_nothing_on_the_queue_is_pickled(connection: redis.Redis, default_versio
                                          start_workers: StartWorkers, digit_folder: MakeFolder) -> None:
     folder, _ = digit_folder(40)
     settings = runs.Settings(batch_size=10)
-    run_id = runs.create_run(connection, folder, settings)
-    enqueue_folder(connection, run_id, folder, settings)
+    run_id = send_folder(connection, folder, settings)
     job_keys = [k for k in connection.scan_iter("rq:job:*") if b":" not in k[len("rq:job:"):]]
     assert len(job_keys) == 4
     for key in job_keys:
@@ -348,8 +344,7 @@ def test_a_missing_image_field_fails_only_that_image(connection: redis.Redis, de
     """One missing image field failed its whole batch with a KeyError."""
     folder, truth = digit_folder(4)
     settings = runs.Settings(batch_size=4)
-    run_id = runs.create_run(connection, folder, settings)
-    enqueue_folder(connection, run_id, folder, settings)
+    run_id = send_folder(connection, folder, settings)
     connection.hdel(keys.batch(run_id, 0), "2")
     start_workers(1)
     records = {record["path"]: record for _line, record in follow(connection, run_id)}
@@ -363,8 +358,7 @@ def test_a_corrupt_batch_payload_fails_its_batch_naming_run_batch_and_what_is_wr
     """`paths=[1,2,3,4]` put four bogus paths in a run's results; the job now fails, saying why."""
     folder, _ = digit_folder(4)
     settings = runs.Settings(batch_size=4, retries=0)
-    run_id = runs.create_run(connection, folder, settings)
-    enqueue_folder(connection, run_id, folder, settings)
+    run_id = send_folder(connection, folder, settings)
     connection.hset(keys.batch(run_id, 0), "paths", "[1, 2, 3, 4]")
     start_workers(1)
     failed = FailedJobRegistry("digits", connection=connection)
@@ -381,8 +375,7 @@ def test_sigterm_finishes_the_current_job(connection: redis.Redis, default_versi
     folder, truth = digit_folder(4000)
     pool = start_workers(1)
     settings = runs.Settings(batch_size=4000)
-    run_id = runs.create_run(connection, folder, settings)
-    enqueue_folder(connection, run_id, folder, settings)
+    run_id = send_folder(connection, folder, settings)
     queue = batch_queue(connection)
     wait_for(lambda: queue.started_job_registry.count == 1, what="the job to start")
     assert pool.stop() == 0
@@ -465,8 +458,7 @@ def test_json_logs_carry_run_batch_model_and_worker(redis_url: str, connection: 
                                                     default_version: str, digit_folder: MakeFolder) -> None:
     folder, _ = digit_folder(12)
     settings = runs.Settings(batch_size=5)
-    run_id = runs.create_run(connection, folder, settings)
-    enqueue_folder(connection, run_id, folder, settings)
+    run_id = send_folder(connection, folder, settings)
     done = subprocess.run([sys.executable, "-m", "worker", "--burst", "--log-format", "json", "--redis-url",
                            redis_url], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
     records = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
