@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.pipeline import machine
-from digits.theta import Model
+from digits.network import Recogniser
 from trainer import mnist
 from trainer.perturb import robustness
 from trainer.train import PRESETS, Preset, epochs_of, train
@@ -49,14 +49,14 @@ def main() -> None:
     data = mnist.load()
     steps = args.epochs * epochs_of(BEST, 55_000)[1]
     rows: list[dict[str, Any]] = []
-    models: dict[str, Model] = {}
+    models: dict[str, Recogniser] = {}
     chosen = [VARIANTS[i] for i in args.only] if args.only else VARIANTS
     for label, recipe in chosen:
         started = time.monotonic()
         trained = train(data, replace(recipe, steps=steps, name="ablation"), report=lambda _line: None)
         rows.append({"variant": label, "validation": trained.validation_accuracy, "test": trained.test_accuracy,
                      "best_epoch": trained.best_epoch, "seconds": time.monotonic() - started})
-        models[label] = Model(trained.theta)
+        models[label] = trained.model
         print(f"{label:<46} validation {trained.validation_accuracy:.4f}  test {trained.test_accuracy:.4f}  "
               f"{rows[-1]['seconds']:.0f} s", flush=True)
     table = robustness(models, data.test_images, data.test_labels)

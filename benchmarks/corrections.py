@@ -27,8 +27,8 @@ from benchmarks.pipeline import ROOT, Workers, machine
 from benchmarks.postal import Scored, read_all, score
 from digits import keys
 from digits.connection import connect, text
+from digits.network import Recogniser, load_model_dir
 from digits.registry import DEFAULT_MODEL_DIR, Registry
-from digits.theta import Model, load_dir
 from producer import keying
 from producer.corrections import export
 from producer.redis_server import RedisServer
@@ -56,12 +56,12 @@ def key_flagged(folder: Path, truth: dict[str, str], out: Path) -> tuple[int, in
     return len(truth), len(flagged)
 
 
-def train(out: Path, steps: int, crops: int, corrections: Path | None) -> Model:
+def train(out: Path, steps: int, crops: int, corrections: Path | None) -> Recogniser:
     """The `best` recipe on this budget (and the corrections), written to out, not published."""
     extra = ["--corrections", str(corrections)] if corrections else []
     subprocess.run([sys.executable, "-m", "trainer", "train", "--preset", "best", "--steps", str(steps),
                     "--crops", str(crops), "--no-publish", "--out", str(out), *extra], cwd=ROOT, check=True)
-    return Model(load_dir(out))
+    return load_model_dir(out)
 
 
 def main() -> None:
@@ -84,7 +84,7 @@ def main() -> None:
             (folder / f"crop-{index:04d}.png").write_bytes(png_bytes(crop))
             truth[f"crop-{index:04d}.png"] = crop.code
         read, flagged = key_flagged(folder, truth, out)
-        models = {"default model (bundled)": Model(load_dir(DEFAULT_MODEL_DIR)),
+        models = {"default model (bundled)": load_model_dir(DEFAULT_MODEL_DIR),
                   "retrained, same budget": train(Path(tmp) / "base", args.steps, args.crops, None),
                   "retrained + corrections": train(Path(tmp) / "keyed-model", args.steps, args.crops, out)}
     rows: list[Scored] = [score(name, fresh, *read_all(fresh, model, None)) for name, model in models.items()]

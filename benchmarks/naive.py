@@ -24,13 +24,13 @@ from rq import Queue
 
 from digits.defaults import REVIEW_THRESHOLD
 from digits.images import decode
+from digits.network import load_model_dir
 from digits.reading import lattice_of, read
 from digits.registry import DEFAULT_MODEL_DIR
-from digits.theta import Model, load_dir
 from producer.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
-model = Model(load_dir(DEFAULT_MODEL_DIR))  # lower case: RQ would read an upper-case name as a setting
+model = load_model_dir(DEFAULT_MODEL_DIR)  # lower case: RQ would read an upper-case name as a setting
 
 
 def classify_one(path: str) -> dict[str, Any]:

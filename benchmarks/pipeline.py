@@ -32,10 +32,10 @@ from digits import keys
 from digits.connection import connect
 from digits.defaults import REVIEW_THRESHOLD
 from digits.images import ImageError, decode
+from digits.network import load_model_dir
 from digits.reading import lattice_of, read
 from digits.registry import DEFAULT_MODEL_DIR, Registry
 from digits.segment import Lattice
-from digits.theta import Model, load_dir
 from producer.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,7 +57,7 @@ def machine() -> str:
 def classify_files(paths: list[Path]) -> float:
     """Decode, cut and classify in batches of 256 exactly as a worker does, without Redis or RQ;
     return the seconds it took (model already loaded)."""
-    model = Model(load_dir(DEFAULT_MODEL_DIR))
+    model = load_model_dir(DEFAULT_MODEL_DIR)
     started = time.perf_counter()
     for start in range(0, len(paths), BATCH):
         lattices: list[Lattice] = []

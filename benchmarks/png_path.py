@@ -22,9 +22,9 @@ from PIL import Image
 from benchmarks.pipeline import machine
 from digits.defaults import REVIEW_THRESHOLD
 from digits.images import decode, normalise
+from digits.network import load_model_dir
 from digits.reading import lattice_of, read
 from digits.registry import DEFAULT_MODEL_DIR
-from digits.theta import Model, load_dir
 
 
 def png(pixels: np.ndarray) -> bytes:
@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="a directory of theta CSVs")
     parser.add_argument("--images", type=int, default=10_000)
     args = parser.parse_args()
-    model = Model(load_dir(args.model))
+    model = load_model_dir(args.model)
     data = load()
     images, labels = data.test_images[:args.images], data.test_labels[:args.images]
     direct = model.probabilities(images.astype(np.float32) / 255.0).argmax(axis=1)
@@ -48,7 +48,7 @@ def main() -> None:
     through_png = model.probabilities(np.stack([normalise(grey).reshape(-1) for grey in greys])).argmax(axis=1)
     readings = read([lattice_of(grey) for grey in greys], model, REVIEW_THRESHOLD)
     as_workers_read = np.array([int(reading.code) for reading in readings])
-    print(f"machine: {machine()}\nmodel: {args.model} (H={model.hidden})\n")
+    print(f"machine: {machine()}\nmodel: {args.model} ({model.architecture})\n")
     print("| MNIST test digits | read right |\n| --- | ---: |")
     print(f"| directly, pixels / 255 ({len(labels):,}) | {np.mean(direct == labels):.2%} |")
     print(f"| as PNG files, decoded and normalised (as prepare does) | {np.mean(through_png == labels):.2%} |")

@@ -33,11 +33,11 @@ from benchmarks.pipeline import machine
 from digits.defaults import REVIEW_THRESHOLD
 from digits.images import ImageError, decode
 from digits.ink import halo, read_ink, tight
+from digits.network import Recogniser, load_model_dir
 from digits.pattern import Pattern, parse_pattern
 from digits.reading import Reading, lattice_of, read
 from digits.registry import DEFAULT_MODEL_DIR
 from digits.segment import Lattice, candidate_field
-from digits.theta import Model, load_dir
 from trainer.synth import FORMATS, Crop, generate, png_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,7 +64,7 @@ class Scored:
     curve: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]  # reject rates, error rates
 
 
-def read_all(crops: list[Crop], model: Model, expect: Pattern | None) -> tuple[list[Reading | None], float]:
+def read_all(crops: list[Crop], model: Recogniser, expect: Pattern | None) -> tuple[list[Reading | None], float]:
     """Each crop's reading (None where the worker would return an error), and the seconds taken."""
     blobs = [png_bytes(crop) for crop in crops]
     readings: list[Reading | None] = []
@@ -85,7 +85,7 @@ def read_all(crops: list[Crop], model: Model, expect: Pattern | None) -> tuple[l
     return readings, time.perf_counter() - started
 
 
-def read_true_cuts(crops: list[Crop], model: Model) -> tuple[list[Reading | None], float]:
+def read_true_cuts(crops: list[Crop], model: Recogniser) -> tuple[list[Reading | None], float]:
     """Each crop read from its digits' true ink (the generator's masks, at the reader's working
     size) instead of the reader's cuts, one candidate per digit, and the seconds taken."""
     lattices = []
@@ -192,7 +192,7 @@ def main() -> None:
                         help="crops of MNIST validation digits (other seeds), to tune the reader on")
     args = parser.parse_args()
     expect = parse_pattern(args.expect) if args.expect else None
-    model = Model(load_dir(args.model))
+    model = load_model_dir(args.model)
     data = load()
     if args.validation:
         _, _, images, labels = data.split()
@@ -207,9 +207,9 @@ def main() -> None:
         results.append(score("mixed 4/5/6/5+4, no hint", mixed, *read_all(mixed, model, None)))
     results.append(score("5-digit, true cuts (what cutting costs)", five, *read_true_cuts(five, model)))
     print(f"machine: {machine()}")
-    print(f"model: {args.model} (H={model.hidden})\n")
+    print(f"model: {args.model} ({model.architecture})\n")
     print(table(results))
-    plot(results, args.plot, f"model {args.model.name} (H={model.hidden}), generated crops")
+    plot(results, args.plot, f"model {args.model.name} ({model.architecture}), generated crops")
     print(f"\nplot: {args.plot}")
 
 

@@ -26,10 +26,10 @@ from benchmarks.pipeline import BATCH, machine, write_digits
 from digits.arrays import Floats
 from digits.defaults import REVIEW_THRESHOLD
 from digits.images import decode
+from digits.network import Recogniser, load_model_dir
 from digits.reading import Reading, lattice_of, read
 from digits.registry import DEFAULT_MODEL_DIR
 from digits.segment import Lattice
-from digits.theta import Model, load_dir
 from worker.jobs import reading_record
 
 
@@ -62,7 +62,7 @@ def opencv_decode() -> Callable[[bytes], Floats] | None:
     return decode_cv2
 
 
-def stages(files: list[Path], model: Model) -> dict[str, float]:
+def stages(files: list[Path], model: Recogniser) -> dict[str, float]:
     blobs = [f.read_bytes() for f in files]
     names = [f.name for f in files]
     batches = range(0, len(blobs), BATCH)
@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--crops", type=int, default=2_000)
     args = parser.parse_args()
-    model = Model(load_dir(DEFAULT_MODEL_DIR))
+    model = load_model_dir(DEFAULT_MODEL_DIR)
     with tempfile.TemporaryDirectory() as tmp:
         digits = write_digits(Path(tmp) / "mnist", args.images)
         crops, _size = write_crops(Path(tmp) / "crops", args.crops)

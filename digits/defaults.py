@@ -18,6 +18,10 @@ MAX_HIDDEN = 4096  # hidden units: theta1 is 785 x H (H = 4,096 is about 80 MB o
 MAX_THETA_FILE_BYTES = 96 * 1024 * 1024  # a theta file on disk (plain or gzipped), checked before it is read
 MAX_THETA_TEXT_BYTES = 96 * 1024 * 1024  # its CSV text: a gzip file is refused once it inflates past this
 MAX_MANIFEST_BYTES = 1024 * 1024  # a version's manifest.json
+MAX_LAYERS = 16  # layers of an N-layer model (manifest `layers`)
+MAX_KERNEL = 7  # a convolution's kernel side
+MAX_MACS_PER_DIGIT = 20_000_000  # multiply-adds of one 28x28 digit through a model (the MLP: 0.8 M, the CNN: 0.7 M)
+BLOCK_FLOATS = 4 * 1024 * 1024  # float32 temporaries of one block of digits in a forward pass (16 MB)
 
 # A run: how a folder is cut and paced (measured in docs/benchmarks.md)
 BATCH_SIZE = 256  # images per job

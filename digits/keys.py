@@ -15,7 +15,8 @@ RUNS = f"{PREFIX}:runs"  # sorted set: run id -> creation time
 
 
 def model(version: str) -> str:
-    """Hash with fields theta1, theta2 (gzipped CSV bytes), manifest (JSON) and the trainer's PNGs
+    """Hash with one field per model file, named without ".csv" (theta1 and theta2, or each layer
+    file of an N-layer model: gzipped CSV bytes), manifest (JSON) and the trainer's PNGs
     plot:accuracy.png, plot:confusion.png, plot:worst.png."""
     return f"{PREFIX}:model:{version}"
 

@@ -1,27 +1,59 @@
 """A version's manifest, checked: what a worker needs from it must be there and well formed.
 
-The fields a worker reads (`files` with each theta file's sha256, `model_sha256`, `version`) are
-required and typed; the rest (`preset`, `metrics`, `hyperparameters`, ...) is informative and
-kept as it is. A manifest that breaks this is refused where it enters: import, publish, promote,
-rollback and a worker's load, each naming the manifest and the field.
+The fields a worker reads (`files` with each model file's sha256, `model_sha256`, `version`, and
+`layers` for an N-layer model) are required and typed; the rest (`preset`, `metrics`,
+`hyperparameters`, ...) is informative and kept as it is. A manifest that breaks this is refused
+where it enters: import, publish, promote, rollback and a worker's load, each naming the
+manifest and the field.
+
+Without `layers`, a version is the seed's pair, theta1.csv and theta2.csv (a 784-H-10 sigmoid
+MLP). With it, the version is the listed layers in order, each weighted one a CSV file of its
+own in the same format (docs/theta-format.md).
 """
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
-from digits.defaults import MAX_MANIFEST_BYTES
+from digits.defaults import MAX_KERNEL, MAX_LAYERS, MAX_MANIFEST_BYTES
 
 THETA_FILES = ("theta1.csv", "theta2.csv")
 VERSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 RESERVED_IDS = frozenset({"versions", "current", "history"})  # registry keys share the namespace
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+LAYER_FILE = re.compile(r"^(?!manifest\.)[a-z0-9][a-z0-9_-]{0,63}\.csv$")  # safe as a file name and a hash field
+OPERATIONS = ("conv", "maxpool", "dense")
+ACTIVATIONS = ("relu", "sigmoid", "linear", "softmax")
+PADDINGS = ("valid", "same")
 
 
 class ManifestError(ValueError):
     """A manifest a worker could not serve from; the message names it and the field."""
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One entry of a manifest's `layers`: the operation and its settings; `file` holds the
+    weights (bias row, then the matrix) of a convolution or a dense layer."""
+
+    op: str
+    file: str | None = None
+    kernel: int = 0  # conv: the side of its square kernel
+    stride: int = 1  # conv
+    padding: str = "valid"  # conv: "same" keeps the side (at stride 1), as in Keras
+    activation: str = "linear"  # conv and dense
+    size: int = 0  # maxpool: the side of its window, which is also its stride
+
+    def as_json(self) -> dict[str, Any]:
+        if self.op == "maxpool":
+            return {"op": self.op, "size": self.size}
+        if self.op == "dense":
+            return {"op": self.op, "file": self.file, "activation": self.activation}
+        return {"op": self.op, "file": self.file, "kernel": self.kernel, "stride": self.stride,
+                "padding": self.padding, "activation": self.activation}
 
 
 def parse_manifest(raw: bytes | str, where: str) -> dict[str, Any]:
@@ -43,10 +75,11 @@ def check_manifest(manifest: Any, where: str) -> dict[str, Any]:
     if not isinstance(version, str) or not VERSION_ID.match(version) or version in RESERVED_IDS:
         raise ManifestError(f"{where}: version {version!r} is not a version id (1-128 letters, digits, '.', '_' "
                             f"or '-', not one of {', '.join(sorted(RESERVED_IDS))})")
+    names = model_files(manifest, where)
     files = manifest.get("files")
     if not isinstance(files, dict):
-        raise ManifestError(f"{where}: files is missing or not an object naming {' and '.join(THETA_FILES)}")
-    for name in THETA_FILES:
+        raise ManifestError(f"{where}: files is missing or not an object naming {' and '.join(names)}")
+    for name in names:
         entry = files.get(name)
         if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) \
                 or not SHA256.match(entry["sha256"]):
@@ -54,3 +87,59 @@ def check_manifest(manifest: Any, where: str) -> dict[str, Any]:
     if not isinstance(manifest.get("model_sha256"), str) or not SHA256.match(manifest["model_sha256"]):
         raise ManifestError(f"{where}: model_sha256 is missing or not 64 lowercase hex digits")
     return manifest
+
+
+def model_files(manifest: dict[str, Any] | None, where: str = "manifest") -> tuple[str, ...]:
+    """The model's weight files in layer order: the seed's pair, or each weighted layer's file."""
+    if manifest is None or "layers" not in manifest:
+        return THETA_FILES
+    return tuple(layer.file for layer in layer_specs(manifest["layers"], where) if layer.file is not None)
+
+
+def layer_specs(raw: Any, where: str) -> list[Layer]:
+    """A manifest's `layers`, each checked on its own (how they chain is checked against the files
+    when they load: digits/network.py); the last is the dense softmax over the 10 classes."""
+    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_LAYERS:
+        raise ManifestError(f"{where}: layers is not a list of 1 to {MAX_LAYERS} layers")
+    layers = [layer_spec(entry, f"{where}: layers[{number}]") for number, entry in enumerate(raw, start=1)]
+    files = [layer.file for layer in layers if layer.file is not None]
+    if len(set(files)) != len(files):
+        raise ManifestError(f"{where}: layers name a file twice")
+    last = layers[-1]
+    if last.op != "dense" or last.activation != "softmax":
+        raise ManifestError(f"{where}: layers[{len(layers)}] is not a dense softmax over the classes, "
+                            f"which ends every model")
+    if any(layer.activation == "softmax" for layer in layers[:-1]):
+        raise ManifestError(f"{where}: softmax is only the last layer's activation")
+    return layers
+
+
+def layer_spec(entry: Any, where: str) -> Layer:
+    """One layer entry, its operation known and each setting in range."""
+    if not isinstance(entry, dict):
+        raise ManifestError(f"{where}: a layer is a JSON object, not {type(entry).__name__}")
+    op = entry.get("op")
+    if op not in OPERATIONS:
+        raise ManifestError(f"{where}: unknown operation {op!r} (known: {', '.join(OPERATIONS)})")
+    if op == "maxpool":
+        return Layer(op, size=whole(entry, "size", 2, 4, where))
+    file, activation = entry.get("file"), entry.get("activation")
+    if not isinstance(file, str) or not LAYER_FILE.match(file):
+        raise ManifestError(f"{where}: file {file!r} is not a layer file name (lowercase letters, digits, '_' or "
+                            f"'-', ending .csv)")
+    if activation not in ACTIVATIONS:
+        raise ManifestError(f"{where}: activation {activation!r} is not one of {', '.join(ACTIVATIONS)}")
+    if op == "dense":
+        return Layer(op, file, activation=activation)
+    kernel = whole(entry, "kernel", 1, MAX_KERNEL, where)
+    padding = entry.get("padding")
+    if padding not in PADDINGS:
+        raise ManifestError(f"{where}: padding {padding!r} is not one of {', '.join(PADDINGS)}")
+    return Layer(op, file, kernel, whole(entry, "stride", 1, kernel, where), padding, activation)
+
+
+def whole(entry: dict[str, Any], field: str, low: int, high: int, where: str) -> int:
+    value = entry.get(field)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ManifestError(f"{where}: {field} {value!r} is not a whole number from {low} to {high}")
+    return value

@@ -32,9 +32,9 @@ import numpy.typing as npt
 
 from digits.arrays import Box, Floats
 from digits.images import View, normalise_with_box, viewed
+from digits.network import Recogniser
 from digits.pattern import Pattern
 from digits.segment import Lattice, lattice
-from digits.theta import Model
 
 DIGIT_BONUS = 0.0  # score per digit read (these weights: tuned on crops of validation digits, docs/postal.md)
 WIDE_FROM, WIDE_PENALTY = 0.9, 1.0  # candidates wider than this (x the digits' height) pay this per height
@@ -81,7 +81,7 @@ def lattice_of(grey: Floats, expect: Pattern | None = None) -> Lattice:
     return lattice(grey, find_hyphens=expect is None or expect.hyphenated)
 
 
-def read(lattices: list[Lattice], model: Model, review_threshold: float,
+def read(lattices: list[Lattice], model: Recogniser, review_threshold: float,
          expect: Pattern | None = None) -> list[Reading]:
     """Classify the candidates of many images in one batch and read each image's best code."""
     if not lattices:

@@ -21,8 +21,9 @@ import redis
 
 from digits import keys
 from digits.connection import text
-from digits.manifest import THETA_FILES, ManifestError, check_manifest, parse_manifest
-from digits.theta import Theta, ThetaError, parse_pair, plain_bytes, read_pair, sha256_hex
+from digits.manifest import Layer, ManifestError, check_manifest, model_files, parse_manifest
+from digits.network import Recogniser, load_model
+from digits.theta import Model, ThetaError, plain_bytes, read_files, sha256_hex
 
 PLOT_FILES = ("accuracy.png", "confusion.png", "worst.png")  # made by the trainer, kept beside the manifest
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -48,26 +49,34 @@ def new_version_id(preset: str, sha: str) -> str:
     return f"{stamp}-{preset}-{sha[:8]}"
 
 
-def build_manifest(theta1_csv: bytes, theta2_csv: bytes, theta: Theta, *, preset: str,
-                   hyperparameters: dict[str, Any] | None = None,
+def build_manifest(files: dict[str, bytes], model: Recogniser, *, preset: str,
+                   layers: list[Layer] | None = None, hyperparameters: dict[str, Any] | None = None,
                    metrics: dict[str, Any] | None = None, version: str | None = None,
                    source: str = "trainer") -> dict[str, Any]:
-    sha = sha256_hex(theta1_csv, theta2_csv)
-    return {
+    """The manifest of a model's plain CSV files, in layer order (the seed's pair without `layers`)."""
+    sha = sha256_hex(*files.values())
+    manifest: dict[str, Any] = {
         "version": version or new_version_id(preset, sha),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "files": {
-            "theta1.csv": {"sha256": sha256_hex(theta1_csv), "shape": list(theta.theta1.shape)},
-            "theta2.csv": {"sha256": sha256_hex(theta2_csv), "shape": list(theta.theta2.shape)},
-        },
+        "files": {name: {"sha256": sha256_hex(data), "shape": csv_shape(data)} for name, data in files.items()},
         "model_sha256": sha,
-        "hidden": theta.hidden,
+        "architecture": model.architecture,
         "preset": preset,
         "hyperparameters": hyperparameters or {},
         "metrics": metrics or {},
         "libraries": library_versions(),
         "source": source,
     }
+    if layers is not None:
+        manifest["layers"] = [layer.as_json() for layer in layers]
+    elif isinstance(model, Model):
+        manifest["hidden"] = model.hidden
+    return manifest
+
+
+def csv_shape(data: bytes) -> list[int]:
+    """[rows, columns] of a checked CSV file, counted rather than parsed again."""
+    return [sum(1 for line in data.splitlines() if line.strip()), data[:data.find(b"\n")].count(b",") + 1]
 
 
 class Registry:
@@ -75,26 +84,30 @@ class Registry:
         self.redis = connection
 
     # -- writing -------------------------------------------------------------------------
-    def publish(self, theta1: bytes, theta2: bytes, manifest: dict[str, Any],
+    def publish(self, files: dict[str, bytes], manifest: dict[str, Any],
                 promote: bool = False, plots: dict[str, bytes] | None = None) -> str:
-        """Validate and store a version atomically, with its plots; refuse to overwrite an existing one."""
+        """Validate and store a version atomically, with its plots; refuse to overwrite an existing one.
+        `files` are the model's CSV files (plain or gzipped) by name."""
         plots = plots or {}
         for name, data in plots.items():
             if name not in PLOT_FILES or not data.startswith(PNG_SIGNATURE):
                 raise RegistryError(f"{name}: not one of the version plots ({', '.join(PLOT_FILES)}) as a PNG")
-        plain1, plain2 = plain_bytes(theta1, "theta1.csv"), plain_bytes(theta2, "theta2.csv")
-        parse_pair(plain1, plain2)  # raises ThetaError naming the file and the problem
         try:
             check_manifest(manifest, "manifest")
+            names = model_files(manifest)
         except ManifestError as exc:
             raise RegistryError(str(exc)) from None
-        for name, data in zip(THETA_FILES, (plain1, plain2), strict=True):
+        if sorted(files) != sorted(names):
+            raise RegistryError(f"manifest names the files {', '.join(names)}; given {', '.join(sorted(files))}")
+        plain = {name: plain_bytes(files[name], name) for name in names}
+        load_model(plain, manifest, manifest["version"])  # raises ThetaError naming the file and the layer
+        for name, data in plain.items():
             want = manifest["files"][name]["sha256"]
             if want != sha256_hex(data):
                 raise RegistryError(f"{name}: sha256 {sha256_hex(data)} does not match the manifest's {want}")
-        if manifest["model_sha256"] != sha256_hex(plain1, plain2):
+        if manifest["model_sha256"] != sha256_hex(*plain.values()):
             raise RegistryError(f"manifest: model_sha256 {manifest['model_sha256']} is not the sha256 of "
-                                f"theta1.csv and theta2.csv ({sha256_hex(plain1, plain2)})")
+                                f"{', '.join(names)} in that order ({sha256_hex(*plain.values())})")
         version: str = manifest["version"]
         key = keys.model(version)
         with self.redis.pipeline(transaction=True) as pipe:
@@ -103,8 +116,7 @@ class Registry:
                 raise RegistryError(f"version {version} already exists; versions are immutable")
             pipe.multi()
             pipe.hset(key, mapping={
-                "theta1": gzip.compress(plain1, mtime=0),
-                "theta2": gzip.compress(plain2, mtime=0),
+                **{field_of(name): gzip.compress(data, mtime=0) for name, data in plain.items()},
                 "manifest": json.dumps(manifest, sort_keys=True),
                 **{f"plot:{name}": data for name, data in plots.items()},
             })
@@ -116,19 +128,20 @@ class Registry:
 
     def publish_dir(self, directory: Path, *, preset: str = "imported",
                     promote: bool = False) -> str:
-        """Import a plain directory of theta CSVs (plain or .gz), with its manifest.json if any."""
-        (name1, data1), (name2, data2) = read_pair(directory)
-        theta = parse_pair(data1, data2, name1, name2)
+        """Import a plain directory of theta CSVs (plain or .gz), with its manifest.json if any
+        (which it needs for an N-layer model: the manifest lists the layers)."""
         manifest_path = directory / "manifest.json"
-        if manifest_path.is_file():
-            try:
-                manifest = parse_manifest(manifest_path.read_bytes(), str(manifest_path))
-            except ManifestError as exc:
-                raise RegistryError(str(exc)) from None
-        else:
-            manifest = build_manifest(data1, data2, theta, preset=preset, source=f"import:{directory}")
+        try:
+            manifest = parse_manifest(manifest_path.read_bytes(), str(manifest_path)) \
+                if manifest_path.is_file() else None
+        except ManifestError as exc:
+            raise RegistryError(str(exc)) from None
+        files = read_files(directory, model_files(manifest))
+        if manifest is None:
+            model = load_model(files, None, str(directory))
+            manifest = build_manifest(files, model, preset=preset, source=f"import:{directory}")
         plots = {name: (directory / name).read_bytes() for name in PLOT_FILES if (directory / name).is_file()}
-        return self.publish(data1, data2, manifest, promote=promote, plots=plots)
+        return self.publish(files, manifest, promote=promote, plots=plots)
 
     def promote(self, version: str) -> None:
         """Point `current` at a published version that loads, remembering the old pointer for rollback."""
@@ -183,32 +196,30 @@ class Registry:
         except ManifestError as exc:
             raise RegistryError(str(exc)) from None
 
-    def files(self, version: str) -> tuple[bytes, bytes, dict[str, Any]]:
-        """Both plain CSV files and the manifest, checked against the manifest's sha256s."""
-        fields: list[bytes | None] = self.redis.hmget(  # type: ignore[assignment]
-            keys.model(version), ["theta1", "theta2", "manifest"])
-        raw1, raw2, raw_manifest = fields
-        if raw1 is None or raw2 is None or raw_manifest is None:
-            raise RegistryError(f"no such version: {version}")
-        try:
-            manifest = parse_manifest(raw_manifest, f"version {version}: manifest")
-        except ManifestError as exc:
-            raise RegistryError(str(exc)) from None
-        plain1, plain2 = (plain_bytes(raw, f"version {version}: {name}")
-                          for raw, name in ((raw1, "theta1"), (raw2, "theta2")))
-        for name, data in zip(THETA_FILES, (plain1, plain2), strict=True):
-            if sha256_hex(data) != manifest["files"][name]["sha256"]:
+    def files(self, version: str) -> tuple[dict[str, bytes], dict[str, Any]]:
+        """The model's plain CSV files by name, in layer order, and the manifest; each file checked
+        against the manifest's sha256."""
+        manifest = self.manifest(version)
+        names = model_files(manifest)
+        stored: list[bytes | None] = self.redis.hmget(  # type: ignore[assignment]
+            keys.model(version), [field_of(name) for name in names])
+        files: dict[str, bytes] = {}
+        for name, raw in zip(names, stored, strict=True):
+            if raw is None:
+                raise RegistryError(f"version {version}: {name} is missing")
+            files[name] = plain_bytes(raw, f"version {version}: {name}")
+            if sha256_hex(files[name]) != manifest["files"][name]["sha256"]:
                 raise ThetaError(f"version {version}: {name} does not match its manifest sha256")
-        return plain1, plain2, manifest
+        return files, manifest
 
-    def load(self, version: str) -> tuple[Theta, dict[str, Any]]:
-        plain1, plain2, manifest = self.files(version)
-        return parse_pair(plain1, plain2, f"{version}/theta1.csv", f"{version}/theta2.csv"), manifest
+    def load(self, version: str) -> tuple[Recogniser, dict[str, Any]]:
+        files, manifest = self.files(version)
+        return load_model(files, manifest, version), manifest
 
     def export(self, version: str, directory: Path) -> Path:
-        """Write a version as a plain directory: theta1.csv, theta2.csv, manifest.json and its plots."""
-        plain1, plain2, manifest = self.files(version)
-        return write_dir(directory, plain1, plain2, manifest, self.plots(version))
+        """Write a version as a plain directory: its CSV files, manifest.json and its plots."""
+        files, manifest = self.files(version)
+        return write_dir(directory, files, manifest, self.plots(version))
 
     def plots(self, version: str) -> dict[str, bytes]:
         """The PNGs published with a version (none for imported CSVs without them)."""
@@ -217,14 +228,17 @@ class Registry:
         return {name: data for name, data in zip(PLOT_FILES, stored, strict=True) if data is not None}
 
 
-def write_dir(directory: Path, theta1: bytes, theta2: bytes, manifest: dict[str, Any],
+def field_of(name: str) -> str:
+    """A model file's field in the version's hash: theta1.csv is stored as theta1."""
+    return name.removesuffix(".csv")
+
+
+def write_dir(directory: Path, files: dict[str, bytes], manifest: dict[str, Any],
               plots: dict[str, bytes]) -> Path:
-    """A version as a plain directory, the form `publish_dir` reads: theta1.csv, theta2.csv,
+    """A version as a plain directory, the form `publish_dir` reads: its CSV files,
     manifest.json and its plots."""
     directory.mkdir(parents=True, exist_ok=True)
-    for name, data in plots.items():
-        (directory / name).write_bytes(data)
-    for name, data in zip(THETA_FILES, (theta1, theta2), strict=True):
+    for name, data in {**plots, **files}.items():
         (directory / name).write_bytes(data)
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return directory

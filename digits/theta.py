@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -187,6 +187,12 @@ def read_pair(directory: Path) -> tuple[tuple[str, bytes], tuple[str, bytes]]:
     return (str(path1), read_limited(path1)), (str(path2), read_limited(path2))
 
 
+def read_files(directory: Path, names: Sequence[str]) -> dict[str, bytes]:
+    """A directory's model files by name ("layer1.csv" is read from layer1.csv or layer1.csv.gz),
+    each as plain CSV text."""
+    return {name: read_limited(find_file(directory, name.removesuffix(".csv"))) for name in names}
+
+
 def read_limited(path: Path, limit: int = MAX_THETA_FILE_BYTES) -> bytes:
     """A theta file's plain text, refused unread if it is larger than any valid one."""
     size = path.stat().st_size
@@ -226,6 +232,11 @@ class Model:
     @property
     def hidden(self) -> int:
         return int(self.w1.shape[1])
+
+    @property
+    def architecture(self) -> str:
+        """As digits.network names layers: "dense1024-dense10" (the hidden layer a sigmoid)."""
+        return f"dense{self.hidden}-dense{N_CLASSES}"
 
     def probabilities(self, pixels: npt.NDArray[np.floating[Any]]) -> Floats:
         """Map an (n, 784) batch of pixels in [0, 1] to (n, 10) class probabilities, BLOCK_ROWS

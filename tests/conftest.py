@@ -286,3 +286,34 @@ def send_folder(connection: redis.Redis, folder: Path, settings: Settings) -> st
     run_id = create_run(connection, folder, settings)
     enqueue_folder(connection, run_id, folder, settings)
     return run_id
+
+
+CNN_LAYERS: list[dict[str, Any]] = [  # the cnn preset's layer list (trainer/train.py)
+    {"op": "conv", "file": "layer1.csv", "kernel": 3, "stride": 1, "padding": "same", "activation": "relu"},
+    {"op": "maxpool", "size": 2},
+    {"op": "conv", "file": "layer2.csv", "kernel": 3, "stride": 1, "padding": "same", "activation": "relu"},
+    {"op": "maxpool", "size": 2},
+    {"op": "dense", "file": "layer3.csv", "activation": "relu"},
+    {"op": "dense", "file": "layer4.csv", "activation": "softmax"},
+]
+
+
+def random_cnn(seed: int = 0, dense: int = 8) -> dict[str, bytes]:
+    """The cnn preset's layer files (a smaller dense layer) with random weights, as the trainer
+    writes them: quick to build without TensorFlow."""
+    from digits.theta import to_csv
+
+    rng = np.random.default_rng(seed)
+    shapes = {"layer1.csv": (10, 16), "layer2.csv": (145, 32), "layer3.csv": (7 * 7 * 32 + 1, dense),
+              "layer4.csv": (dense + 1, 10)}
+    return {name: to_csv(rng.normal(scale=0.3, size=shape)) for name, shape in shapes.items()}
+
+
+def cnn_manifest(files: dict[str, bytes], version: str) -> dict[str, Any]:
+    from digits.manifest import layer_specs
+    from digits.network import load_model
+    from digits.registry import build_manifest
+
+    layers = layer_specs(CNN_LAYERS, "test")
+    return build_manifest(files, load_model(files, {"layers": CNN_LAYERS}, version), layers=layers,
+                          preset="test-cnn", version=version)

@@ -65,7 +65,8 @@ def test_metrics_count_images_batches_errors_and_model(connection: redis.Redis, 
     assert (ok, errors, batches, sizes, timed) == (60, 1, 7, 61, 7)
     for page in pages:
         if total(page, "digits_batches_total") > 0:
-            assert total(page, "digits_model_loaded", model_version=default_version, hidden="1024") == 1
+            assert total(page, "digits_model_loaded", model_version=default_version,
+                         architecture="dense1024-dense10") == 1
 
 
 def test_a_metrics_port_in_use_is_refused_at_start(redis_url: str) -> None:

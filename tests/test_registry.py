@@ -19,8 +19,10 @@ import pytest
 import redis
 
 from digits import keys
+from digits.network import load_model
 from digits.registry import DEFAULT_MODEL_DIR, Registry, RegistryError, build_manifest
-from digits.theta import ThetaError, parse_pair, sha256_hex, to_csv
+from digits.theta import Model, ThetaError, sha256_hex, to_csv
+from tests.conftest import cnn_manifest, random_cnn
 
 F64 = npt.NDArray[np.float64]
 
@@ -35,10 +37,18 @@ def small_model(hidden: int = 3, seed: int = 0) -> tuple[bytes, bytes]:
     return to_csv(rng.normal(size=(785, hidden))), to_csv(rng.normal(size=(hidden + 1, 10)))
 
 
+def pair(theta1: bytes, theta2: bytes) -> dict[str, bytes]:
+    return {"theta1.csv": theta1, "theta2.csv": theta2}
+
+
+def pair_manifest(theta1: bytes, theta2: bytes, version: str) -> dict[str, Any]:
+    files = pair(theta1, theta2)
+    return build_manifest(files, load_model(files, None, "test"), preset="test", version=version)
+
+
 def publish_small(registry: Registry, version: str, seed: int = 0, promote: bool = False) -> str:
     theta1, theta2 = small_model(seed=seed)
-    manifest = build_manifest(theta1, theta2, parse_pair(theta1, theta2), preset="test", version=version)
-    return registry.publish(theta1, theta2, manifest, promote=promote)
+    return registry.publish(pair(theta1, theta2), pair_manifest(theta1, theta2, version), promote=promote)
 
 
 def snapshot(connection: redis.Redis) -> dict[bytes, bytes]:
@@ -58,8 +68,8 @@ def test_publish_default_model(registry: Registry, default_version: str) -> None
     assert default_version == DEFAULT_MANIFEST["version"]
     assert registry.versions() == [default_version]
     assert registry.current() == default_version
-    theta, manifest = registry.load(default_version)
-    assert theta.theta1.shape == (785, 1024) and theta.theta2.shape == (1025, 10)
+    model, manifest = registry.load(default_version)
+    assert model.architecture == "dense1024-dense10"
     assert manifest == DEFAULT_MANIFEST
 
 
@@ -84,8 +94,8 @@ def test_manifest_fields(registry: Registry, default_version: str) -> None:
 def test_stored_files_are_the_published_bytes(registry: Registry, connection: redis.Redis,
                                               default_version: str) -> None:
     """Workers get exactly the trainer's CSV bytes: stored gzipped, returned plain."""
-    theta1, theta2, manifest = registry.files(default_version)
-    assert theta1 == DEFAULT_FILES["theta1.csv"] and theta2 == DEFAULT_FILES["theta2.csv"]
+    files, manifest = registry.files(default_version)
+    assert files == DEFAULT_FILES
     assert manifest["version"] == default_version
     stored = connection.hget(keys.model(default_version), "theta1")
     assert isinstance(stored, bytes) and stored[:2] == b"\x1f\x8b"
@@ -95,14 +105,13 @@ def test_versions_are_immutable(registry: Registry, connection: redis.Redis, def
     """Re-publishing a version id, even with other weights, must fail and change nothing."""
     before = snapshot(connection)
     other1, other2 = small_model()
-    manifest = build_manifest(other1, other2, parse_pair(other1, other2), preset="test", version=default_version)
+    manifest = pair_manifest(other1, other2, default_version)
     with pytest.raises(RegistryError, match=f"version {default_version} already exists"):
-        registry.publish(other1, other2, manifest, promote=True)
+        registry.publish(pair(other1, other2), manifest, promote=True)
     with pytest.raises(RegistryError, match="already exists"):
         registry.publish_dir(DEFAULT_MODEL_DIR)
     assert snapshot(connection) == before
-    theta1, theta2, _ = registry.files(default_version)
-    assert theta1 == DEFAULT_FILES["theta1.csv"] and theta2 == DEFAULT_FILES["theta2.csv"]
+    assert registry.files(default_version)[0] == DEFAULT_FILES
 
 
 def valid_csvs() -> dict[str, bytes]:
@@ -148,9 +157,9 @@ def test_publish_refuses_a_bad_theta_and_leaves_no_trace(case: str, registry: Re
     publish_small(registry, "v0", promote=True)
     files = bad_csvs(case)
     before = snapshot(connection)
-    manifest = {"version": "bad-1", "files": {}}
+    manifest = small_manifest("bad-1")[2]
     with pytest.raises(ThetaError, match=r"theta[12]\.csv"):
-        registry.publish(files["theta1.csv"], files["theta2.csv"], manifest, promote=True)
+        registry.publish(files, manifest, promote=True)
     assert snapshot(connection) == before
     assert "bad-1" not in registry.versions()
     assert not connection.exists(keys.model("bad-1"))
@@ -260,8 +269,8 @@ def test_export_then_import_round_trips_the_exact_bytes(tmp_path: Path, registry
     (exported / "manifest.json").write_text(json.dumps(manifest))
     assert registry.publish_dir(exported) == "copy-1"
 
-    theta1, theta2, copied = registry.files("copy-1")
-    assert (theta1, theta2) == (DEFAULT_FILES["theta1.csv"], DEFAULT_FILES["theta2.csv"])
+    files, copied = registry.files("copy-1")
+    assert files == DEFAULT_FILES
     assert copied["files"] == DEFAULT_MANIFEST["files"]
     assert copied["model_sha256"] == DEFAULT_MANIFEST["model_sha256"]
     assert registry.plots("copy-1") == registry.plots(default_version)
@@ -279,7 +288,7 @@ def test_export_without_manifest_imports_as_a_new_version(tmp_path: Path, regist
     assert manifest["preset"] == "imported"
     assert manifest["files"] == DEFAULT_MANIFEST["files"]
     assert manifest["model_sha256"] == DEFAULT_MANIFEST["model_sha256"]
-    assert registry.files(version)[:2] == (DEFAULT_FILES["theta1.csv"], DEFAULT_FILES["theta2.csv"])
+    assert registry.files(version)[0] == DEFAULT_FILES
 
 
 def test_importing_the_seeds_plain_csvs_builds_a_manifest(tmp_path: Path, registry: Registry) -> None:
@@ -302,8 +311,9 @@ def test_importing_the_seeds_plain_csvs_builds_a_manifest(tmp_path: Path, regist
     assert manifest["source"] == f"import:{tmp_path}"
     assert datetime.fromisoformat(manifest["created_at"]).tzinfo is not None
     loaded, _ = registry.load(version)
-    np.testing.assert_array_equal(loaded.theta1, theta1)
-    np.testing.assert_array_equal(loaded.theta2, theta2)
+    assert isinstance(loaded, Model)
+    np.testing.assert_allclose(loaded.w1, theta1[1:], rtol=1e-6)
+    np.testing.assert_allclose(loaded.b2, theta2[0], rtol=1e-6)
 
 
 # -- corruption --------------------------------------------------------------------------------
@@ -332,9 +342,9 @@ def test_files_detects_a_garbled_theta(registry: Registry, connection: redis.Red
 def test_a_version_id_cannot_clobber_the_registrys_own_keys(version: str, registry: Registry) -> None:
     """A version named like an index key must be refused or kept apart; the registry must keep working."""
     theta1, theta2 = small_model()
-    manifest = build_manifest(theta1, theta2, parse_pair(theta1, theta2), preset="test", version=version)
+    manifest = pair_manifest(theta1, theta2, version)
     try:
-        registry.publish(theta1, theta2, manifest)
+        registry.publish(pair(theta1, theta2), manifest)
         accepted = True
     except RegistryError:
         accepted = False
@@ -344,12 +354,12 @@ def test_a_version_id_cannot_clobber_the_registrys_own_keys(version: str, regist
     assert registry.current() == "v1"
     assert registry.versions() == ([version] if accepted else []) + ["v1", "v2"]
     if accepted:
-        assert registry.files(version)[:2] == (theta1, theta2)
+        assert registry.files(version)[0] == pair(theta1, theta2)
 
 
 def small_manifest(version: str = "m1") -> tuple[bytes, bytes, dict[str, Any]]:
     theta1, theta2 = small_model()
-    return theta1, theta2, build_manifest(theta1, theta2, parse_pair(theta1, theta2), preset="test", version=version)
+    return theta1, theta2, pair_manifest(theta1, theta2, version)
 
 
 BAD_MANIFESTS: list[tuple[str, Any, str]] = [
@@ -392,8 +402,8 @@ def test_import_refuses_a_manifest_that_is_not_an_object(text: str, message: str
 def test_publish_refuses_a_model_sha256_of_other_files(registry: Registry) -> None:
     theta1, theta2, manifest = small_manifest()
     manifest["model_sha256"] = sha256_hex(b"other")
-    with pytest.raises(RegistryError, match=r"model_sha256 \w+ is not the sha256 of theta1\.csv and theta2\.csv"):
-        registry.publish(theta1, theta2, manifest)
+    with pytest.raises(RegistryError, match=r"model_sha256 \w+ is not the sha256 of theta1\.csv, theta2\.csv"):
+        registry.publish(pair(theta1, theta2), manifest)
 
 
 def test_promote_and_rollback_refuse_a_version_that_cannot_load(registry: Registry, connection: redis.Redis) -> None:
@@ -410,3 +420,45 @@ def test_promote_and_rollback_refuse_a_version_that_cannot_load(registry: Regist
     assert registry.current() == "good-2"
     with pytest.raises(RegistryError, match="version broken: manifest: files is missing"):
         registry.manifest("broken")
+
+
+# -- N-layer versions --------------------------------------------------------------------------
+
+def test_a_cnn_version_exports_and_imports_to_the_same_sha256(tmp_path: Path, registry: Registry,
+                                                              connection: redis.Redis) -> None:
+    """Each layer is its own CSV in the seed's format, stored as its own field; export writes
+    them with the manifest and import reads them back to the same bytes."""
+    files = random_cnn()
+    manifest = cnn_manifest(files, "cnn-1")
+    registry.publish(files, manifest)
+    fields = connection.hkeys(keys.model("cnn-1"))
+    assert sorted(fields) == [b"layer1", b"layer2", b"layer3", b"layer4", b"manifest"]
+    exported = registry.export("cnn-1", tmp_path / "export")
+    assert sorted(p.name for p in exported.iterdir()) == [*files, "manifest.json"]
+    for name, data in files.items():
+        assert (exported / name).read_bytes() == data
+        assert np.loadtxt(exported / name, delimiter=",", ndmin=2).shape[0] == data.count(b"\n")
+    (exported / "layer3.csv.gz").write_bytes(gzip.compress((exported / "layer3.csv").read_bytes()))
+    (exported / "layer3.csv").unlink()  # gzipped layers import too
+    manifest["version"] = "cnn-2"
+    (exported / "manifest.json").write_text(json.dumps(manifest))
+    assert registry.publish_dir(exported, promote=True) == "cnn-2"
+    copied, again = registry.files("cnn-2")
+    assert copied == files and again["model_sha256"] == sha256_hex(*files.values()) == manifest["model_sha256"]
+    model, _ = registry.load("cnn-2")
+    assert model.architecture == "conv3x16-pool2-conv3x32-pool2-dense8-dense10"
+
+
+def test_a_cnn_version_with_a_bad_layer_leaves_no_trace(registry: Registry, connection: redis.Redis) -> None:
+    """A model is never half-loaded: one layer that does not chain refuses the whole version."""
+    publish_small(registry, "v0", promote=True)
+    files = random_cnn()
+    manifest = cnn_manifest(files, "cnn-bad")
+    files["layer2.csv"] = to_csv(np.ones((100, 32)))
+    before = snapshot(connection)
+    with pytest.raises(ThetaError, match=r"cnn-bad/layer2\.csv, layer 3 \(conv\): 100 rows"):
+        registry.publish(files, manifest, promote=True)
+    assert snapshot(connection) == before and registry.current() == "v0"
+    with pytest.raises(RegistryError, match=r"manifest names the files layer1\.csv, layer2\.csv, layer3\.csv"):
+        registry.publish({"layer1.csv": files["layer1.csv"]}, manifest)
+

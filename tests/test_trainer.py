@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import redis
 
+from digits.network import load_model, load_model_dir
 from digits.registry import DEFAULT_MODEL_DIR, PLOT_FILES, Registry
 from digits.theta import Model, load_dir
 from tests.conftest import ROOT, Digits
@@ -79,6 +80,50 @@ def test_short_seed_run_exports_seed_format_and_publishes(redis_url: str, connec
     assert registry.manifest(version)["files"] == manifest["files"]
 
 
+def test_cnn_export_computes_what_keras_computes(mnist_test: Digits) -> None:
+    """The workers' NumPy forward pass of an exported CNN against the Keras model it came from."""
+    import tensorflow as tf
+
+    from trainer.train import export_layers, network, preset_with
+
+    net = network(preset_with("cnn", hidden=32), 0.0, 1.0, total_steps=20)
+    x = mnist_test[0][:500].reshape(-1, 784).astype(np.float32) / 255.0
+    net.fit(x, np.eye(10, dtype=np.float32)[mnist_test[1][:500]], batch_size=50, epochs=1, verbose=0)
+    files, layers = export_layers(net)
+    assert [layer.op for layer in layers] == ["conv", "maxpool", "conv", "maxpool", "dense", "dense"]
+    model = load_model(files, {"layers": [layer.as_json() for layer in layers]}, "exported")
+    keras = tf.nn.softmax(net(x, training=False)).numpy()
+    assert np.abs(model.probabilities(x) - keras).max() <= 1e-5
+
+
+def test_short_cnn_run_publishes_layer_files_that_round_trip(redis_url: str, connection: redis.Redis,
+                                                             tmp_path: Path, mnist_test: Digits) -> None:
+    """`train --preset cnn` publishes one CSV a layer in the seed's format with the layer list in
+    its manifest; `export` and `import` give the same files and sha256."""
+    out = tmp_path / "version"
+    done = trainer(redis_url, "train", "--preset", "cnn", "--steps", "60", "--hidden", "16", "--crops", "0",
+                   "--out", str(out), "--promote")
+    assert done.returncode == 0, done.stderr
+    version = done.stdout.strip().splitlines()[-1]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [layer["op"] for layer in manifest["layers"]] == ["conv", "maxpool", "conv", "maxpool", "dense", "dense"]
+    assert manifest["architecture"] == "conv3x16-pool2-conv3x32-pool2-dense16-dense10"
+    for name, shape in (("layer1.csv", (10, 16)), ("layer2.csv", (145, 32)), ("layer3.csv", (1569, 16)),
+                        ("layer4.csv", (17, 10))):
+        lines = (out / name).read_text().splitlines()
+        assert len(lines) == shape[0] and all(SAVETXT_LINE.match(line) for line in lines)
+        assert manifest["files"][name]["shape"] == list(shape)
+    model = load_model_dir(out)
+    accuracy = (model.probabilities(mnist_test[0] / 255.0).argmax(axis=1) == mnist_test[1]).mean()
+    assert accuracy == pytest.approx(manifest["metrics"]["test_accuracy"], abs=1e-9)  # 60 steps: no more
+    assert Registry(connection).current() == version
+    exported = tmp_path / "exported"
+    assert trainer(redis_url, "export", version, str(exported)).returncode == 0
+    assert all((exported / name).read_bytes() == (out / name).read_bytes() for name in manifest["files"])
+    shown = trainer(redis_url, "show", version)
+    assert "conv3x16-pool2-conv3x32-pool2-dense16-dense10" in shown.stdout, shown.stderr
+
+
 def test_registry_commands(redis_url: str, connection: redis.Redis, tmp_path: Path) -> None:
     first = trainer(redis_url, "import", str(DEFAULT_MODEL_DIR), "--promote")
     assert first.returncode == 0, first.stderr
@@ -133,13 +178,12 @@ def test_best_recipe_is_reproducible_and_folds_its_input_scaling() -> None:
     data = small(mnist.load())
     recipe = preset_with("best", steps=14, hidden=16, crops=8)
     first, second = (train(data, recipe, report=lambda _line: None) for _ in range(2))
-    assert np.array_equal(first.theta.theta1, second.theta.theta1)
-    assert np.array_equal(first.theta.theta2, second.theta.theta2)
+    assert first.files == second.files
     assert len(first.history["validation"]) == 2 and first.best_epoch in (1, 2)
     # The export runs on raw [0, 1] pixels, so the numpy accuracy is the one Keras validated.
     assert first.validation_accuracy == pytest.approx(first.history["validation"][first.best_epoch - 1], abs=2e-3)
     other = train(data, preset_with("best", steps=14, hidden=16, crops=8, seed=1), report=lambda _line: None)
-    assert not np.array_equal(first.theta.theta1, other.theta.theta1)
+    assert other.files["theta1.csv"] != first.files["theta1.csv"]
 
 
 def test_fold_scaling_matches_standardised_inputs() -> None:
@@ -208,7 +252,7 @@ def test_best_recipe_trains_on_cut_candidates() -> None:
     trained = train(data, preset_with("best", steps=14, hidden=16, crops=8), report=lines.append)
     assert re.match(r"cut 8 generated crops into \d+ labelled candidates \(\d+ digits\) in \d+ s$", lines[0])
     assert len(trained.history["train"]) == 2 and all(0 < value <= 1 for value in trained.history["train"])
-    assert trained.theta.theta1.shape == (785, 16)
+    assert trained.layers is None and trained.model.architecture == "dense16-dense10"
 
 
 def test_training_accuracy_counts_digits_not_wrong_cuts() -> None:

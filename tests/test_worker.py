@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import redis
 from rq import Callback, Queue
@@ -31,11 +32,11 @@ from digits.images import decode
 from digits.queueing import batch_queue
 from digits.reading import lattice_of
 from digits.registry import DEFAULT_MODEL_DIR, Registry, build_manifest
-from digits.theta import BLOCK_ROWS, load_dir, to_csv
+from digits.theta import BLOCK_ROWS, Model, load_dir, to_csv
 from producer import runs
 from producer.following import follow
 from producer.redis_server import free_port
-from tests.conftest import ROOT, Digits, MakeFolder, WorkerPool, send_folder
+from tests.conftest import ROOT, Digits, MakeFolder, WorkerPool, cnn_manifest, random_cnn, send_folder
 from trainer.synth import generate, png_bytes
 
 StartWorkers = Callable[..., WorkerPool]
@@ -268,10 +269,9 @@ def shifted_model(connection: redis.Redis, winner: int) -> str:
     theta = load_dir(DEFAULT_MODEL_DIR)
     theta2 = theta.theta2.copy()
     theta2[0, winner] += 1000.0
-    csv1, csv2 = to_csv(theta.theta1), to_csv(theta2)
-    manifest = build_manifest(csv1, csv2, load_dir(DEFAULT_MODEL_DIR), preset=f"always-{winner}")
-    manifest["version"] = f"always-{winner}"
-    return Registry(connection).publish(csv1, csv2, manifest)
+    files = {"theta1.csv": to_csv(theta.theta1), "theta2.csv": to_csv(theta2)}
+    manifest = build_manifest(files, Model(theta), preset=f"always-{winner}", version=f"always-{winner}")
+    return Registry(connection).publish(files, manifest)
 
 
 def test_new_version_is_used_by_next_jobs_and_rollback_restores(
@@ -288,6 +288,29 @@ def test_new_version_is_used_by_next_jobs_and_rollback_restores(
     assert {r["model_version"] for r in records.values()} == {version}
     assert {r["digits"] for r in records.values()} == {"3"}
 
+    assert registry.rollback() == default_version
+    assert {r["model_version"] for r in classify(connection, folder).values()} == {default_version}
+    assert FailedJobRegistry(queue=batch_queue(connection)).count == 0
+
+
+def test_a_promoted_cnn_version_is_served_by_running_workers(
+        connection: redis.Redis, default_version: str, start_workers: StartWorkers,
+        digit_folder: MakeFolder) -> None:
+    """An N-layer version promoted while workers run: the next jobs use it (a CNN whose output
+    always says 4), each result names it and its sha256, and no job fails; rollback returns."""
+    folder, _ = digit_folder(30)
+    start_workers(2)
+    registry = Registry(connection)
+    assert {r["model_version"] for r in classify(connection, folder).values()} == {default_version}
+    files = random_cnn(seed=4)
+    lines = files["layer4.csv"].splitlines(keepends=True)
+    lines[0] = to_csv(np.eye(10)[4:5] * 1000.0)  # the bias row of the last layer
+    files["layer4.csv"] = b"".join(lines)
+    manifest = cnn_manifest(files, "cnn-always-4")
+    registry.publish(files, manifest, promote=True)
+    records = classify(connection, folder)
+    assert {(r["model_version"], r["model_sha256"], r["digits"]) for r in records.values()} == {
+        ("cnn-always-4", manifest["model_sha256"], "4")}
     assert registry.rollback() == default_version
     assert {r["model_version"] for r in classify(connection, folder).values()} == {default_version}
     assert FailedJobRegistry(queue=batch_queue(connection)).count == 0

@@ -47,10 +47,10 @@ class Journal(tf.keras.callbacks.Callback):  # type: ignore[misc]
             (self.directory / "journal.json").write_text(json.dumps(
                 {"history": self.history, "best_epoch": self.best_epoch, "seconds": seconds}))
 
-    def final_weights(self, net: Any) -> list[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]]:
-        """(kernel, bias) of the two Dense layers, from the kept epoch."""
-        weights = self.best_weights if self.best_weights is not None else net.get_weights()
-        return [(weights[0], weights[1]), (weights[2], weights[3])]
+    def keep_final_weights(self, net: Any) -> None:
+        """Give the network the weights of the kept epoch."""
+        if self.best_weights is not None:
+            net.set_weights(self.best_weights)
 
 
 class Progress(tf.keras.callbacks.Callback):  # type: ignore[misc]

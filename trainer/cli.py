@@ -12,7 +12,7 @@ import click
 
 from digits.connection import Group, connect, redis_url_option
 from digits.registry import Registry, RegistryError, build_manifest, write_dir
-from digits.theta import Model, ThetaError, parse_pair, to_csv
+from digits.theta import ThetaError
 
 if TYPE_CHECKING:
     from trainer.keyed import KeyedSet
@@ -28,14 +28,15 @@ def fail(exc: Exception) -> None:
 
 @click.group(cls=Group)
 def main() -> None:
-    """Train the digit MLP and manage the versions that workers serve."""
+    """Train the digit recognisers and manage the versions that workers serve."""
 
 
 @main.command()
 @click.option("--preset", default="seed", show_default=True,
-              help="Training recipe: seed or best (docs/training.md).")
+              help="Training recipe: seed, best (MLPs) or cnn (docs/training.md).")
 @click.option("--steps", type=int, default=None, help="Override the preset's number of mini-batches.")
-@click.option("--hidden", type=int, default=None, help="Override the hidden size H.")
+@click.option("--hidden", type=int, default=None,
+              help="Override the hidden size H (cnn: the dense layer after the convolutions).")
 @click.option("--learning-rate", type=float, default=None)
 @click.option("--batch-size", type=int, default=None)
 @click.option("--init", type=click.Choice(["glorot", "normal"]), default=None)
@@ -85,8 +86,7 @@ def train(preset: str, steps: int | None, hidden: int | None, learning_rate: flo
                f"checkpoints in {checkpoint_dir}: if interrupted, run the same command again to resume", err=True)
     trained = fit(data, recipe, report=lambda line: click.echo(line, err=True), checkpoint_dir=checkpoint_dir,
                   keyed=keyed)
-    theta1, theta2 = to_csv(trained.theta.theta1), to_csv(trained.theta.theta2)
-    manifest = build_manifest(theta1, theta2, trained.theta, preset=recipe.name,
+    manifest = build_manifest(trained.files, trained.model, layers=trained.layers, preset=recipe.name,
                               hyperparameters=hyperparameters(recipe), metrics={
                                   "validation_accuracy": trained.validation_accuracy,
                                   "test_accuracy": trained.test_accuracy,
@@ -96,16 +96,16 @@ def train(preset: str, steps: int | None, hidden: int | None, learning_rate: flo
                               })
     if keyed:
         manifest["corrections"] = [k.summary() for k in keyed]
-    plots = version_plots(Model(trained.theta), trained.history, f"{recipe.name}: training and validation accuracy",
+    plots = version_plots(trained.model, trained.history, f"{recipe.name}: training and validation accuracy",
                           data.test_images, data.test_labels,
                           train_label=training_label(recipe.distort, recipe.crops > 0))
     click.echo(f"validation accuracy {trained.validation_accuracy:.4f}, "
                f"test accuracy {trained.test_accuracy:.4f}, {trained.seconds:.0f} s", err=True)
     if out is not None:
-        write_dir(out, theta1, theta2, manifest, plots)
+        write_dir(out, trained.files, manifest, plots)
         click.echo(f"wrote {out}", err=True)
     if registry is not None:
-        version = registry.publish(theta1, theta2, manifest, promote=promote, plots=plots)
+        version = registry.publish(trained.files, manifest, promote=promote, plots=plots)
         click.echo(f"published {version}" + (" (current)" if promote else ""), err=True)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     click.echo(manifest["version"])
@@ -115,12 +115,12 @@ def corrections_of(directories: tuple[Path, ...]) -> list[KeyedSet]:
     """The keyed digits of each corrections export, cut by the bundled model's reader."""
     if not directories:
         return []
+    from digits.network import load_model_dir
     from digits.registry import DEFAULT_MODEL_DIR
-    from digits.theta import load_dir
     from trainer.keyed import KeyedError, load_sets
 
     try:
-        return load_sets(list(directories), Model(load_dir(DEFAULT_MODEL_DIR)), lambda line: click.echo(line, err=True))
+        return load_sets(list(directories), load_model_dir(DEFAULT_MODEL_DIR), lambda line: click.echo(line, err=True))
     except KeyedError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -166,7 +166,8 @@ def show(version: str | None, as_json: bool, redis_url: str) -> None:
         click.echo(json.dumps(manifest, indent=2, sort_keys=True))
         return
     click.echo(f"version     {version}{' (current)' if version == registry.current() else ''}")
-    click.echo(f"preset      {manifest.get('preset', '-')}, hidden {manifest.get('hidden', '-')}, "
+    architecture = manifest.get("architecture") or f"dense{manifest.get('hidden', '?')}-dense10"
+    click.echo(f"preset      {manifest.get('preset', '-')}, {architecture}, "
                f"created {manifest.get('created_at', '-')}")
     for name, value in sorted(metrics.items()):
         shown = f"{value:.4f}" if isinstance(value, float) and value <= 1 else str(value)
@@ -196,7 +197,7 @@ def robustness(versions: tuple[str, ...], mnist_dir: Path | None, redis_url: str
     if not chosen:
         fail(RegistryError("no current version; name the versions to compare"))
     try:
-        models = {v: Model(parse_pair(*registry.files(v)[:2])) for v in chosen}
+        models = {v: registry.load(v)[0] for v in chosen}
     except (RegistryError, ThetaError) as exc:
         fail(exc)
     data = mnist.load(mnist_dir)
@@ -235,7 +236,8 @@ def rollback(redis_url: str) -> None:
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @redis_url_option
 def export(version: str, directory: Path, redis_url: str) -> None:
-    """Write VERSION as plain theta1.csv, theta2.csv and manifest.json in DIRECTORY."""
+    """Write VERSION as plain CSV files (theta1.csv and theta2.csv, or one per layer) and
+    manifest.json in DIRECTORY."""
     try:
         registry_at(redis_url).export(version, directory)
     except (RegistryError, ThetaError) as exc:
@@ -248,7 +250,8 @@ def export(version: str, directory: Path, redis_url: str) -> None:
 @click.option("--promote", is_flag=True, help="Make the imported version current.")
 @redis_url_option
 def import_dir(directory: Path, promote: bool, redis_url: str) -> None:
-    """Publish a directory of theta CSVs (plain or .gz, e.g. the seed's) as a new version."""
+    """Publish a directory of theta CSVs (plain or .gz: the seed's pair, or layer files listed by
+    its manifest.json) as a new version."""
     try:
         version = registry_at(redis_url).publish_dir(directory, promote=promote)
     except (RegistryError, ThetaError) as exc:

@@ -20,9 +20,9 @@ import numpy as np
 
 from digits import defaults
 from digits.images import ImageError, decode
+from digits.network import Recogniser
 from digits.pattern import Pattern
 from digits.reading import best_path, candidate_scores, classify, lattice_of
-from digits.theta import Model
 from producer.corrections import FORMAT, FORMAT_VERSION
 from trainer.crops import Candidates
 from trainer.report import Report
@@ -86,7 +86,7 @@ def read_labels(directory: Path) -> tuple[list[tuple[str, str]], str]:
     return labels, hashlib.sha256(data).hexdigest()
 
 
-def cut_digits(data: bytes, count: int, model: Model) -> np.ndarray[Any, np.dtype[np.uint8]] | None:
+def cut_digits(data: bytes, count: int, model: Recogniser) -> np.ndarray[Any, np.dtype[np.uint8]] | None:
     """The image's `count` digits as the reader cuts them knowing the count (uint8 fields), or None."""
     lat = lattice_of(decode(data), Pattern((count,)))
     path = best_path(lat, candidate_scores(lat, classify([lat], model.probabilities)), count)
@@ -95,7 +95,7 @@ def cut_digits(data: bytes, count: int, model: Model) -> np.ndarray[Any, np.dtyp
     return np.round(255 * lat.fields[path]).astype(np.uint8)
 
 
-def load_keyed(directory: Path, model: Model, max_bytes: int = defaults.MAX_BYTES) -> KeyedSet:
+def load_keyed(directory: Path, model: Recogniser, max_bytes: int = defaults.MAX_BYTES) -> KeyedSet:
     """An export's labelled digits; KeyedError if it is not a complete export."""
     manifest = read_manifest(directory)
     labels, fingerprint = read_labels(directory)
@@ -120,7 +120,7 @@ def load_keyed(directory: Path, model: Model, max_bytes: int = defaults.MAX_BYTE
     return KeyedSet(directory, found, len(images), skipped, runs, fingerprint)
 
 
-def load_sets(directories: list[Path], model: Model, report: Report) -> list[KeyedSet]:
+def load_sets(directories: list[Path], model: Recogniser, report: Report) -> list[KeyedSet]:
     """Every export given, each said in one line (and each image left out)."""
     sets = []
     for directory in directories:

@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from digits.arrays import Bytes
-from digits.theta import Model
+from digits.network import Recogniser
 
 SIDE = 28
 Grid = npt.NDArray[np.float64]  # images as (n, 28, 28) float64, for resampling
@@ -112,7 +112,7 @@ PERTURBATIONS: dict[str, Callable[[Bytes], Bytes]] = {
 }
 
 
-def robustness(models: dict[str, Model], images: Bytes, labels: Bytes) -> dict[str, dict[str, float]]:
+def robustness(models: dict[str, Recogniser], images: Bytes, labels: Bytes) -> dict[str, dict[str, float]]:
     """Test accuracy of each model under each perturbation: {perturbation: {model: accuracy}}."""
     table: dict[str, dict[str, float]] = {}
     for name, perturb in PERTURBATIONS.items():

@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from digits.arrays import Bytes
-from digits.theta import Model
+from digits.network import Recogniser
 
 
 def png(figure: Any) -> bytes:
@@ -90,7 +90,7 @@ def worst_plot(images: Bytes, labels: Bytes, probabilities: npt.NDArray[np.float
     return png(figure)
 
 
-def version_plots(model: Model, history: dict[str, list[float]], title: str,
+def version_plots(model: Recogniser, history: dict[str, list[float]], title: str,
                   test_images: Bytes, test_labels: Bytes, train_label: str = "Training") -> dict[str, bytes]:
     """The three PNGs of a version, by file name."""
     probabilities = model.probabilities(test_images.astype(np.float32) / 255.0)

@@ -19,7 +19,7 @@ BATCH_SECONDS = Histogram("digits_batch_seconds", "Seconds to decode, classify a
                           ["model_version"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 MODEL_REFUSED = Counter("digits_model_refused", "Versions made current that this process could not load "
                         "(it kept serving the one it had)", ["model_version"])
-MODEL = Gauge("digits_model_loaded", "1 for the model version this process serves", ["model_version", "hidden"])
+MODEL = Gauge("digits_model_loaded", "1 for the model version this process serves", ["model_version", "architecture"])
 
 
 def record_batch(version: str, images: int, failed: int, seconds: float) -> None:
@@ -31,10 +31,10 @@ def record_batch(version: str, images: int, failed: int, seconds: float) -> None
     BATCH_SECONDS.labels(version).observe(seconds)
 
 
-def record_model(version: str, hidden: int, previous: str | None) -> None:
+def record_model(version: str, architecture: str, previous: str | None) -> None:
     if previous is not None:
         MODEL.clear()
-    MODEL.labels(version, str(hidden)).set(1)
+    MODEL.labels(version, architecture).set(1)
 
 
 def serve(port: int) -> None:

@@ -11,8 +11,9 @@ import redis
 
 from digits import keys
 from digits.connection import text
+from digits.network import Recogniser
 from digits.registry import Registry, RegistryError
-from digits.theta import Model, Theta, ThetaError
+from digits.theta import ThetaError
 from worker import metrics
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ class NoModelError(RuntimeError):
 class Loaded:
     version: str
     sha256: str
-    model: Model
+    model: Recogniser
     manifest: dict[str, Any]
 
 
@@ -52,38 +53,38 @@ class ModelServer:
         if self.loaded is not None and wanted in (self.loaded.version, self.refused):
             return self.loaded  # the refused one is tried once, not at every job
         try:
-            theta, manifest = registry.load(wanted)
+            model, manifest = registry.load(wanted)
         except (ThetaError, RegistryError) as exc:
             metrics.MODEL_REFUSED.labels(wanted).inc()
             self.refused = wanted
             if self.loaded is not None:  # never switch to a version that cannot be served
                 log.error("cannot load model %s, still serving %s: %s", wanted, self.loaded.version, exc)
                 return self.loaded
-            wanted, theta, manifest = self.earlier_current(connection, wanted, exc)
-        return self.swap(connection, wanted, theta, manifest, worker_name)
+            wanted, model, manifest = self.earlier_current(connection, wanted, exc)
+        return self.swap(connection, wanted, model, manifest, worker_name)
 
     def earlier_current(self, connection: redis.Redis, refused: str, why: Exception
-                        ) -> tuple[str, Theta, dict[str, Any]]:
+                        ) -> tuple[str, Recogniser, dict[str, Any]]:
         """A new process whose `current` cannot load serves the newest earlier current that does
         (as a rollback would), rather than failing every start; the error says which and why."""
         registry = Registry(connection)
         for raw in connection.lrange(keys.MODEL_HISTORY, 0, EARLIER_TRIED - 1):
             version = text(raw)
             try:
-                theta, manifest = registry.load(version)
+                model, manifest = registry.load(version)
             except (ThetaError, RegistryError):
                 continue
             log.error("cannot load model %s (current): %s; serving %s, the newest earlier current that loads",
                       refused, why, version)
-            return version, theta, manifest
+            return version, model, manifest
         raise why
 
-    def swap(self, connection: redis.Redis, version: str, theta: Theta, manifest: dict[str, Any],
+    def swap(self, connection: redis.Redis, version: str, model: Recogniser, manifest: dict[str, Any],
              worker_name: str | None) -> Loaded:
         previous = self.loaded.version if self.loaded else None
-        self.loaded = Loaded(version, str(manifest["model_sha256"]), Model(theta), manifest)
-        metrics.record_model(version, theta.hidden, previous)
-        log.info("serving model %s (H=%d)", version, theta.hidden)
+        self.loaded = Loaded(version, str(manifest["model_sha256"]), model, manifest)
+        metrics.record_model(version, model.architecture, previous)
+        log.info("serving model %s (%s)", version, model.architecture)
         if worker_name:
             connection.set(keys.worker_model(worker_name), version)
         return self.loaded
