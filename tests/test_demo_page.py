@@ -30,9 +30,10 @@ from selenium.webdriver.common.by import By
 
 from digits.arrays import Floats
 from digits.images import ImageError, normalise
+from digits.network import load_model
 from digits.registry import DEFAULT_MODEL_DIR
 from digits.theta import Model, ThetaError, load_dir, pack, parse_pair, to_csv
-from tests.conftest import ROOT, Digits
+from tests.conftest import ROOT, Digits, cnn_manifest, random_cnn
 
 PAGE = "/docs/demo/"
 SCREENSHOT = ROOT / "docs" / "demo" / "screenshot.png"  # the committed one: refresh with UPDATE_SCREENSHOT=1
@@ -61,7 +62,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         def translate_path(self, path: str) -> str:
             url_path = urllib.parse.unquote(urllib.parse.urlsplit(path).path)
             if url_path.startswith("/_test/"):
-                return str(extra / Path(url_path).name)
+                return str(extra.joinpath(*(part for part in Path(url_path).parts[2:] if part != "..")))
             return super().translate_path(path)
 
         def log_message(self, format: str, *args: Any) -> None:
@@ -133,7 +134,7 @@ def test_page_shows_the_default_model(driver: WebDriver, site: Site) -> None:
     assert info["hidden"] == manifest["hidden"] == 1024
     assert "sha256 of both files match the manifest" in info["check"]
     assert driver.find_element(By.ID, "model-version").text == manifest["version"]
-    assert driver.find_element(By.ID, "model-hidden").text == "1024"
+    assert driver.find_element(By.ID, "model-architecture").text == "dense1024-dense10"
     log: list[dict[str, Any]] = driver.get_log("browser")
     errors = [entry for entry in log if entry.get("level") == "SEVERE"]
     assert not errors, errors
@@ -249,7 +250,7 @@ def test_other_versions_by_url_and_file_picker(driver: WebDriver, site: Site, mn
     by_url = write_small_model(site.extra, 16, gz=False)
     info = open_page(driver, f"{site.url}{PAGE}?theta1=/_test/theta1.csv&theta2=/_test/theta2.csv")
     assert info["hidden"] == 16 and "no manifest" in info["version"], info
-    assert driver.find_element(By.ID, "model-hidden").text == "16"
+    assert driver.find_element(By.ID, "model-architecture").text == "dense16-dense10"
     assert float(np.abs(page_probabilities(driver, inputs) - by_url.probabilities(inputs)).max()) <= TOLERANCE
 
     picked_dir = site.extra / "picked"
@@ -270,6 +271,49 @@ def test_other_versions_by_url_and_file_picker(driver: WebDriver, site: Site, mn
     )
     assert info["version"] == "picked-24", info
     assert float(np.abs(page_probabilities(driver, inputs) - picked.probabilities(inputs)).max()) <= TOLERANCE
+
+
+def test_a_cnn_version_reads_as_python_reads_it(driver: WebDriver, site: Site, mnist_test: Digits) -> None:
+    """An N-layer version by `?manifest=URL` (layer files beside it, one gzipped) and by the file
+    pickers: the page's probabilities equal the workers' NumPy ones within 1e-5."""
+    inputs = fixed_inputs(mnist_test)
+    folder = site.extra / "cnn"
+    folder.mkdir()
+    files = random_cnn(seed=9, dense=12)
+    manifest = cnn_manifest(files, "cnn-9")
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    (folder / "layer3.csv.gz").write_bytes(gzip.compress(files["layer3.csv"]))
+    (folder / "layer3.csv").unlink()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    python = load_model(files, manifest, "cnn-9").probabilities(inputs)
+
+    info = open_page(driver, f"{site.url}{PAGE}?manifest=/_test/cnn/manifest.json")
+    assert info["architecture"] == "conv3x16-pool2-conv3x32-pool2-dense12-dense10", info
+    assert info["version"] == "cnn-9" and "sha256 of all 4 layer files match the manifest" in info["check"], info
+    assert driver.find_element(By.ID, "model-architecture").text == info["architecture"]
+    assert float(np.abs(page_probabilities(driver, inputs) - python).max()) <= 1e-5
+
+    open_page(driver, site.url + PAGE)
+    driver.execute_script("document.querySelector('details').open = true;")
+    driver.find_element(By.ID, "file-manifest").send_keys(str(folder / "manifest.json"))
+    driver.find_element(By.ID, "file-layers").send_keys("\n".join(
+        str(folder / name) for name in ("layer1.csv", "layer2.csv", "layer3.csv.gz", "layer4.csv")))
+    info = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "const poll = () => { const info = window.modelInfo();"
+        "  if (info && info.version === 'cnn-9') done(info); else setTimeout(poll, 50); };"
+        "poll();"
+    )
+    assert info["architecture"].startswith("conv3x16"), info
+    assert float(np.abs(page_probabilities(driver, inputs) - python).max()) <= 1e-5
+
+    bad = dict(manifest, version="cnn-bad")
+    (folder / "layer2.csv").write_bytes(to_csv(np.ones((100, 32))))
+    (folder / "bad.json").write_text(json.dumps(bad))
+    info = open_page(driver, f"{site.url}{PAGE}?manifest=/_test/cnn/bad.json")
+    assert info == {"error": "cnn-bad/layer2.csv, layer 3 (conv): 100 rows, but a 3x3 convolution of 16 "
+                             "channel(s) needs 144 weight rows under the bias row (145)"}, info
 
 
 def test_a_broken_pair_is_refused_with_pythons_message(driver: WebDriver, site: Site) -> None:

@@ -2,6 +2,7 @@
  *
  * Mirrors, in plain JavaScript with no dependencies:
  *   digits/theta.py   the theta CSV contract and Model.probabilities (float32 weights);
+ *   digits/network.py N-layer versions (conv, maxpool, dense, listed by the manifest's `layers`);
  *   digits/images.py  normalise(): polarity from the border median, background subtraction,
  *                     the strong-ink box grown by 2 px, Pillow's Lanczos resize of the longer
  *                     side to 20 px, centre of mass to (14, 14) in a 28 x 28 field.
@@ -100,6 +101,71 @@
     };
   }
 
+  const LAYER_OPS = ['conv', 'maxpool', 'dense'];
+  const ACTIVATIONS = ['relu', 'sigmoid', 'linear', 'softmax'];
+
+  /** Chain an N-layer model's layers from 28 x 28 x 1 pixels to the 10 classes, as
+   *  digits/network.py does, keeping float32 weights; refuse naming the file and the layer. */
+  function buildNetwork(layers, parsed, where) {
+    let [height, width, channels] = [FIELD, FIELD, 1];
+    const steps = [];
+    layers.forEach((layer, index) => {
+      const number = index + 1;
+      const label = layer.file ? `${where}/${layer.file}, layer ${number} (${layer.op})` : `${where}: layer ${number} (${layer.op})`;
+      if (!LAYER_OPS.includes(layer.op)) {
+        throw new ThetaError(`${where}/manifest.json: layers[${number}]: unknown operation '${layer.op}' (known: ${LAYER_OPS.join(', ')})`);
+      }
+      if (index > 0 && layers[index - 1].op === 'dense' && layer.op !== 'dense') {
+        throw new ThetaError(`${label}: needs an image, and layer ${number - 1} is dense`);
+      }
+      const input = { height, width, channels };
+      if (layer.op === 'maxpool') {
+        if (!(layer.size >= 2 && layer.size <= Math.min(height, width))) throw new ThetaError(`${label}: size ${layer.size} does not fit`);
+        [height, width] = [Math.floor(height / layer.size), Math.floor(width / layer.size)];
+        steps.push({ op: 'maxpool', size: layer.size, input, output: { height, width, channels } });
+        return;
+      }
+      if (!ACTIVATIONS.includes(layer.activation)) {
+        throw new ThetaError(`${where}/manifest.json: layers[${number}]: activation '${layer.activation}' is not one of ${ACTIVATIONS.join(', ')}`);
+      }
+      const matrix = parsed[layer.file];
+      let inputs; let need; let pad = [0, 0];
+      if (layer.op === 'conv') {
+        const { kernel, stride } = layer;
+        inputs = kernel * kernel * channels;
+        need = `a ${kernel}x${kernel} convolution of ${channels} channel(s) needs`;
+        const side = (n) => (layer.padding === 'same' ? Math.ceil(n / stride) : Math.floor((n - kernel) / stride) + 1);
+        const before = (n) => Math.floor(Math.max((Math.ceil(n / stride) - 1) * stride + kernel - n, 0) / 2);
+        if (layer.padding === 'same') pad = [before(height), before(width)];
+        [height, width] = [side(height), side(width)];
+      } else {
+        inputs = height * width * channels;
+        need = `a dense layer on ${inputs} inputs needs`;
+        [height, width] = [1, 1];
+      }
+      if (matrix.rows !== inputs + 1) {
+        throw new ThetaError(`${label}: ${matrix.rows} rows, but ${need} ${inputs} weight rows under the bias row (${inputs + 1})`);
+      }
+      channels = matrix.cols;
+      steps.push({
+        ...layer, input, pad, output: { height, width, channels },
+        bias: Float32Array.from(matrix.data.subarray(0, channels)),
+        weights: Float32Array.from(matrix.data.subarray(channels)),  // inputs x channels, row-major
+      });
+    });
+    if (height !== 1 || width !== 1 || channels !== N_CLASSES) {
+      throw new ThetaError(`${where}/${layers[layers.length - 1].file}, layer ${layers.length}: ${channels} outputs, ` +
+                           `the model must end in ${N_CLASSES} classes`);
+    }
+    const last = layers[layers.length - 1];
+    if (last.op !== 'dense' || last.activation !== 'softmax') {
+      throw new ThetaError(`${where}/manifest.json: layers[${layers.length}] is not a dense softmax over the classes`);
+    }
+    const architecture = steps.map((s) => (s.op === 'maxpool' ? `pool${s.size}`
+      : s.op === 'conv' ? `conv${s.kernel}x${s.output.channels}` : `dense${s.output.channels}`)).join('-');
+    return { steps, architecture };
+  }
+
   async function sha256Hex(bytes) {
     if (!(globalThis.crypto && crypto.subtle)) return null;  // only in secure contexts (https, localhost)
     const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
@@ -110,7 +176,8 @@
   async function loadModel(raw1, raw2, manifest, names, source) {
     const [plain1, plain2] = await Promise.all([plainBytes(raw1, names[0]), plainBytes(raw2, names[1])]);
     const model = buildModel(parseTheta(plain1, names[0]), parseTheta(plain2, names[1]), names[0], names[1]);
-    const info = { version: null, hidden: model.hidden, source, check: 'no manifest', manifest };
+    const info = { version: null, hidden: model.hidden, architecture: `dense${model.hidden}-dense${N_CLASSES}`,
+                   source, check: 'no manifest', manifest };
     if (manifest) {
       info.version = typeof manifest.version === 'string' ? manifest.version : null;
       const notes = [];
@@ -138,24 +205,67 @@
     return { model, info };
   }
 
+  /** Load an N-layer model: the files its manifest's `layers` name, by name, as Uint8Array. */
+  async function loadLayers(rawByName, manifest, source) {
+    const where = typeof manifest.version === 'string' ? manifest.version : 'model';
+    if (!Array.isArray(manifest.layers) || manifest.layers.length === 0) {
+      throw new ThetaError(`${where}/manifest.json: layers is not a list of layers`);
+    }
+    const names = manifest.layers.filter((layer) => layer && layer.file).map((layer) => layer.file);
+    const plain = {};
+    const parsed = {};
+    for (const name of names) {
+      if (!rawByName[name]) throw new ThetaError(`${name}: missing (the manifest lists it)`);
+      plain[name] = await plainBytes(rawByName[name], name);
+      parsed[name] = parseTheta(plain[name], name);
+    }
+    const model = buildNetwork(manifest.layers, parsed, where);
+    const files = manifest.files || {};
+    const found = await Promise.all(names.map((name) => sha256Hex(plain[name])));
+    const notes = [];
+    if (found[0] === null) {
+      notes.push('sha256 not checked (needs a secure context: https or localhost)');
+    } else if (names.some((name, i) => !files[name] || files[name].sha256 !== found[i])) {
+      notes.push("sha256 MISMATCH: these files are not the manifest's");
+    } else {
+      notes.push(`sha256 of all ${names.length} layer files match the manifest`);
+    }
+    if (manifest.metrics && typeof manifest.metrics.test_accuracy === 'number') {
+      notes.push(`test accuracy ${(100 * manifest.metrics.test_accuracy).toFixed(2)}%`);
+    }
+    const info = { version: where, hidden: null, architecture: model.architecture, source, check: notes.join('; '), manifest };
+    return { model, info };
+  }
+
   async function fetchBytes(url) {
     const response = await fetch(url);
     if (!response.ok) throw new ThetaError(`${url}: HTTP ${response.status} ${response.statusText}`);
     return new Uint8Array(await response.arrayBuffer());
   }
 
+  /** A version by URL: a manifest with `layers` brings its layer files from beside it (name, or
+   *  name.gz); otherwise the theta1 and theta2 URLs are the seed's pair. */
   async function loadFromUrls(urls, source) {
-    const [raw1, raw2, manifestBytes] = await Promise.all([
-      fetchBytes(urls.theta1), fetchBytes(urls.theta2), urls.manifest ? fetchBytes(urls.manifest) : null,
-    ]);
     let manifest = null;
-    if (manifestBytes) {
+    if (urls.manifest) {
       try {
-        manifest = JSON.parse(new TextDecoder().decode(manifestBytes));
+        manifest = JSON.parse(new TextDecoder().decode(await fetchBytes(urls.manifest)));
       } catch (error) {
+        if (error instanceof ThetaError) throw error;
         throw new ThetaError(`${urls.manifest}: not valid JSON (${error.message})`);
       }
     }
+    if (manifest && manifest.layers) {
+      const base = String(urls.manifest).replace(/[^/]*$/, '');
+      const names = manifest.layers.filter((layer) => layer && layer.file).map((layer) => layer.file);
+      const raws = await Promise.all(names.map(async (name) => {
+        const response = await fetch(base + name);
+        return response.ok ? new Uint8Array(await response.arrayBuffer()) : fetchBytes(`${base}${name}.gz`);
+      }));
+      return loadLayers(Object.fromEntries(names.map((name, i) => [name, raws[i]])), manifest, source);
+    }
+    if (!urls.theta1 || !urls.theta2) throw new ThetaError('give both ?theta1=URL and ?theta2=URL, or ?manifest=URL of an N-layer version');
+    const [raw1, raw2] = await Promise.all([fetchBytes(urls.theta1), fetchBytes(urls.theta2)]);
     return loadModel(raw1, raw2, manifest, [baseName(urls.theta1), baseName(urls.theta2)], source);
   }
 
@@ -165,11 +275,85 @@
 
   // ---------------------------------------------------------------- forward pass
 
-  /** softmax(sigmoid(x @ W1 + b1) @ W2 + b2) for one 784-vector; weights float32 as in Python. */
+  function activate(values, activation) {
+    if (activation === 'relu') {
+      for (let i = 0; i < values.length; i++) values[i] = Math.max(values[i], 0);
+    } else if (activation === 'sigmoid') {
+      for (let i = 0; i < values.length; i++) values[i] = 0.5 + 0.5 * Math.tanh(0.5 * values[i]);
+    } else if (activation === 'softmax') {
+      const top = Math.max(...values);
+      let total = 0;
+      for (let i = 0; i < values.length; i++) { values[i] = Math.exp(values[i] - top); total += values[i]; }
+      for (let i = 0; i < values.length; i++) values[i] /= total;
+    }
+    return values;
+  }
+
+  /** An N-layer model on one 28 x 28 x 1 digit, (row, column, channel) order throughout, as
+   *  digits/network.py: a convolution's weight row for (dy, dx, c) is (dy * k + dx) * c_in + c. */
+  function networkProbabilities(model, x) {
+    let a = x;
+    for (const s of model.steps) {
+      const { height: h, width: w, channels: c } = s.input;
+      const { height: oh, width: ow, channels: oc } = s.output;
+      const out = new Float64Array(oh * ow * oc);
+      if (s.op === 'maxpool') {
+        out.fill(-Infinity);
+        for (let y = 0; y < oh * s.size; y++) {
+          for (let x_ = 0; x_ < ow * s.size; x_++) {
+            const o = (Math.floor(y / s.size) * ow + Math.floor(x_ / s.size)) * oc;
+            for (let k = 0; k < c; k++) out[o + k] = Math.max(out[o + k], a[(y * w + x_) * c + k]);
+          }
+        }
+      } else if (s.op === 'conv') {
+        for (let y = 0; y < oh; y++) {
+          for (let x_ = 0; x_ < ow; x_++) {
+            const o = (y * ow + x_) * oc;
+            for (let k = 0; k < oc; k++) out[o + k] = s.bias[k];
+            for (let dy = 0; dy < s.kernel; dy++) {
+              const iy = y * s.stride + dy - s.pad[0];
+              if (iy < 0 || iy >= h) continue;
+              for (let dx = 0; dx < s.kernel; dx++) {
+                const ix = x_ * s.stride + dx - s.pad[1];
+                if (ix < 0 || ix >= w) continue;
+                for (let ci = 0; ci < c; ci++) {
+                  const value = a[(iy * w + ix) * c + ci];
+                  if (value === 0) continue;
+                  const row = ((dy * s.kernel + dx) * c + ci) * oc;
+                  for (let k = 0; k < oc; k++) out[o + k] += value * s.weights[row + k];
+                }
+              }
+            }
+          }
+        }
+      } else {
+        for (let k = 0; k < oc; k++) out[k] = s.bias[k];
+        for (let i = 0; i < a.length; i++) {
+          if (a[i] === 0) continue;
+          const row = i * oc;
+          for (let k = 0; k < oc; k++) out[k] += a[i] * s.weights[row + k];
+        }
+      }
+      a = s.op === 'maxpool' ? out : activate(out, s.activation);
+    }
+    return Array.from(a);
+  }
+
+  /** The 10 class probabilities of one 784-vector, by the seed's MLP or an N-layer model. */
   function probabilities(model, pixels) {
     if (!pixels || pixels.length !== N_INPUT) {
       throw new RangeError(`expected ${N_INPUT} pixels, got ${pixels ? pixels.length : pixels}`);
     }
+    if (model.steps) {
+      const x = Float64Array.from(pixels, (v) => f32(Number(v)));
+      if (!x.every(Number.isFinite)) throw new RangeError('a pixel is not a finite number');
+      return networkProbabilities(model, x);
+    }
+    return mlpProbabilities(model, pixels);
+  }
+
+  /** softmax(sigmoid(x @ W1 + b1) @ W2 + b2) for one 784-vector; weights float32 as in Python. */
+  function mlpProbabilities(model, pixels) {
     const { hidden, b1, w1, b2, w2 } = model;
     const z = Float64Array.from(b1);
     for (let i = 0; i < N_INPUT; i++) {
@@ -387,7 +571,7 @@
 
   function showInfo(info) {
     document.getElementById('model-version').textContent = info.version;
-    document.getElementById('model-hidden').textContent = String(info.hidden);
+    document.getElementById('model-architecture').textContent = info.architecture;
     document.getElementById('model-source').textContent = info.source;
     document.getElementById('model-check').textContent = info.check;
   }
@@ -397,7 +581,7 @@
     loading = promise.then((loaded) => {
       current = loaded;
       showInfo(loaded.info);
-      setStatus(`Ready: 784-${loaded.model.hidden}-10, ${label}.`);
+      setStatus(`Ready: ${loaded.info.architecture}, ${label}.`);
       update();
       return publicInfo();
     }, (error) => {
@@ -411,8 +595,8 @@
 
   function publicInfo() {
     if (!current) return null;
-    const { version, hidden, source, check } = current.info;
-    return { version, hidden, source, check };
+    const { version, hidden, architecture, source, check } = current.info;
+    return { version, hidden, architecture, source, check };
   }
 
   function clearPad() {
@@ -528,12 +712,30 @@
   pad.addEventListener('pointercancel', endStroke);
   document.getElementById('clear').addEventListener('click', clearPad);
 
-  // Other versions: two file pickers (and an optional manifest), or URLs.
+  // Other versions: two file pickers (and an optional manifest), or URLs; an N-layer version's
+  // layer files in one picker, with its manifest.
   const pickers = ['theta1', 'theta2', 'manifest'].map((name) => document.getElementById(`file-${name}`));
+  const layerPicker = document.getElementById('file-layers');
   const readFile = async (file) => new Uint8Array(await file.arrayBuffer());
-  for (const picker of pickers) {
+  const readManifest = async (file) => {
+    try {
+      return JSON.parse(await file.text());
+    } catch (error) {
+      throw new ThetaError(`${file.name}: not valid JSON (${error.message})`);
+    }
+  };
+  for (const picker of [...pickers, layerPicker]) {
     picker.addEventListener('change', () => {
       const [file1, file2, fileManifest] = pickers.map((p) => p.files[0]);
+      if (layerPicker.files.length && fileManifest) {
+        const label = `layer files ${Array.from(layerPicker.files, (f) => f.name).join(', ')}`;
+        useModel((async () => {
+          const raws = {};
+          for (const file of layerPicker.files) raws[file.name.replace(/\.gz$/, '')] = await readFile(file);
+          return loadLayers(raws, await readManifest(fileManifest), label);
+        })(), label);
+        return;
+      }
       if (!file1 || !file2) return;
       const label = `files ${file1.name}, ${file2.name}`;
       useModel((async () => {
@@ -559,12 +761,10 @@
   showInput(null);
   showProbabilities(null);
 
-  if (params.has('theta1') || params.has('theta2')) {
+  if (params.has('theta1') || params.has('theta2') || params.has('manifest')) {
     const urls = { theta1: params.get('theta1'), theta2: params.get('theta2'), manifest: params.get('manifest') };
-    const label = `URLs ${urls.theta1}, ${urls.theta2}`;
-    useModel(urls.theta1 && urls.theta2
-      ? loadFromUrls(urls, label)
-      : Promise.reject(new ThetaError('give both ?theta1=URL and ?theta2=URL')), label);
+    const label = urls.theta1 || urls.theta2 ? `URLs ${urls.theta1}, ${urls.theta2}` : `URL ${urls.manifest}`;
+    useModel(loadFromUrls(urls, label), label);
   } else {
     useModel(loadFromUrls(DEFAULT_MODEL, 'bundled default (digits/default_model/)'), 'the bundled default model')
       .catch((error) => setStatus(`Could not load the bundled default model (${error.message}): serve the ` +
