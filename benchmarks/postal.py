@@ -1,6 +1,9 @@
 """Postal-code reading on generated crops: accuracy, error against reject rate, crops/s.
 
-Run: .venv/bin/python -m benchmarks.postal --crops 2000 [--model DIR] [--expect 5] [--plot PNG] [--validation]
+Run: .venv/bin/python -m benchmarks.postal --crops 2000 [--model DIR ...] [--expect 5] [--plot PNG] [--validation]
+
+With several --model directories, each reads the same crops, side by side in one table and one
+plot; with --expect, the 5-digit set is read both without and with the hint.
 
 The crops come from trainer.synth with fixed seeds: a 5-digit set (the acceptance set of
 issue 4) and a mixed set of 4, 5, 6 and 5+4 codes. They are read in this process through the
@@ -185,14 +188,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--crops", type=int, default=2000, help="5-digit crops (default 2000)")
     parser.add_argument("--mixed", type=int, default=None, help="mixed-format crops (default: a quarter of --crops)")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="a directory of theta CSVs")
+    parser.add_argument("--model", type=Path, action="append", default=None,
+                        help="a model directory (CSVs and manifest); repeat to compare (default: the bundled one)")
     parser.add_argument("--expect", default=None, help="hint for the 5-digit set, e.g. 5 or #####")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "postal-reject.png")
     parser.add_argument("--validation", action="store_true",
                         help="crops of MNIST validation digits (other seeds), to tune the reader on")
     args = parser.parse_args()
     expect = parse_pattern(args.expect) if args.expect else None
-    model = load_model_dir(args.model)
+    directories: list[Path] = args.model or [DEFAULT_MODEL_DIR]
     data = load()
     if args.validation:
         _, _, images, labels = data.split()
@@ -202,14 +206,22 @@ def main() -> None:
     five = generate(args.crops, images, labels, formats=("5",), seed=seed_five)
     mixed_count = args.crops // 4 if args.mixed is None else args.mixed
     mixed = generate(mixed_count, images, labels, formats=("4", "5", "6", "5+4"), seed=seed_mixed)
-    results = [score(f"5-digit{', --expect ' + args.expect if expect else ''}", five, *read_all(five, model, expect))]
-    if mixed:
-        results.append(score("mixed 4/5/6/5+4, no hint", mixed, *read_all(mixed, model, None)))
-    results.append(score("5-digit, true cuts (what cutting costs)", five, *read_true_cuts(five, model)))
     print(f"machine: {machine()}")
-    print(f"model: {args.model} ({model.architecture})\n")
+    results: list[Scored] = []
+    for directory in directories:
+        model = load_model_dir(directory)
+        label = f"{directory.name} ({model.architecture})"
+        print(f"model: {directory} ({model.architecture})")
+        results.append(score(f"{label}: 5-digit", five, *read_all(five, model, None)))
+        if expect:
+            results.append(score(f"{label}: 5-digit, --expect {args.expect}", five, *read_all(five, model, expect)))
+        if mixed:
+            results.append(score(f"{label}: mixed 4/5/6/5+4, no hint", mixed, *read_all(mixed, model, None)))
+        results.append(score(f"{label}: 5-digit, true cuts (what cutting costs)", five,
+                             *read_true_cuts(five, model)))
+    print()
     print(table(results))
-    plot(results, args.plot, f"model {args.model.name} ({model.architecture}), generated crops")
+    plot(results, args.plot, "generated crops, " + ", ".join(d.name for d in directories))
     print(f"\nplot: {args.plot}")
 
 
