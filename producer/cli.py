@@ -18,7 +18,7 @@ from digits.connection import Group, connect, redis_url_option
 from producer import runs
 from producer.drive import drive, err, interrupted, print_summary, stop_on_sigterm, warn_empty
 from producer.files import Share
-from producer.following import follow
+from producer.following import await_run, follow
 from producer.keying_cli import corrections, review
 from producer.options import (
     folder_options,
@@ -89,7 +89,10 @@ def results(run_id: str, redis_url: str, fmt: str, output: str, follow_run: bool
     """Write the results of RUN_ID as JSON Lines or CSV."""
     connection = connect(redis_url)
     try:
-        results = follow(connection, run_id, wait=follow_run, start_seconds=defaults.RUN_START_SECONDS)
+        if follow_run and not connection.exists(keys.run(run_id)):  # started beside its senders
+            err.print(f"waiting up to {defaults.RUN_START_SECONDS:g} s for run {run_id} to be created")
+            await_run(connection, run_id, defaults.RUN_START_SECONDS)
+        results = follow(connection, run_id, wait=follow_run)
         with open_output(output) as stream:
             writer = ResultWriter(stream, fmt)
             for line, record in results:

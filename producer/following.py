@@ -44,14 +44,11 @@ class Follower:
 
 
 def follow(connection: redis.Redis, run_id: str, *, wait: bool = True,
-           should_stop: Callable[[], bool] = lambda: False,
-           start_seconds: float = 0.0) -> Iterator[Result]:
+           should_stop: Callable[[], bool] = lambda: False) -> Iterator[Result]:
     """A run's results in the order they finished, each image once (a batch redone after a
     Redis restart lost its first result must not repeat); with wait, until the run is complete,
-    sweeping for abandoned and failed batches meanwhile. A follower started beside the senders
-    may wait up to start_seconds for the first of them to create the run."""
-    meta = await_run(connection, run_id, start_seconds if wait else 0.0)
-    queue = batch_queue(connection, meta.get("queue", keys.DEFAULT_QUEUE))
+    sweeping for abandoned and failed batches meanwhile."""
+    queue = batch_queue(connection, run_meta(connection, run_id).get("queue", keys.DEFAULT_QUEUE))
     follower = Follower(connection, run_id)
     seen: set[str] = set()
     last_sweep = time.monotonic()
@@ -80,7 +77,8 @@ def follow(connection: redis.Redis, run_id: str, *, wait: bool = True,
 
 
 def await_run(connection: redis.Redis, run_id: str, seconds: float) -> dict[str, str]:
-    """The run's hash once it exists; RunError (no such run) if it does not within `seconds`."""
+    """The run's hash once it exists, for a follower started beside the run's senders; RunError
+    (no such run) if it does not within `seconds`."""
     deadline = time.monotonic() + seconds
     while True:
         try:

@@ -21,7 +21,9 @@ from digits import keys
 from digits.connection import connect, text, text_hash
 from digits.registry import DEFAULT_MODEL_DIR, Registry
 from producer.files import Share
+from producer.following import await_run
 from producer.redis_server import RedisServer
+from producer.runs import RunError
 from tests.conftest import ROOT, MakeFolder, WorkerPool
 from tests.test_chaos import signal_one, worker_pids
 
@@ -79,6 +81,7 @@ def test_three_producers_feed_one_run_exactly_once_while_workers_are_killed(
         assert code == 0, f"share {k}/3: {stderr}"
     code, _, stderr = finish(follower)
     assert code == 0, stderr
+    assert "waiting up to 60 s for run shared-1 to be created" in stderr
 
     assert kills >= 3 and resumed
     meta = text_hash(connection.hgetall(keys.run("shared-1")))
@@ -151,3 +154,13 @@ def test_one_folder_split_over_two_independent_pools(digit_folder: MakeFolder, t
              for k in (1, 2)]
     assert min(len(p) for p in parts) > 150 and len(parts[0]) + len(parts[1]) == len(truth)
     assert set(parts[0]) | set(parts[1]) == set(truth) and not set(parts[0]) & set(parts[1])
+
+
+def test_a_follower_waits_for_its_run_then_says_there_is_none(connection: redis.Redis) -> None:
+    """A follower started before its run's senders waits for the run; one that never comes is
+    still "no such run", once the wait is over."""
+    with pytest.raises(RunError, match="no such run: never-sent"):
+        await_run(connection, "never-sent", 0.3)
+    connection.hset(keys.run("sent-1"), "status", "enqueueing")
+    assert await_run(connection, "sent-1", 0.3)["status"] == "enqueueing"
+
