@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from digits.arrays import Floats
-from digits.defaults import BLOCK_FLOATS, MAX_MACS_PER_DIGIT
+from digits.defaults import BLOCK_FLOATS, MAX_FLOATS_PER_DIGIT, MAX_MACS_PER_DIGIT
 from digits.manifest import THETA_FILES, Layer, layer_specs, model_files, parse_manifest
 from digits.theta import N_CLASSES, N_INPUT, Model, ThetaError, parse_pair, parse_theta, read_files
 
@@ -75,7 +75,8 @@ class Network:
     @classmethod
     def build(cls, layers: list[Layer], weights: dict[str, npt.NDArray[np.float64]], where: str) -> Network:
         """Chain the layers from 28x28x1 pixels to the 10 classes, refusing a matrix that does not
-        fit its input or a model costlier than MAX_MACS_PER_DIGIT, before any digit is read."""
+        fit its input, or a model costlier in time (MAX_MACS_PER_DIGIT) or memory
+        (MAX_FLOATS_PER_DIGIT) than the limits, before any digit is read."""
         shape, steps, macs, floats = (SIDE, SIDE, 1), [], 0, N_INPUT
         empty = np.zeros(0, dtype=np.float32)
         for number, layer in enumerate(layers, start=1):
@@ -118,6 +119,9 @@ class Network:
                              f"the model must end in {N_CLASSES} classes")
         if macs > MAX_MACS_PER_DIGIT:
             raise ThetaError(f"{where}: {macs} multiply-adds per digit, over the limit of {MAX_MACS_PER_DIGIT}")
+        if floats > MAX_FLOATS_PER_DIGIT:
+            raise ThetaError(f"{where}: {floats} floats of temporaries per digit in one layer, over the limit "
+                             f"of {MAX_FLOATS_PER_DIGIT}")
         return cls(steps, floats)
 
     @property

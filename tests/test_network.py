@@ -166,6 +166,18 @@ def test_a_model_costlier_than_the_limit_is_refused_before_any_digit() -> None:
         load_model(files, {"layers": layers}, "v")
 
 
+def test_a_model_whose_layers_need_too_much_memory_is_refused_before_any_digit() -> None:
+    """Cheap in multiply-adds, but 4,096 channels of 28 x 28: 13 MB a digit in one layer."""
+    rng = np.random.default_rng(0)
+    layers = [{"op": "conv", "file": "wide.csv", "kernel": 1, "stride": 1, "padding": "valid", "activation": "relu"},
+              {"op": "maxpool", "size": 4},
+              {"op": "maxpool", "size": 4},
+              {"op": "dense", "file": "d.csv", "activation": "softmax"}]
+    files = {"wide.csv": to_csv(rng.normal(size=(2, 4096))), "d.csv": to_csv(rng.normal(size=(4096 + 1, 10)))}
+    with pytest.raises(ThetaError, match=r"v: \d+ floats of temporaries per digit in one layer, over the limit"):
+        load_model(files, {"layers": layers}, "v")
+
+
 def test_the_manifest_lists_the_layer_files_in_order() -> None:
     files = random_cnn()
     manifest = cnn_manifest(files, "cnn-1")
