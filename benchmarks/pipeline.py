@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+import numpy as np
 import redis
 from PIL import Image
 
@@ -32,8 +33,8 @@ from benchmarks.procs import cpu_seconds, reset_peak, spawned_children, status_k
 from digits import keys
 from digits.connection import connect
 from digits.defaults import REVIEW_THRESHOLD
-from digits.images import ImageError, decode
-from digits.network import load_model_dir
+from digits.images import ImageError, decode, normalise
+from digits.network import Recogniser, load_model_dir
 from digits.reading import lattice_of, read
 from digits.registry import DEFAULT_MODEL_DIR, Registry
 from digits.segment import Lattice
@@ -195,28 +196,40 @@ def main() -> None:
                         help="a model directory; repeat to compare (default: the bundled one)")
     args = parser.parse_args()
     directories: list[Path] = args.model or [DEFAULT_MODEL_DIR]
-    rows: list[tuple[str, float]] = []
+    rows: list[tuple[str, float, str]] = []  # measure, images/s, worker peak RSS
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         paths = write_digits(folder, args.images)
         for directory in directories:
-            label = f"{directory.name} ({load_model_dir(directory).architecture})" if len(directories) > 1 else ""
-            rows += [(f"{label} in-process, {cores} core{'s' if cores > 1 else ''}".strip(),
-                      in_process(paths, cores, directory)) for cores in (1, 2)]
+            model = load_model_dir(directory)
+            label = f"{directory.name} ({model.architecture}) " if len(directories) > 1 else ""
+            rows.append((f"{label}forward pass alone, 1 core", forward_rate(model, paths), ""))
+            rows += [(f"{label}in-process, {cores} core{'s' if cores > 1 else ''}",
+                      in_process(paths, cores, directory), "") for cores in (1, 2)]
             for count in (1, 2):
                 with RedisServer() as server:
                     Registry(connect(server.url)).publish_dir(directory, promote=True)
-                    with Workers(server.url, count):
+                    with Workers(server.url, count) as workers:
                         timed = end_to_end(server.url, folder, args.images)
-                rows.append((f"{label} digits-producer run, {count} worker{'s' if count > 1 else ''}".strip(),
-                             timed.rate))
+                        peak = max(workers.rss_mib("VmHWM"))
+                rows.append((f"{label}digits-producer run, {count} worker{'s' if count > 1 else ''}", timed.rate,
+                             f"{peak:.0f}"))
     print(f"machine: {machine()}")
     print(f"input: {args.images} MNIST test digits as 28 x 28 PNG files\n")
-    width = max(len(name) for name, _ in rows)
-    print(f"| {'measure':<{width}} | {'images/s':>9} |")
-    print(f"| {'-' * width} | {'-' * 9}:|")
-    for name, rate in rows:
-        print(f"| {name:<{width}} | {rate:>9,.0f} |")
+    width = max(len(name) for name, _, _ in rows)
+    print(f"| {'measure':<{width}} | {'images/s':>9} | worker peak RSS (MiB) |")
+    print(f"| {'-' * width} | {'-' * 9}:| ---: |")
+    for name, rate, peak_mib in rows:
+        print(f"| {name:<{width}} | {rate:>9,.0f} | {peak_mib} |")
+
+
+def forward_rate(model: Recogniser, paths: list[Path]) -> float:
+    """Digits/s of the model's forward pass alone, on the files' normalised 28 x 28 fields."""
+    fields = np.stack([normalise(decode(path.read_bytes())).reshape(-1) for path in paths])
+    model.probabilities(fields[:BATCH])  # warm up
+    started = time.perf_counter()
+    model.probabilities(fields)
+    return len(fields) / (time.perf_counter() - started)
 
 
 if __name__ == "__main__":

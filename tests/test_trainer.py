@@ -102,12 +102,13 @@ def test_short_cnn_run_publishes_layer_files_that_round_trip(redis_url: str, con
     its manifest; `export` and `import` give the same files and sha256."""
     out = tmp_path / "version"
     done = trainer(redis_url, "train", "--preset", "cnn", "--steps", "60", "--hidden", "16", "--crops", "0",
-                   "--out", str(out), "--promote")
+                   "--dropout", "0.5", "--out", str(out), "--promote")
     assert done.returncode == 0, done.stderr
     version = done.stdout.strip().splitlines()[-1]
     manifest = json.loads((out / "manifest.json").read_text())
     assert [layer["op"] for layer in manifest["layers"]] == ["conv", "maxpool", "conv", "maxpool", "dense", "dense"]
     assert manifest["architecture"] == "conv3x16-pool2-conv3x32-pool2-dense16-dense10"
+    assert manifest["hyperparameters"]["dropout"] == 0.5 and manifest["hyperparameters"]["arch"] == "cnn"
     for name, shape in (("layer1.csv", (10, 16)), ("layer2.csv", (145, 32)), ("layer3.csv", (1569, 16)),
                         ("layer4.csv", (17, 10))):
         lines = (out / name).read_text().splitlines()

@@ -38,6 +38,8 @@ def main() -> None:
 @click.option("--hidden", type=int, default=None,
               help="Override the hidden size H (cnn: the dense layer after the convolutions).")
 @click.option("--learning-rate", type=float, default=None)
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="Share of the last hidden layer's units dropped in each training step.")
 @click.option("--batch-size", type=int, default=None)
 @click.option("--init", type=click.Choice(["glorot", "normal"]), default=None)
 @click.option("--stroke", type=click.FloatRange(0, 1), default=None,
@@ -57,7 +59,7 @@ def main() -> None:
 @click.option("--publish/--no-publish", default=True, show_default=True, help="Publish to the Redis registry.")
 @click.option("--promote", is_flag=True, help="Make the new version current.")
 @redis_url_option
-def train(preset: str, steps: int | None, hidden: int | None, learning_rate: float | None,
+def train(preset: str, steps: int | None, hidden: int | None, learning_rate: float | None, dropout: float | None,
           batch_size: int | None, init: str | None, stroke: float | None, crops: int | None, seed: int | None,
           correction_dirs: tuple[Path, ...], mnist_dir: Path | None,
           out: Path | None, checkpoint_dir: Path | None, publish: bool, promote: bool, redis_url: str) -> None:
@@ -72,7 +74,7 @@ def train(preset: str, steps: int | None, hidden: int | None, learning_rate: flo
 
     if preset not in PRESETS:
         raise click.BadParameter(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}", param_hint="--preset")
-    recipe = preset_with(preset, steps=steps, hidden=hidden, learning_rate=learning_rate,
+    recipe = preset_with(preset, steps=steps, hidden=hidden, learning_rate=learning_rate, dropout=dropout,
                          batch_size=batch_size, init=init, stroke=stroke, crops=crops, seed=seed)
     registry = registry_at(redis_url) if publish else None
     if registry is not None:

@@ -166,6 +166,12 @@
     return { steps, architecture };
   }
 
+  /** The manifest's test accuracy, as a note for the model panel (none if it has none). */
+  function accuracyNote(manifest) {
+    const accuracy = manifest.metrics && manifest.metrics.test_accuracy;
+    return typeof accuracy === 'number' ? [`test accuracy ${(100 * accuracy).toFixed(2)}%`] : [];
+  }
+
   async function sha256Hex(bytes) {
     if (!(globalThis.crypto && crypto.subtle)) return null;  // only in secure contexts (https, localhost)
     const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
@@ -196,9 +202,7 @@
           notes.push("sha256 of both files match the manifest");
         }
       }
-      if (manifest.metrics && typeof manifest.metrics.test_accuracy === 'number') {
-        notes.push(`test accuracy ${(100 * manifest.metrics.test_accuracy).toFixed(2)}%`);
-      }
+      notes.push(...accuracyNote(manifest));
       info.check = notes.join('; ') || 'manifest has no sha256s';
     }
     if (!info.version) info.version = `(no manifest: ${names[0]}, ${names[1]})`;
@@ -230,9 +234,7 @@
     } else {
       notes.push(`sha256 of all ${names.length} layer files match the manifest`);
     }
-    if (manifest.metrics && typeof manifest.metrics.test_accuracy === 'number') {
-      notes.push(`test accuracy ${(100 * manifest.metrics.test_accuracy).toFixed(2)}%`);
-    }
+    notes.push(...accuracyNote(manifest));
     const info = { version: where, hidden: null, architecture: model.architecture, source, check: notes.join('; '), manifest };
     return { model, info };
   }
