@@ -67,7 +67,7 @@ PRESETS = {
     # digits: read right when well cut, read as no digit in particular when cut wrong (--crops 0: MNIST only).
     "best": Preset("best", hidden=1024, learning_rate=0.001, steps=300 * 429, batch_size=128, init="glorot",
                    distort=True, schedule="cosine", standardize=True, ema=True, select="best", crops=40_000),
-    # A small convolutional network (LeNet-class, 0.7 M multiply-adds a digit, as many as the MLP's 0.8 M),
+    # A small convolutional network (LeNet-class, 1.2 M multiply-adds a digit against the MLP's 0.8 M),
     # trained as "best" is, on 40 epochs, with dropout before its last layer: chosen on crops of validation
     # digits over a learning rate of 0.002 without dropout, and over 80 epochs (docs/training.md).
     "cnn": Preset("cnn", hidden=128, learning_rate=0.001, steps=40 * 429, batch_size=128, init="glorot",
