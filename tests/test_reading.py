@@ -165,6 +165,20 @@ def test_assemble_reads_codes_with_hyphen_and_confidence() -> None:
     assert hinted.confidence == 0.0 and hinted.review  # could not be cut into three digits
 
 
+def test_a_single_digit_is_read_as_itself_whatever_its_score_or_the_hint() -> None:
+    single = lattice([(0, 1)], 1)
+    unsure = np.full((1, 10), 0.1, np.float32)  # scores far below a skip, but nothing can be skipped
+    closer = np.full((1, 10), 0.01, np.float32)
+    closer[0, 7] = 0.91
+    reading = assemble([single], unsure, lambda fields: np.repeat(closer, len(fields), axis=0), 0.9)[0]
+    assert reading.code == "7" and reading.boxes == single.boxes  # read, and its doubt looked at closer
+    hinted = assemble([single], unsure, lambda fields: np.repeat(closer, len(fields), axis=0), 0.5,
+                      parse_pattern("5"))[0]
+    assert hinted.digits == "7" and hinted.confidence == 0.0 and hinted.review  # not the 5 digits asked for
+    speck = lattice([(0, 1)], 1, optional=frozenset({0}))  # a lone optional primitive is still searched
+    assert assemble([speck], unsure, lambda fields: np.repeat(closer, len(fields), axis=0), 0.9)[0].code == ""
+
+
 def test_separators_follow_the_pattern_or_the_page() -> None:
     boxes = [(0, 0, 8, 20), (10, 0, 18, 20), (20, 0, 28, 20), (60, 0, 68, 20), (70, 0, 78, 20)]
     assert place_separators(boxes, [], None) == {}  # a wide gap in five digits: uneven writing

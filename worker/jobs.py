@@ -6,6 +6,7 @@ import logging
 import socket
 import time
 
+import numpy as np
 import redis
 from rq import get_current_job
 
@@ -104,12 +105,13 @@ def record_batch(connection: redis.Redis, worker: str, images: int, failed: int,
 
 def reading_record(path: str, batch: int, reading: Reading, model_version: str, model_sha256: str,
                    worker: str) -> Record:
-    """The result of an image that was read: its code, per-digit probabilities and boxes, rounded for JSON."""
+    """The result of an image that was read: its code, per-digit probabilities and boxes, rounded for JSON
+    (by NumPy, all at once: rounding each float in Python took a third of the time of a digit's result)."""
+    probabilities = np.round(reading.probabilities.astype(np.float64), 6)
     return result_record(
         path, batch, code=reading.code, digits=reading.digits,
         confidence=round(reading.confidence, 6), review=reading.review,
-        confidences=[round(float(p), 6) for p in reading.probabilities.max(axis=1)],
-        probabilities=[[round(float(p), 6) for p in probs] for probs in reading.probabilities],
+        confidences=probabilities.max(axis=1).tolist(), probabilities=probabilities.tolist(),
         boxes=[list(box) for box in reading.boxes],
         model_version=model_version, model_sha256=model_sha256, worker=worker,
     )
