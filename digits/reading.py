@@ -96,10 +96,14 @@ def classify(lattices: list[Lattice], classifier: Classifier) -> Floats:
 
 
 def looks(fields: Floats, classifier: Classifier, views: tuple[View, ...]) -> Floats:
-    """The mean of the classifier's probabilities for the fields as they are and in each view."""
-    total = classifier(fields).astype(np.float32)
-    for view in views:
-        total += classifier(viewed(fields, view))
+    """The mean of the classifier's probabilities for the fields as they are and in each view,
+    classified in one call: a closer look at a few doubtful digits is 11 views of them, and one
+    call reads the model's weights once instead of 11 times."""
+    seen = classifier(np.concatenate([fields, *(viewed(fields, view) for view in views)]))
+    by_view = np.asarray(seen, dtype=np.float32).reshape(1 + len(views), len(fields), -1)
+    total = by_view[0].copy()
+    for probabilities in by_view[1:]:
+        total += probabilities
     return np.asarray(total / (1 + len(views)), dtype=np.float32)
 
 

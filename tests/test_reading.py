@@ -141,7 +141,7 @@ def test_only_doubtful_chosen_digits_get_a_closer_look() -> None:
 
     reading = assemble([lat], probabilities, classifier, review_threshold=0.5)[0]
     closer = looks(lat.fields[1:2], model.probabilities, (SHRUNK, *CLOSER_VIEWS))
-    assert seen == [1] * (2 + len(CLOSER_VIEWS))  # the doubtful digit alone, in every view
+    assert seen == [2 + len(CLOSER_VIEWS)]  # the doubtful digit alone, in every view, in one call
     np.testing.assert_array_equal(reading.probabilities[0], probabilities[0])
     np.testing.assert_allclose(reading.probabilities[1], closer[0], atol=1e-6)
     assert reading.code == "7" + str(int(closer.argmax()))
