@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -308,10 +309,12 @@ def test_a_cnn_version_reads_as_python_reads_it(driver: WebDriver, site: Site, m
     assert info["architecture"].startswith("conv3x16"), info
     assert float(np.abs(page_probabilities(driver, inputs) - python).max()) <= 1e-5
 
-    bad = dict(manifest, version="cnn-bad")
-    (folder / "layer2.csv").write_bytes(to_csv(np.ones((100, 32))))
-    (folder / "bad.json").write_text(json.dumps(bad))
-    info = open_page(driver, f"{site.url}{PAGE}?manifest=/_test/cnn/bad.json")
+    # A new folder, not a file rewritten in place: the browser may serve the good layer2.csv from its cache.
+    broken = site.extra / "cnn-bad"
+    shutil.copytree(folder, broken)
+    (broken / "layer2.csv").write_bytes(to_csv(np.ones((100, 32))))
+    (broken / "manifest.json").write_text(json.dumps(dict(manifest, version="cnn-bad")))
+    info = open_page(driver, f"{site.url}{PAGE}?manifest=/_test/cnn-bad/manifest.json")
     assert info == {"error": "cnn-bad/layer2.csv, layer 3 (conv): 100 rows, but a 3x3 convolution of 16 "
                              "channel(s) needs 144 weight rows under the bias row (145)"}, info
 
