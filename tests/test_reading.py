@@ -168,15 +168,18 @@ def test_assemble_reads_codes_with_hyphen_and_confidence() -> None:
 def test_a_single_digit_is_read_as_itself_whatever_its_score_or_the_hint() -> None:
     single = lattice([(0, 1)], 1)
     unsure = np.full((1, 10), 0.1, np.float32)  # scores far below a skip, but nothing can be skipped
-    closer = np.full((1, 10), 0.01, np.float32)
-    closer[0, 7] = 0.91
-    reading = assemble([single], unsure, lambda fields: np.repeat(closer, len(fields), axis=0), 0.9)[0]
+
+    def closer_look(fields: np.ndarray) -> np.ndarray:  # every view of the doubtful digit reads a sure 7
+        probabilities = np.full((len(fields), 10), 0.01, np.float32)
+        probabilities[:, 7] = 0.91
+        return probabilities
+
+    reading = assemble([single], unsure, closer_look, 0.9)[0]
     assert reading.code == "7" and reading.boxes == single.boxes  # read, and its doubt looked at closer
-    hinted = assemble([single], unsure, lambda fields: np.repeat(closer, len(fields), axis=0), 0.5,
-                      parse_pattern("5"))[0]
+    hinted = assemble([single], unsure, closer_look, 0.5, parse_pattern("5"))[0]
     assert hinted.digits == "7" and hinted.confidence == 0.0 and hinted.review  # not the 5 digits asked for
     speck = lattice([(0, 1)], 1, optional=frozenset({0}))  # a lone optional primitive is still searched
-    assert assemble([speck], unsure, lambda fields: np.repeat(closer, len(fields), axis=0), 0.9)[0].code == ""
+    assert assemble([speck], unsure, closer_look, 0.9)[0].code == ""
 
 
 def test_separators_follow_the_pattern_or_the_page() -> None:
