@@ -120,7 +120,7 @@ def measure(args: argparse.Namespace, scratch: Path) -> Report:
         with RedisServer() as server:
             Registry(connect(server.url)).publish_dir(DEFAULT_MODEL_DIR, promote=True)
             with Workers(server.url, workers) as pool:
-                end_to_end(server.url, warm, len(list(warm.iterdir())))  # first jobs warm caches and the producer path
+                end_to_end(server.url, warm, len(list(warm.iterdir())))  # the first jobs' one-time costs are not timed
                 parts = {**pool.parts(), "redis": [server.process.pid] if server.process else []}
                 for name in INPUTS:
                     say(f"(b) digits-producer run, {name}, {workers} worker(s)")
