@@ -35,7 +35,7 @@ from digits.connection import connect
 from digits.defaults import REVIEW_THRESHOLD
 from digits.images import ImageError, decode, normalise
 from digits.network import Recogniser, load_model_dir
-from digits.reading import lattice_of, read
+from digits.reading import lattices_of, read
 from digits.registry import DEFAULT_MODEL_DIR, Registry
 from digits.segment import Lattice
 from producer.redis_server import RedisServer
@@ -62,11 +62,11 @@ def classify_files(paths: list[Path], model_dir: Path = DEFAULT_MODEL_DIR) -> fl
     model = load_model_dir(model_dir)
     started = time.perf_counter()
     for start in range(0, len(paths), BATCH):
-        lattices: list[Lattice] = []
+        greys = []
         for path in paths[start:start + BATCH]:
             with contextlib.suppress(ImageError):  # the worker gives it an error result: nothing to classify
-                lattices.append(lattice_of(decode(path.read_bytes())))
-        read(lattices, model, REVIEW_THRESHOLD)
+                greys.append(decode(path.read_bytes()))
+        read([found for found in lattices_of(greys) if isinstance(found, Lattice)], model, REVIEW_THRESHOLD)
     return time.perf_counter() - started
 
 

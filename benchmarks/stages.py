@@ -27,7 +27,7 @@ from digits.arrays import Floats
 from digits.defaults import REVIEW_THRESHOLD
 from digits.images import decode
 from digits.network import Recogniser, load_model_dir
-from digits.reading import Reading, lattice_of, read
+from digits.reading import Reading, lattice_of, lattices_of, read
 from digits.registry import DEFAULT_MODEL_DIR
 from digits.segment import Lattice
 from worker.jobs import reading_record
@@ -71,7 +71,8 @@ def stages(files: list[Path], model: Recogniser) -> dict[str, float]:
     readings = [r for i in batches for r in read(cuts[i:i + BATCH], model, REVIEW_THRESHOLD)]
     row = {
         "decode (Pillow)": per_image(lambda: [decode(b) for b in blobs], len(blobs)),
-        "normalise or cut (lattice_of)": per_image(lambda: [lattice_of(g) for g in greys], len(blobs)),
+        "normalise or cut (lattices_of, 256 a batch)": per_image(
+            lambda: [lattices_of(greys[i:i + BATCH]) for i in batches], len(blobs)),
         "classify, 256 a batch (read)": per_image(
             lambda: [read(cuts[i:i + BATCH], model, REVIEW_THRESHOLD) for i in batches], len(blobs)),
         "result JSON": per_image(lambda: records(readings, names), len(blobs)),

@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from digits.arrays import Box, Floats
-from digits.images import View, normalise_with_box, viewed
+from digits.images import ImageError, View, normalise_many, viewed
 from digits.network import Recogniser
 from digits.pattern import Pattern
 from digits.segment import Lattice, lattice
@@ -74,11 +74,36 @@ def is_single(grey: Floats, expect: Pattern | None) -> bool:
 def lattice_of(grey: Floats, expect: Pattern | None = None) -> Lattice:
     """The candidate digits of one decoded image; ImageError if it holds none. A hint without a
     hyphen (`5`, `#####`, `### ###`) means no blob is a hyphen: its ink stays with the digits."""
-    if is_single(grey, expect):
-        field, (left, top, right, bottom) = normalise_with_box(grey)
-        width = np.array([(right - left) / (bottom - top)], dtype=np.float32)
-        return Lattice(field.reshape(1, -1), [(0, 1)], [(left, top, right, bottom)], width, np.ones(1, np.float32), 1)
-    return lattice(grey, find_hyphens=expect is None or expect.hyphenated)
+    found = lattices_of([grey], expect)[0]
+    if isinstance(found, ImageError):
+        raise found
+    return found
+
+
+def lattices_of(greys: list[Floats], expect: Pattern | None = None) -> list[Lattice | ImageError]:
+    """`lattice_of` for many decoded images, each one's ImageError in its place; single digits of
+    one size are normalised together (digits.images.normalise_many)."""
+    found: dict[int, Lattice | ImageError] = {}
+    singles: dict[tuple[int, ...], list[int]] = {}
+    for index, grey in enumerate(greys):
+        if is_single(grey, expect):
+            singles.setdefault(grey.shape, []).append(index)
+            continue
+        try:
+            found[index] = lattice(grey, find_hyphens=expect is None or expect.hyphenated)
+        except ImageError as exc:
+            found[index] = exc
+    for indices in singles.values():
+        for index, normalised in zip(indices, normalise_many(np.stack([greys[i] for i in indices])), strict=True):
+            found[index] = normalised if isinstance(normalised, ImageError) else single_lattice(*normalised)
+    return [found[index] for index in range(len(greys))]
+
+
+def single_lattice(field: Floats, box: Box) -> Lattice:
+    """The lattice of an image that holds one digit: one candidate, the whole image's ink."""
+    left, top, right, bottom = box
+    width = np.array([(right - left) / (bottom - top)], dtype=np.float32)
+    return Lattice(field.reshape(1, -1), [(0, 1)], [box], width, np.ones(1, np.float32), 1)
 
 
 def read(lattices: list[Lattice], model: Recogniser, review_threshold: float,

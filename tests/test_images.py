@@ -15,7 +15,17 @@ import pytest
 from PIL import Image
 
 from digits.arrays import Bytes, Floats
-from digits.images import FIELD, ImageError, View, decode, normalise, prepare, viewed
+from digits.images import (
+    FIELD,
+    ImageError,
+    View,
+    decode,
+    normalise,
+    normalise_many,
+    normalise_with_box,
+    prepare,
+    viewed,
+)
 from digits.registry import DEFAULT_MODEL_DIR
 from digits.theta import Model, load_dir
 from trainer.mnist import Mnist, load
@@ -132,6 +142,27 @@ def test_mnist_digits_pass_through_normalise_unchanged(mnist: Mnist) -> None:
     fields = mnist.test_images[:1000].reshape(-1, FIELD, FIELD).astype(np.float32) / 255.0
     unchanged = sum(bool(np.allclose(normalise(f), f, rtol=0, atol=1e-6)) for f in fields)
     assert unchanged >= 850, f"only {unchanged} of 1000 MNIST digits came through normalise unchanged"
+
+
+def test_a_stack_normalises_as_its_digits_do_one_at_a_time(mnist: Mnist) -> None:
+    """Workers normalise same-size digits together: the fields and boxes must be exactly those of
+    one digit at a time, dark-on-light and noisy ones included, and a blank one fails alone."""
+    rng = np.random.default_rng(3)
+    stack = mnist.test_images[:300].reshape(-1, FIELD, FIELD).astype(np.float32) / 255.0
+    stack[1::3] = 1.0 - stack[1::3]  # dark ink on white paper
+    stack[2::3] = np.clip(stack[2::3] + rng.uniform(0.0, 0.15, stack[2::3].shape), 0.0, 1.0)  # grey, noisy paper
+    stack[7] = 0.8  # blank
+    found = normalise_many(stack)
+    assert len(found) == len(stack)
+    assert isinstance(found[7], ImageError) and "blank" in str(found[7])
+    for index, digit_field in enumerate(stack):
+        if index == 7:
+            continue
+        alone, box = normalise_with_box(digit_field)
+        together = found[index]
+        assert not isinstance(together, ImageError)
+        assert together[1] == box, index
+        assert np.array_equal(together[0], alone), index
 
 
 def test_png_pipeline_keeps_the_models_accuracy(mnist: Mnist, model: Model) -> None:

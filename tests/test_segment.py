@@ -18,9 +18,9 @@ from PIL import Image
 from digits.images import ImageError, decode
 from digits.ink import Piece
 from digits.pattern import Pattern, parse_pattern
-from digits.reading import Reading, lattice_of, read
+from digits.reading import Reading, lattice_of, lattices_of, read
 from digits.registry import DEFAULT_MODEL_DIR
-from digits.segment import candidates, cut, cuts, lattice
+from digits.segment import Lattice, candidates, cut, cuts, lattice
 from digits.theta import Model, load_dir
 from tests.conftest import Digits
 from trainer.synth import Crop, generate, png_bytes
@@ -153,6 +153,27 @@ def test_single_digit_is_a_code_of_length_one(model: Model, mnist_test: Digits) 
         assert len(reading.code) == 1 and len(reading.boxes) == 1 and reading.probabilities.shape == (1, 10)
         right += reading.code == str(labels[index])
     assert right >= 9
+
+
+def test_a_batch_of_images_gives_each_its_own_lattice_or_error(mnist_test: Digits) -> None:
+    """lattices_of, as a worker calls it on a batch: singles of two sizes (normalised together),
+    crops and a blank image, each answer in its image's place and equal to lattice_of's."""
+    images, _ = mnist_test
+    small = [images[i].reshape(28, 28).astype(np.float32) / 255.0 for i in range(6)]
+    large = [decode(png_bytes(c)) for c in crops(mnist_test, 2, seed=21)]
+    scan = np.asarray(Image.fromarray(255 - images[6].reshape(28, 28)).resize((56, 56)), np.float32) / 255.0
+    greys = [small[0], large[0], small[1], np.zeros((28, 28), np.float32), scan, small[2], large[1], *small[3:]]
+    found = lattices_of(greys)
+    assert len(found) == len(greys)
+    for index, grey in enumerate(greys):
+        if index == 3:
+            assert isinstance(found[index], ImageError) and "blank" in str(found[index])
+            continue
+        alone, together = lattice_of(grey), found[index]
+        assert isinstance(together, Lattice), index
+        assert together.spans == alone.spans and together.boxes == alone.boxes, index
+        assert np.array_equal(together.fields, alone.fields), index
+    assert [len(f.spans) for f in found if isinstance(f, Lattice)][:2] == [1, len(lattice_of(large[0]).spans)]
 
 
 def test_confidence_ranks_wrong_codes_lower(model: Model, mnist_test: Digits) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
+from PIL import Image
 from rq import Callback, Queue
 from rq.registry import FailedJobRegistry
 from rq.serializers import DefaultSerializer
@@ -83,13 +84,15 @@ def test_corrupt_image_fails_alone(connection: redis.Redis, default_version: str
     folder, truth = digit_folder(10)
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
     (folder / "notes.png").write_text("this is not an image")
+    Image.new("L", (28, 28), 255).save(folder / "blank.png")  # normalised in one stack with the digits
     start_workers(1)
     records = classify(connection, folder, batch_size=50)  # one batch holds them all
     assert records["broken.png"]["error"].startswith("broken.png: ")
     assert "not a recognised image format" in records["notes.png"]["error"]
+    assert records["blank.png"]["error"] == "blank.png: no digits found: the image is blank"
     assert all(records[p]["error"] is None and records[p]["digits"] for p in truth)
     run_id = text(connection.zrange(keys.RUNS, 0, 0)[0])
-    assert connection.scard(keys.run_failed(run_id)) == 2
+    assert connection.scard(keys.run_failed(run_id)) == 3
 
 
 def test_a_batch_of_crops_is_read_a_block_at_a_time_in_order(

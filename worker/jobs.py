@@ -11,11 +11,12 @@ import redis
 from rq import get_current_job
 
 from digits import keys
+from digits.arrays import Floats
 from digits.connection import text
-from digits.images import ImageError, decode
+from digits.images import FIELD, ImageError, decode
 from digits.pattern import Pattern, parse_pattern
 from digits.payload import batch_options, batch_paths
-from digits.reading import Reading, lattice_of, read
+from digits.reading import Reading, lattices_of, read
 from digits.results import Record, result_record, store_results
 from digits.segment import Lattice
 from digits.theta import BLOCK_ROWS
@@ -23,6 +24,7 @@ from worker import metrics
 from worker.serving import Loaded, Serving
 
 log = logging.getLogger(__name__)
+DECODED_PIXELS = BLOCK_ROWS * FIELD * FIELD  # decoded pixels cut together: a block of fields' worth (3 MB)
 
 
 def classify_batch(run_id: str, batch: int, result_ttl: int, *, serving: Serving) -> dict[str, int]:
@@ -61,33 +63,49 @@ def classify_batch(run_id: str, batch: int, result_ttl: int, *, serving: Serving
 
 def read_batch(payload: dict[bytes, bytes], paths: list[str], batch: int, expect: Pattern | None, threshold: float,
                max_pixels: int, loaded: Loaded, worker: str) -> list[Record]:
-    """Each image's result: failed alone if it cannot be decoded or holds no digit. Its candidate
-    digits are read about BLOCK_ROWS at a time, and let go: a batch of long crops (40
+    """Each image's result: failed alone if it cannot be decoded or holds no digit. Images are
+    cut about DECODED_PIXELS at a time (single digits of one size normalised together) and their
+    candidate digits read about BLOCK_ROWS at a time, and let go: a batch of long crops (40
     candidates each) never holds all its fields at once."""
     records: list[Record] = []
+    decoded: list[tuple[int, Floats]] = []
     lattices: list[Lattice] = []
     good: list[int] = []
     readings: list[Reading] = []
-    candidates = 0
+    pixels = candidates = 0
     for index, path in enumerate(paths):
-        problem = payload.get(f"{index}:error".encode())
         try:
-            if problem is not None:
-                raise ImageError(problem.decode())
-            data = payload.get(str(index).encode())
-            if data is None:
-                raise ImageError(f"its bytes are missing from the batch payload (field {index})")
-            lattices.append(lattice_of(decode(data, max_pixels), expect))
-            candidates += len(lattices[-1].spans)
-            good.append(index)
+            decoded.append((index, decode(image_bytes(payload, index), max_pixels)))
+            pixels += decoded[-1][1].size
         except ImageError as exc:
             records.append(result_record(path, batch, error=f"{path}: {exc}", worker=worker))
-        if candidates >= BLOCK_ROWS or index == len(paths) - 1:
+        last = index == len(paths) - 1
+        if pixels >= DECODED_PIXELS or last:
+            for (image, _), found in zip(decoded, lattices_of([grey for _, grey in decoded], expect), strict=True):
+                if isinstance(found, ImageError):
+                    records.append(result_record(paths[image], batch, error=f"{paths[image]}: {found}", worker=worker))
+                else:
+                    lattices.append(found)
+                    candidates += len(found.spans)
+                    good.append(image)
+            decoded, pixels = [], 0
+        if candidates >= BLOCK_ROWS or last:
             readings += read(lattices, loaded.model, threshold, expect)
             lattices, candidates = [], 0
     for index, reading in zip(good, readings, strict=True):
         records.append(reading_record(paths[index], batch, reading, loaded.version, loaded.sha256, worker))
     return records
+
+
+def image_bytes(payload: dict[bytes, bytes], index: int) -> bytes:
+    """The bytes of the batch's image `index`, or the ImageError the producer recorded for it."""
+    problem = payload.get(f"{index}:error".encode())
+    if problem is not None:
+        raise ImageError(problem.decode())
+    data = payload.get(str(index).encode())
+    if data is None:
+        raise ImageError(f"its bytes are missing from the batch payload (field {index})")
+    return data
 
 
 def record_batch(connection: redis.Redis, worker: str, images: int, failed: int, seconds: float,
