@@ -21,6 +21,7 @@ from typing import Any
 import redis
 
 from digits import defaults, keys
+from digits.results import decode_result
 from producer import keying
 from producer.files import UnsafePath, read_inside
 from producer.output import iso_time
@@ -53,7 +54,7 @@ def machine_fields(connection: redis.Redis, run_id: str, sources: Sequence[str])
     raws = connection.hmget(keys.run_results(run_id), list(sources)) if sources else []
     fields = {}
     for source, raw in zip(sources, raws, strict=True):
-        result = json.loads(raw) if raw is not None else {}
+        result = decode_result(raw) if raw is not None else {}
         fields[source] = (result.get("code") or "", result.get("model_version") or "")
     return fields
 

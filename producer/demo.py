@@ -6,7 +6,6 @@ Everything it starts is stopped on the way out, also on Ctrl-C, SIGTERM or failu
 from __future__ import annotations
 
 import io
-import json
 import os
 import signal
 import subprocess
@@ -19,6 +18,7 @@ from rich.table import Table
 
 from digits.connection import connect
 from digits.registry import DEFAULT_MODEL_DIR, Registry
+from digits.results import decode_result
 from producer import runs
 from producer.drive import drive, print_summary
 from producer.redis_server import RedisServer
@@ -69,7 +69,7 @@ def run_demo(workers: int, directory: Path | None) -> int:
             stop_process_group(pool)
     table = Table("image", "code", "confidence", "review", "error", title=f"run {run_id}")
     for line in sorted(stream.getvalue().splitlines()):
-        record = json.loads(line)
+        record = decode_result(line)
         confidence = "" if record["confidence"] is None else f"{record['confidence']:.3f}"
         table.add_row(record["path"], record["code"] or "", confidence, "review" if record["review"] else "",
                       record["error"] or "")

@@ -7,7 +7,6 @@ its cursor (as `watch` does, in Redis) resumes where it stopped; `follow` reads 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,7 +17,7 @@ from digits import defaults, keys
 from digits.connection import text
 from digits.queueing import batch_queue
 from digits.recovery import reap_failed_batches, recover_abandoned
-from digits.results import Result, event_lines
+from digits.results import Result, decode_result, event_lines
 from producer.keying import with_keyed
 from producer.runs import RunError, run_meta
 
@@ -39,7 +38,7 @@ class Follower:
         found: list[Result] = []
         for _stream, entries in response or []:
             self.cursor = text(entries[-1][0])
-            found += [(line, json.loads(line)) for line in event_lines(self.redis, self.run_id, entries)]
+            found += [(line, decode_result(line)) for line in event_lines(self.redis, self.run_id, entries)]
         return with_keyed(self.redis, self.run_id, found)
 
 

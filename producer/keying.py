@@ -23,7 +23,7 @@ import redis
 
 from digits import defaults, keys
 from digits.connection import text
-from digits.results import Result
+from digits.results import Result, encode_result
 
 Keyed = dict[str, Any]  # what a station stored for one path: code, digits, unreadable, station, keyed_at
 CODE = re.compile(r"[0-9]+(?:[- ][0-9]+)*")  # ASCII digits: \\d would take any script's
@@ -218,7 +218,7 @@ def with_keyed(connection: redis.Redis, run_id: str, results: list[Result]) -> l
     for line, record in results:
         if record["path"] in keyed:
             record = {**record, "keyed": keyed[record["path"]]}
-            line = json.dumps(record, ensure_ascii=False)
+            line = encode_result(record)
         merged.append((line, record))
     return merged
 

@@ -7,9 +7,10 @@ the last four columns, empty for the others.
 from __future__ import annotations
 
 import csv
-import json
 from datetime import UTC, datetime
 from typing import IO, Any
+
+from digits.results import encode_result
 
 FORMATS = ("jsonl", "csv")
 CSV_FIELDS = ("path", "digits", "code", "confidence", "review", "model_version", "error",
@@ -29,7 +30,7 @@ class ResultWriter:
     def write(self, record: dict[str, Any], line: str | None = None) -> None:
         """Write one result; `line` is its stored JSON, passed through as is for JSON Lines."""
         if self.csv is None:
-            self.stream.write((line or json.dumps(record, ensure_ascii=False)) + "\n")
+            self.stream.write((line or encode_result(record)) + "\n")
             return
         confidence = record.get("confidence")
         review = record.get("review")

@@ -11,7 +11,6 @@ without a CORS preflight this app never grants.
 from __future__ import annotations
 
 import io
-import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from werkzeug.exceptions import HTTPException
 
 from digits import defaults, keys
 from digits.images import ImageError, decode
+from digits.results import decode_result
 from producer import keying
 from producer.files import UnsafePath, read_inside
 
@@ -91,7 +91,7 @@ def claimed(station: Station) -> dict[str, Any]:
     result = None
     if claim.path is not None:
         raw = station.connection.hget(keys.run_results(station.run_id), claim.path)
-        result = json.loads(raw) if raw is not None else None
+        result = decode_result(raw) if raw is not None else None
     return {"path": claim.path, "result": result, "progress": keying.progress(station.connection, station.run_id)}
 
 

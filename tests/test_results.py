@@ -8,7 +8,7 @@ from typing import Any
 import redis
 
 from digits import keys
-from digits.results import event_lines, result_record, store_results
+from digits.results import decode_result, encode_result, event_lines, result_record, store_results
 
 TTL = 3600
 
@@ -47,7 +47,18 @@ def test_a_big_batch_is_stored_whole_and_once(connection: redis.Redis) -> None:
     assert json.loads(entries[0][1][b"paths"]) == paths  # names the paths; the results are stored once
     lines = event_lines(connection, run_id, entries)
     assert [json.loads(line)["path"] for line in lines] == paths
-    assert lines[0] == json.dumps(records[0], ensure_ascii=False)
+    assert lines[0] == encode_result(records[0])
+
+
+def test_a_result_line_is_json_any_reader_parses_back_to_the_record() -> None:
+    """Lines are written by orjson, read by json or anything else: names stay unescaped UTF-8,
+    floats keep every digit they were rounded to, and a line is one line."""
+    record = result_record("Zürich/ğ 北京\\x80.png", 7, code="80-331", digits="80331", confidence=0.000123,
+                           confidences=[0.999999, 1e-06], probabilities=[[0.25, 1e-06, 0.749999]],
+                           boxes=[[0, 1, 2, 3]], review=True, worker="w-1")
+    line = encode_result(record)
+    assert "\n" not in line and "Zürich/ğ 北京" in line
+    assert json.loads(line) == record == decode_result(line) == decode_result(line.encode())
 
 
 def test_a_finished_batch_is_never_stored_again(connection: redis.Redis) -> None:
