@@ -216,6 +216,8 @@ def test_read_is_sized_to_the_file_but_reads_it_whole(tmp_path: Path) -> None:
     status = Path("/proc/self/status")  # reports a size of 0 but has content: read on past the size
     data, problem = read(Found("status", str(status)))
     assert problem is None and data is not None and b"VmRSS" in data
+    assert read(Found("status", str(status)), max_bytes=10) == (None, "file is over the size limit of 10 bytes")
+    assert read(Found("gone.png", str(tmp_path / "gone.png"))) == (None, "cannot read file: No such file or directory")
 
 
 @pytest.mark.parametrize("command", [["run"], ["enqueue", "--wait"]])
