@@ -71,7 +71,7 @@ def to_grey(image: Image.Image) -> Floats:
         rgba = image.convert("RGBA")
         paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(paper, rgba)
-    small = image.convert("L")
+    small = image if image.mode == "L" else image.convert("L")  # converting L to L only copied it (5 µs a digit)
     if small.width * small.height > MAX_WORK_PIXELS:  # a huge scan: shrunk while it is one byte a pixel
         small = small.reduce(math.ceil(math.sqrt(small.width * small.height / MAX_WORK_PIXELS)))
     grey = np.asarray(small, dtype=np.float32)
