@@ -34,13 +34,13 @@ from PIL import Image
 
 from benchmarks.pipeline import machine
 from digits.defaults import REVIEW_THRESHOLD
-from digits.images import ImageError, decode
+from digits.images import ImageError, centre_many, decode
 from digits.ink import halo, read_ink, tight
 from digits.network import Recogniser, load_model_dir
 from digits.pattern import Pattern, parse_pattern
 from digits.reading import Reading, lattice_of, read
 from digits.registry import DEFAULT_MODEL_DIR
-from digits.segment import Lattice, candidate_field
+from digits.segment import Lattice, candidate_ink
 from trainer.synth import FORMATS, Crop, generate, png_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,7 +103,7 @@ def read_true_cuts(crops: list[Crop], model: Recogniser) -> tuple[list[Reading |
             working = np.asarray(Image.fromarray(drawn, mode="F").resize(ink.shape[::-1], Image.Resampling.BILINEAR))
             owns.append(tight(working > min(0.5, float(working.max()) / 2), 0, 0))
         size = float(np.median([own.height for own in owns]))
-        lattices.append(Lattice(np.stack([candidate_field(halo(own), ink) for own in owns]),
+        lattices.append(Lattice(centre_many([candidate_ink(halo(own), ink) for own in owns]).reshape(len(owns), -1),
                                 [(i, i + 1) for i in range(len(owns))], list(crop.boxes),
                                 np.array([own.width / size for own in owns], np.float32),
                                 np.array([own.height / size for own in owns], np.float32), len(owns)))

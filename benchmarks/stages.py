@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from digits.images import decode
 from digits.network import Recogniser, load_model_dir
 from digits.reading import Reading, lattice_of, lattices_of, read
 from digits.registry import DEFAULT_MODEL_DIR
+from digits.results import encode_result
 from digits.segment import Lattice
 from worker.jobs import reading_record
 
@@ -45,7 +45,7 @@ def per_image(stage: Callable[[], object], count: int) -> float:
 
 def records(readings: list[Reading], paths: list[str]) -> list[str]:
     """The worker's result JSON for each reading."""
-    return [json.dumps(reading_record(path, 0, r, "v", "0" * 64, "w"), ensure_ascii=False)
+    return [encode_result(reading_record(path, 0, r, "v", "0" * 64, "w"))
             for r, path in zip(readings, paths, strict=True)]
 
 

@@ -27,7 +27,7 @@ from scipy import ndimage
 
 from digits.arrays import Box, Floats, Mask
 from digits.defaults import MAX_PIECES
-from digits.images import FIELD, MIN_CONTRAST, ImageError, centre, fit_box
+from digits.images import FIELD, MIN_CONTRAST, ImageError, centre_many, fit_box
 from digits.ink import (
     Piece,
     binarise,
@@ -193,23 +193,28 @@ def candidates(found: Cut) -> tuple[list[tuple[int, int]], list[Piece]]:
 
 def fields(found: Cut, spans: list[tuple[int, int]],
            normalised: dict[tuple[int, int, bytes], Floats] | None = None) -> Floats:
-    """The candidates' ink, each normalised MNIST-style, as (candidates, 784). `normalised`, the
-    fields already made by a candidate's place and pixels, spares another cut's same candidates."""
+    """The candidates' ink, each normalised MNIST-style, as (candidates, 784); those not made yet
+    are centred together (digits.images.centre_many). `normalised`, the fields already made by a
+    candidate's place and pixels, spares another cut's same candidates."""
     done = {} if normalised is None else normalised
     halos = [halo(p) for p in found.primitives]
-    rows = []
+    keys: list[tuple[int, int, bytes]] = []
+    inks: dict[tuple[int, int, bytes], Floats] = {}  # the new candidates' ink, fitted to the box
     for start, end in spans:
         grown = union(*halos[start:end])
         key = (grown.left, grown.top, bytes(grown.mask.shape) + np.packbits(grown.mask).tobytes())
-        if key not in done:
-            done[key] = candidate_field(grown, found.ink)
-        rows.append(done[key])
-    return np.stack(rows)
+        if key not in done and key not in inks:
+            inks[key] = candidate_ink(grown, found.ink)
+        keys.append(key)
+    inked = [key for key, ink in inks.items() if ink.any()]
+    done.update(zip(inked, centre_many([inks[key] for key in inked]).reshape(-1, FIELD * FIELD), strict=True))
+    done.update((key, np.zeros(FIELD * FIELD, dtype=np.float32)) for key, ink in inks.items() if not ink.any())
+    return np.stack([done[key] for key in keys])
 
 
-def candidate_field(halo: Piece, ink: Floats) -> Floats:
+def candidate_ink(halo: Piece, ink: Floats) -> Floats:
     """The ink under a candidate's halo (its own ink and anti-aliased edge, not its neighbours'
-    ink beyond), MNIST-style, as 784 values."""
+    ink beyond), scaled to fit the MNIST box (digits.images.fit_box); all zero if it has none."""
     height, width = ink.shape
     left, top = max(halo.left, 0), max(halo.top, 0)
     right, bottom = min(halo.box[2], width), min(halo.box[3], height)
@@ -217,8 +222,8 @@ def candidate_field(halo: Piece, ink: Floats) -> Floats:
     crop = ink[top:bottom, left:right] * mask
     peak = float(crop.max())
     if peak <= 0:
-        return np.zeros(FIELD * FIELD, dtype=np.float32)
-    return centre(fit_box((crop / peak).astype(np.float32))).reshape(-1)
+        return np.zeros((1, 1), dtype=np.float32)
+    return fit_box((crop / peak).astype(np.float32))
 
 
 def original_box(box: Box, scale: float, shape: tuple[int, ...]) -> Box:
