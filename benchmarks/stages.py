@@ -30,7 +30,7 @@ from digits.reading import Reading, lattice_of, lattices_of, read
 from digits.registry import DEFAULT_MODEL_DIR
 from digits.results import encode_result
 from digits.segment import Lattice
-from worker.jobs import reading_record
+from worker.jobs import reading_records
 
 
 def per_image(stage: Callable[[], object], count: int) -> float:
@@ -45,8 +45,7 @@ def per_image(stage: Callable[[], object], count: int) -> float:
 
 def records(readings: list[Reading], paths: list[str]) -> list[str]:
     """The worker's result JSON for each reading."""
-    return [encode_result(reading_record(path, 0, r, "v", "0" * 64, "w"))
-            for r, path in zip(readings, paths, strict=True)]
+    return [encode_result(record) for record in reading_records(paths, 0, readings, "v", "0" * 64, "w")]
 
 
 def opencv_decode() -> Callable[[bytes], Floats] | None:

@@ -135,30 +135,32 @@ def assemble(lattices: list[Lattice], probabilities: Floats, classifier: Classif
     its doubtful digits looked at closer by the classifier, all images' at once."""
     if not lattices:
         return []
-    paths, chosen_fields, chosen = [], [], []
+    paths, rows = [], []  # each image's path; each chosen digit's row in `probabilities`
     start = 0
     for lat in lattices:
-        probs = probabilities[start:start + len(lat.spans)]
-        start += len(lat.spans)
-        path = [0] if is_one_digit(lat) else choose_path(lat, probs, expect)
+        path = [0] if is_one_digit(lat) else choose_path(lat, probabilities[start:start + len(lat.spans)], expect)
         paths.append(path)
-        chosen_fields.append(lat.fields[path])
-        chosen.append(probs[path])
-    digits = np.concatenate(chosen)
-    doubtful = digits.max(axis=1) < CLOSER_BELOW
-    if doubtful.any():
-        digits[doubtful] = looks(np.concatenate(chosen_fields)[doubtful], classifier, (SHRUNK, *CLOSER_VIEWS))
+        rows += [start + i for i in path]
+        start += len(lat.spans)
+    digits = probabilities[rows]
+    doubtful = np.flatnonzero(digits.max(axis=1) < CLOSER_BELOW)
+    if len(doubtful):
+        owners = [(lat, i) for lat, path in zip(lattices, paths, strict=True) for i in path]
+        fields = np.stack([owners[d][0].fields[owners[d][1]] for d in doubtful])
+        digits[doubtful] = looks(fields, classifier, (SHRUNK, *CLOSER_VIEWS))
+    classes, sure = digits.argmax(axis=1).tolist(), digits.max(axis=1)  # once for the batch, not per image
     readings = []
-    ends = np.cumsum([len(path) for path in paths])
-    for lat, path, end in zip(lattices, paths, ends, strict=True):
-        probs = digits[end - len(path):end]
+    first = 0
+    for lat, path in zip(lattices, paths, strict=True):
+        last = first + len(path)
         boxes = [lat.boxes[i] for i in path]
         separators = place_separators(boxes, lat.hyphens, expect)
-        code = "".join(separators.get(i, "") + str(d) for i, d in enumerate(probs.argmax(axis=1)))
-        confidence = float(np.prod(probs.max(axis=1)))
+        code = "".join(separators.get(i, "") + str(d) for i, d in enumerate(classes[first:last]))
+        confidence = float(sure[first] if len(path) == 1 else np.prod(sure[first:last]))
         if expect is not None and len(path) != expect.digits:
             confidence = 0.0  # the crop could not be cut into the expected number of digits
-        readings.append(Reading(code, probs, boxes, confidence, confidence < review_threshold))
+        readings.append(Reading(code, digits[first:last], boxes, confidence, confidence < review_threshold))
+        first = last
     return readings
 
 

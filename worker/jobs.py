@@ -92,9 +92,8 @@ def read_batch(payload: dict[bytes, bytes], paths: list[str], batch: int, expect
         if candidates >= BLOCK_ROWS or last:
             readings += read(lattices, loaded.model, threshold, expect)
             lattices, candidates = [], 0
-    for index, reading in zip(good, readings, strict=True):
-        records.append(reading_record(paths[index], batch, reading, loaded.version, loaded.sha256, worker))
-    return records
+    return records + reading_records([paths[index] for index in good], batch, readings, loaded.version,
+                                     loaded.sha256, worker)
 
 
 def image_bytes(payload: dict[bytes, bytes], index: int) -> bytes:
@@ -121,15 +120,23 @@ def record_batch(connection: redis.Redis, worker: str, images: int, failed: int,
         pipe.execute()
 
 
-def reading_record(path: str, batch: int, reading: Reading, model_version: str, model_sha256: str,
-                   worker: str) -> Record:
-    """The result of an image that was read: its code, per-digit probabilities and boxes, rounded for JSON
-    (by NumPy, all at once: rounding each float in Python took a third of the time of a digit's result)."""
-    probabilities = np.round(reading.probabilities.astype(np.float64), 6)
-    return result_record(
-        path, batch, code=reading.code, digits=reading.digits,
-        confidence=round(reading.confidence, 6), review=reading.review,
-        confidences=probabilities.max(axis=1).tolist(), probabilities=probabilities.tolist(),
-        boxes=[list(box) for box in reading.boxes],
-        model_version=model_version, model_sha256=model_sha256, worker=worker,
-    )
+def reading_records(paths: list[str], batch: int, readings: list[Reading], model_version: str,
+                    model_sha256: str, worker: str) -> list[Record]:
+    """The results of images that were read: code, per-digit probabilities and boxes, rounded for
+    JSON by NumPy, every image's at once (rounding each float in Python took a third of the time
+    of a digit's result; rounding each image's array, a quarter)."""
+    if not readings:
+        return []
+    rounded = np.round(np.concatenate([r.probabilities for r in readings]).astype(np.float64), 6).tolist()
+    records, first = [], 0
+    for path, reading in zip(paths, readings, strict=True):
+        probabilities = rounded[first:first + len(reading.probabilities)]
+        first += len(reading.probabilities)
+        records.append(result_record(
+            path, batch, code=reading.code, digits=reading.digits,
+            confidence=round(reading.confidence, 6), review=reading.review,
+            confidences=[max(row) for row in probabilities], probabilities=probabilities,
+            boxes=[list(box) for box in reading.boxes],
+            model_version=model_version, model_sha256=model_sha256, worker=worker,
+        ))
+    return records
