@@ -109,7 +109,7 @@ def main() -> None:
             sources = write_digits(folder / "sources", min(args.images, 10_000))
             folder = link_folder(sources, folder / "images", args.images)
             paths = sorted(folder.iterdir())
-            what = f"{len(paths):,} MNIST test digits (10,000 files, repeated) as 28 x 28 PNG files"
+            what = f"{len(paths):,} MNIST test digits ({len(sources):,} files, repeated) as 28 x 28 PNG files"
         else:
             paths, (width, height) = write_crops(folder, args.images)
             what = f"{len(paths):,} generated 5-digit postal crops, about {width:.0f} x {height:.0f} PNG"
