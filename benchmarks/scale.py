@@ -8,6 +8,8 @@ Run: .venv/bin/python -m benchmarks.scale [--workers 1,2] [--images 40000] [--in
 "Feeds" is a worker's CPU per image over the producer's: how many busy workers one producer
 keeps fed. "Serves" is a worker's CPU per image over Redis': how many busy workers one Redis
 keeps up with. Both are CPU accounting in one run, so they hold whatever the core count.
+Under the table, each row's Redis time per image by command (INFO commandstats): what a change
+to the Redis traffic would save.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class Row:
     producer_us: float
     worker_us: float
     redis_us: float
+    commands: dict[str, float]  # Redis command -> µs of Redis time per image (INFO commandstats)
 
     @property
     def share(self) -> float:
@@ -61,13 +64,17 @@ def measure(paths: list[Path], folder: Path, count: int, producers: int) -> Row:
         assert server.process is not None
         Registry(connect(server.url)).publish_dir(DEFAULT_MODEL_DIR, promote=True)
         with Workers(server.url, count) as workers:
+            connection = connect(server.url)
+            connection.config_resetstat()
             redis_before = cpu_seconds(server.process.pid)
             timed = end_to_end(server.url, folder, len(paths), parts=workers.parts(), jobs=producers)
             redis_cpu = cpu_seconds(server.process.pid) - redis_before
+            stats = connection.info("commandstats")
     per_image = 1e6 / len(paths)
+    commands = {name.removeprefix("cmdstat_"): stat["usec"] / len(paths) for name, stat in stats.items()}
     return Row(count, timed.rate, in_process(paths, count), decode_floor(paths, count),
                timed.cpu["producer"] * per_image, (timed.cpu["workers"] + timed.cpu["supervisor"]) * per_image,
-               redis_cpu * per_image)
+               redis_cpu * per_image, commands)
 
 
 def render(rows: list[Row], what: str, producers: int) -> str:
@@ -81,6 +88,11 @@ def render(rows: list[Row], what: str, producers: int) -> str:
                      f"| {row.decode:,.0f} | {row.of_decode:.2f} "
                      f"| {row.producer_us:,.0f} / {row.worker_us:,.0f} / {row.redis_us:,.0f} "
                      f"| {row.feeds:.1f} workers | {row.serves:.0f} workers |")
+    lines.append("")
+    for row in rows:  # where Redis' time goes: a script's time includes the commands it calls
+        top = sorted(row.commands.items(), key=lambda item: -item[1])[:8]
+        lines.append(f"{row.workers} workers, Redis commands, µs per image: {sum(row.commands.values()):.1f} in all; "
+                     + ", ".join(f"{name} {us:.2f}" for name, us in top))
     return "\n".join(lines)
 
 
