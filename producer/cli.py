@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import signal
 import sys
@@ -39,6 +40,9 @@ from producer.watch import Watcher, WatchSettings, make_state_dir
 @click.group(cls=Group)
 def main() -> None:
     """Classify folders of scanned digits through Redis and RQ workers."""
+    # What the imports made lives as long as the process: the collector need not walk it again at
+    # every full collection (2.5 µs of the producer's CPU a digit on a 40,000-digit run, docs/benchmarks.md).
+    gc.freeze()
 
 
 main.add_command(review)

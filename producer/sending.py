@@ -82,15 +82,23 @@ class Sender:
         """Send every file of the share without a result that no open batch holds; return (sent,
         files found in the share)."""
         held = self.adopt_open_batches()
+        # A run with no batch open and no result yet (a new run's first pass) holds no result for
+        # any file this pass finds, as a pass finds each file once: its files are sent unchecked,
+        # sparing Redis an HMGET of every path (a tenth of its time a digit). Payloads are looked
+        # at first: a batch's payload goes only as its results are written, so none is missed.
+        fresh = not held and not self.redis.exists(keys.run_results(self.run_id))
         sent = total = 0
         totals: Counter[int] = Counter()  # files found in each part of the share
         waiting: list[Found] = []
         size = self.settings.batch_size
         for chunk in chunks(self.files(totals), size):
             total += len(chunk)
-            done = self.redis.hmget(keys.run_results(self.run_id), [f.relative for f in chunk])
-            waiting += [f for f, result in zip(chunk, done, strict=True)
-                        if result is None and f.relative not in held]
+            if fresh:
+                waiting += chunk
+            else:
+                done = self.redis.hmget(keys.run_results(self.run_id), [f.relative for f in chunk])
+                waiting += [f for f, result in zip(chunk, done, strict=True)
+                            if result is None and f.relative not in held]
             while len(waiting) >= size:
                 self.send(waiting[:size])
                 sent += size
