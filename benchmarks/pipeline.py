@@ -97,9 +97,10 @@ def in_process(paths: list[Path], cores: int, model_dir: Path = DEFAULT_MODEL_DI
 class Workers:
     """`digits-worker --count N` against a Redis, ready (model loaded, registered) on entry."""
 
-    def __init__(self, url: str, count: int) -> None:
+    def __init__(self, url: str, count: int, files_root: Path | None = None) -> None:
         self.url = url
         self.count = count
+        self.files_root = files_root  # workers read runs sent with --shared-root from it
         self.process: subprocess.Popen[bytes] | None = None
         self.load_peak = 0.0  # MiB: the largest worker's peak RSS up to ready, model loading included
 
@@ -107,7 +108,8 @@ class Workers:
         connection = connect(self.url)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "worker", "--count", str(self.count), "--redis-url", self.url,
-             "--log-level", "WARNING"], cwd=ROOT, start_new_session=True)
+             "--log-level", "WARNING", *(["--files-root", str(self.files_root)] if self.files_root else [])],
+            cwd=ROOT, start_new_session=True)
         while connection.scard("rq:workers") < self.count:  # a worker registers after loading the model
             if self.process.poll() is not None:
                 raise RuntimeError(f"digits-worker exited with {self.process.returncode}")
@@ -155,12 +157,13 @@ class Timed:
 
 
 def end_to_end(url: str, folder: Path, count: int, batch_size: int = BATCH,
-               parts: dict[str, list[int]] | None = None, jobs: int = 1) -> Timed:
+               parts: dict[str, list[int]] | None = None, jobs: int = 1, shared: bool = False) -> Timed:
     """The real CLI on `folder` (sent by `jobs` processes) against workers already running; its
     runs are deleted afterwards.
 
     With parts (name -> pids), also the CPU seconds each part used meanwhile, and the producer's:
-    where the cores went that in-process spends on classifying alone.
+    where the cores went that in-process spends on classifying alone. With shared, the folder is
+    sent by path (`--shared-root` itself) to workers that read it as their --files-root.
     """
     parts = parts or {}
     before = {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in parts.items()}
@@ -168,7 +171,8 @@ def end_to_end(url: str, folder: Path, count: int, batch_size: int = BATCH,
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "producer", "run", str(folder), "--redis-url", url, "--output", os.devnull,
-         "--no-progress", "--batch-size", str(batch_size), "--jobs", str(jobs)],
+         "--no-progress", "--batch-size", str(batch_size), "--jobs", str(jobs),
+         *(["--shared-root", str(folder)] if shared else [])],
         cwd=ROOT, stderr=subprocess.PIPE, check=False,
         env={**os.environ, "COLUMNS": "500"})  # one summary line, unwrapped
     wall = time.perf_counter() - started

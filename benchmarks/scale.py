@@ -3,7 +3,7 @@ where the CPU goes (producer, workers, Redis), so the capacity of one producer a
 can be read off any machine, 2 cores or 16.
 
 Run: .venv/bin/python -m benchmarks.scale [--workers 1,2] [--images 40000] [--input mnist|crops]
-     [--producers 1] [--plot docs/benchmarks-scale.png]
+     [--producers 1] [--shared] [--plot docs/benchmarks-scale.png]
 
 "Feeds" is a worker's CPU per image over the producer's: how many busy workers one producer
 keeps fed. "Serves" is a worker's CPU per image over Redis': how many busy workers one Redis
@@ -58,16 +58,17 @@ class Row:
         return self.worker_us / self.redis_us
 
 
-def measure(paths: list[Path], folder: Path, count: int, producers: int) -> Row:
-    """`count` workers, already running, read the folder through `producers` producer processes."""
+def measure(paths: list[Path], folder: Path, count: int, producers: int, shared: bool) -> Row:
+    """`count` workers, already running, read the folder through `producers` producer processes
+    (with shared, by path: the workers read the files themselves)."""
     with RedisServer() as server:
         assert server.process is not None
         Registry(connect(server.url)).publish_dir(DEFAULT_MODEL_DIR, promote=True)
-        with Workers(server.url, count) as workers:
+        with Workers(server.url, count, folder if shared else None) as workers:
             connection = connect(server.url)
             connection.config_resetstat()
             redis_before = cpu_seconds(server.process.pid)
-            timed = end_to_end(server.url, folder, len(paths), parts=workers.parts(), jobs=producers)
+            timed = end_to_end(server.url, folder, len(paths), parts=workers.parts(), jobs=producers, shared=shared)
             redis_cpu = cpu_seconds(server.process.pid) - redis_before
             stats = connection.info("commandstats")
     per_image = 1e6 / len(paths)
@@ -112,6 +113,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=40_000)
     parser.add_argument("--input", choices=("mnist", "crops"), default="mnist")
     parser.add_argument("--producers", type=int, default=1, help="sender processes of the run (run --jobs)")
+    parser.add_argument("--shared", action="store_true",
+                        help="send the folder by path (run --shared-root) to workers reading it (--files-root)")
     parser.add_argument("--plot", type=Path, help="write the plot here (PNG)")
     args = parser.parse_args()
     counts = [int(c) for c in args.workers.split(",")]
@@ -125,8 +128,8 @@ def main() -> None:
         else:
             paths, (width, height) = write_crops(folder, args.images)
             what = f"{len(paths):,} generated 5-digit postal crops, about {width:.0f} x {height:.0f} PNG"
-        rows = [measure(paths, folder, count, args.producers) for count in counts]
-    table = render(rows, what, args.producers)
+        rows = [measure(paths, folder, count, args.producers, args.shared) for count in counts]
+    table = render(rows, what + ("; sent by path (--shared-root)" if args.shared else ""), args.producers)
     print(table)
     if args.plot:
         plot(rows, f"{what}\n{machine()}", args.plot)

@@ -28,6 +28,7 @@ from producer.options import (
     run_id_option,
     settings_from,
     share_option,
+    shared_root_option,
     start_or_resume,
 )
 from producer.output import FORMATS, ResultWriter
@@ -53,6 +54,7 @@ main.add_command(corrections)
 @click.argument("directory", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @redis_url_option
 @folder_options
+@shared_root_option
 @resume_option
 @run_id_option
 @share_option
@@ -150,6 +152,7 @@ def print_whole(console: Console, table: Table) -> None:
 @click.argument("directory", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @redis_url_option
 @folder_options
+@shared_root_option
 @resume_option
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="jsonl", show_default=True)
 @click.option("--output", "-o", default="-", show_default=True, help="File to write, - for stdout.")

@@ -21,9 +21,9 @@ from typing import Any
 import redis
 
 from digits import defaults, keys
+from digits.files import UnsafePath, read_inside
 from digits.results import decode_result
 from producer import keying
-from producer.files import UnsafePath, read_inside
 from producer.output import iso_time
 from producer.runs import RunError, run_meta
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from digits.defaults import EXTENSIONS, MAX_BYTES
+from digits.files import display_name, read_file
 
 
 class Found(NamedTuple):
@@ -21,42 +21,6 @@ class Found(NamedTuple):
     relative: str
     path: str
     problem: str | None = None
-
-
-SHORT_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-ESCAPED = re.compile(r"\\(\\|n|r|t|x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8})")
-
-
-def display_name(raw: str) -> str:
-    """A printable, JSON-safe name, one-to-one with the file's name (real_name reverses it): a
-    backslash is doubled, undecodable bytes become \\xHH (80-ff), control characters \\n, \\r,
-    \\t or \\xHH (00-7f), other unprintable characters \\uHHHH or \\UHHHHHHHH."""
-    if raw.isprintable() and raw.isascii() and "\\" not in raw:
-        return raw
-    return "".join(escaped(c) for c in raw)
-
-
-def escaped(c: str) -> str:
-    if c in SHORT_ESCAPES:
-        return SHORT_ESCAPES[c]
-    if c.isprintable():
-        return c
-    code = ord(c)
-    if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte, as os.listdir gives it (surrogateescape)
-        return f"\\x{code - 0xDC00:02x}"
-    return f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
-
-
-def real_name(display: str) -> str:
-    """The file name a display name stands for (the inverse of display_name)."""
-    def unescape(match: re.Match[str]) -> str:
-        code = match.group(1)
-        if code in ("\\", "n", "r", "t"):
-            return {"\\": "\\", "n": "\n", "r": "\r", "t": "\t"}[code]
-        value = int(code[1:], 16)
-        return chr(0xDC00 + value) if code[0] == "x" and value >= 0x80 else chr(value)
-
-    return ESCAPED.sub(unescape, display) if "\\" in display else display
 
 
 def walk(root: Path, extensions: tuple[str, ...] = EXTENSIONS, globs: tuple[str, ...] = (),
@@ -167,63 +131,4 @@ def link_problem(path: str, real_root: str) -> str | None:
 
 def read(found: Found, max_bytes: int = MAX_BYTES) -> tuple[bytes | None, str | None]:
     """The file's bytes, or None and the reason it cannot be sent (never more than max_bytes read)."""
-    if found.problem:
-        return None, found.problem
-    try:
-        handle = os.open(found.path, os.O_RDONLY | os.O_CLOEXEC)  # no file object: 3.1 µs a file against 6.0
-        try:
-            data = read_up_to(handle, os.fstat(handle).st_size, max_bytes)
-        finally:
-            os.close(handle)
-    except OSError as exc:
-        return None, f"cannot read file: {exc.strerror or exc}"
-    if len(data) > max_bytes:
-        return None, f"file is over the size limit of {max_bytes} bytes"
-    return data, None
-
-
-def read_up_to(handle: int, size: int, max_bytes: int) -> bytes:
-    """The file's bytes, at most max_bytes + 1 (one more tells it is over the limit). Reads are sized
-    to the file: reading max_bytes + 1 at once allocates a max_bytes buffer for every file, which
-    cost 4x the read itself on small scans (docs/benchmarks.md); one that grew since fstat (or
-    reports no size) is read on."""
-    parts: list[bytes] = []
-    got, wanted = 0, min(size, max_bytes) + 1
-    while got <= max_bytes:
-        part = os.read(handle, (wanted if got < wanted else max_bytes + 1) - got)
-        if not part:
-            break
-        parts.append(part)
-        got += len(part)
-    return b"".join(parts)
-
-
-class UnsafePath(ValueError):
-    """A relative path that would leave its folder; the message says how."""
-
-
-def inside(root: Path, relative: str) -> str:
-    """The real path of `relative` under root, for reading a file a run names (keying, corrections):
-    refused if it is absolute, climbs with `..`, or resolves (through a link) outside root."""
-    name = real_name(relative)  # a run names its files by display_name
-    parts = name.replace("\\", "/").split("/")
-    if not name or "\0" in name or os.path.isabs(name) or name.startswith("\\"):
-        raise UnsafePath(f"{relative!r}: not a path relative to the run's folder")
-    if ".." in parts:
-        raise UnsafePath(f"{relative}: climbs out of the run's folder with '..'")
-    real_root = os.path.realpath(root)
-    target = os.path.realpath(os.path.join(real_root, name))
-    if os.path.commonpath([target, real_root]) != real_root:
-        raise UnsafePath(f"{relative}: leads outside the run's folder (a symbolic link to {target})")
-    return target
-
-
-def read_inside(root: Path, relative: str, max_bytes: int = MAX_BYTES) -> tuple[bytes | None, str | None]:
-    """The bytes of `relative` under root, or None and why it cannot be read; UnsafePath if the
-    path would leave root."""
-    target = inside(root, relative)
-    if not os.path.isfile(target):
-        return None, f"{relative}: no such file in {root}" if not os.path.exists(target) else \
-            f"{relative}: not a regular file"
-    data, problem = read(Found(relative, target), max_bytes)
-    return data, problem and f"{relative}: {problem}"
+    return (None, found.problem) if found.problem else read_file(found.path, max_bytes)

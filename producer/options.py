@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import IO, Any
 import click
 
 from digits import defaults, keys
+from digits.files import display_name
 from digits.pattern import parse_pattern
 from producer import runs
 from producer.files import Share
@@ -52,13 +54,32 @@ def check_pattern(_ctx: click.Context, _param: click.Parameter, value: str | Non
     return value
 
 
-def settings_from(options: dict[str, Any]) -> runs.Settings:
+shared_root_option = click.option(
+    "--shared-root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+    help="A folder that holds DIRECTORY and that every worker reads as its --files-root (a shared volume): "
+         "send each file's path instead of its bytes, so images never pass through Redis.")
+
+
+def settings_from(options: dict[str, Any], directory: Path | None = None) -> runs.Settings:
     extensions = tuple(e if e.startswith(".") else f".{e}" for e in options["extensions"])
+    shared_root: Path | None = options.get("shared_root")
     return runs.Settings(batch_size=options["batch_size"], window=options["window"],
                          result_ttl=options["result_ttl"], queue=options["queue"],
                          max_bytes=options["max_bytes"], extensions=extensions,
                          globs=tuple(options["globs"]), expect=options["expect"],
-                         review_threshold=options["review_threshold"], part=options["part"])
+                         review_threshold=options["review_threshold"], part=options["part"],
+                         shared_folder=None if shared_root is None or directory is None
+                         else shared_folder(directory, shared_root))
+
+
+def shared_folder(directory: Path, shared_root: Path) -> str:
+    """DIRECTORY's path under the shared root, as workers find it under their --files-root ("." for
+    the root itself); a folder outside the shared root is a usage error."""
+    real_directory, real_root = os.path.realpath(directory), os.path.realpath(shared_root)
+    if os.path.commonpath([real_directory, real_root]) != real_root:
+        raise click.UsageError(f"{directory} is not inside --shared-root {shared_root}: "
+                               "workers would not find its files")
+    return display_name(os.path.relpath(real_directory, real_root))
 
 
 def open_output(path: str, mode: str = "w") -> IO[str]:
@@ -126,7 +147,7 @@ def new_or_joined(connection: Any, directory: Path | None, options: dict[str, An
                   share: Share | None) -> tuple[str, Path, runs.Settings]:
     if directory is None:
         raise click.UsageError("give a DIRECTORY, or --resume RUN")
-    settings = settings_from(options)
+    settings = settings_from(options, directory)
     if share is not None and run_id is None:
         raise click.UsageError("--share K/N needs the run's name, the same on every producer: --run-id RUN")
     if run_id is None:

@@ -25,10 +25,10 @@ from waitress.server import create_server
 from werkzeug.exceptions import HTTPException
 
 from digits import defaults, keys
+from digits.files import UnsafePath, read_inside
 from digits.images import ImageError, decode
 from digits.results import decode_result
 from producer import keying
-from producer.files import UnsafePath, read_inside
 
 PAGE = Path(__file__).resolve().parent / "station"
 MAX_REQUEST_BYTES = 64 * 1024  # a key, a renewal or a release: a few paths at most

@@ -41,6 +41,7 @@ class Settings:
     expect: str | None = None  # digits per image, as a count ("5") or a pattern ("#####-####")
     review_threshold: float | None = None  # None: each worker's own threshold
     part: str | None = None  # "K/N": only that part of the folder (one folder split over independent pools)
+    shared_folder: str | None = None  # the folder under the workers' --files-root: its files go as paths, not bytes
 
     def part_of_folder(self) -> Share | None:
         return Share.parse(self.part) if self.part else None

@@ -245,11 +245,19 @@ def deliver(connection: redis.Redis, run_id: str, root: Path, settings: Settings
 
 def enqueue_batch(connection: redis.Redis, queue: Queue, run_id: str, chunk: list[Found], settings: Settings) -> int:
     """Store one batch's file bytes (or why a file cannot be read) and enqueue its job; return the
-    batch's index, the run's next (taken atomically: producers sharing a run never take the same)."""
+    batch's index, the run's next (taken atomically: producers sharing a run never take the same).
+
+    A run of a shared folder stores the folder instead of the bytes: workers read the files there."""
     payload: dict[str, bytes | str] = {"paths": json.dumps([f.relative for f in chunk])}
     if options := settings.reading_options():
         payload["options"] = json.dumps(options)
+    if settings.shared_folder is not None:
+        payload["folder"] = settings.shared_folder
     for position, found in enumerate(chunk):
+        if settings.shared_folder is not None:
+            if found.problem:
+                payload[f"{position}:error"] = found.problem
+            continue
         data, problem = read(found, settings.max_bytes)
         if data is None:
             payload[f"{position}:error"] = problem or "unreadable"

@@ -19,8 +19,9 @@ import redis
 
 from digits import keys
 from digits.connection import text
+from digits.files import read_inside, real_name
 from producer import runs
-from producer.files import Found, read, read_inside, real_name, walk
+from producer.files import Found, read, walk
 from producer.following import follow
 from producer.status import run_status
 from tests.conftest import ROOT, MakeFolder, WorkerPool, send_folder

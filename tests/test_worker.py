@@ -37,7 +37,7 @@ from digits.theta import BLOCK_ROWS, Model, load_dir, to_csv
 from producer import runs
 from producer.following import follow
 from producer.redis_server import free_port
-from tests.conftest import ROOT, Digits, MakeFolder, WorkerPool, cnn_manifest, random_cnn, send_folder
+from tests.conftest import ROOT, Digits, MakeFolder, WorkerPool, cnn_manifest, random_cnn, send_folder, write_pngs
 from trainer.synth import generate, png_bytes
 
 StartWorkers = Callable[..., WorkerPool]
@@ -559,3 +559,74 @@ def test_an_idle_pool_stops_within_seconds_every_time(redis_url: str, connection
         assert pool.process.wait(timeout=30) == 0
         assert time.monotonic() - started < 5, f"stop {attempt} took {time.monotonic() - started:.1f} s"
     wait_for(lambda: connection.scard("rq:workers") == 0, what="workers to deregister")
+
+
+def test_a_shared_folder_run_is_read_from_the_workers_files_root(
+        tmp_path: Path, redis_url: str, connection: redis.Redis, default_version: str, start_workers: StartWorkers,
+        mnist_test: Digits) -> None:
+    """`run --shared-root`: the payloads carry paths, not bytes, and workers read the files under
+    their --files-root; what they must not read fails alone, saying why."""
+    share = tmp_path / "share"
+    truth = write_pngs(share / "scans" / "today", mnist_test[0][:12], mnist_test[1][:12])
+    (tmp_path / "secret.png").write_bytes((share / "scans" / "today" / "00000.png").read_bytes())
+    big = share / "scans" / "today" / "big.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200), dtype=np.uint8)).save(big)
+    (share / "scans" / "today" / "out.png").symlink_to(tmp_path / "secret.png")  # out of the folder
+    settings = runs.Settings(batch_size=16, retries=0, shared_folder="scans/today")
+    run_id = send_folder(connection, share / "scans" / "today", settings)
+    payload = connection.hgetall(keys.batch(run_id, 0))
+    assert set(payload) == {b"paths", b"folder", b"13:error"}  # no image bytes; the link is refused by the producer
+    assert payload[b"folder"] == b"scans/today"
+    paths = json.loads(payload[b"paths"])
+    paths[paths.index("00001.png")] = "../../../secret.png"  # a payload written by hand cannot climb out
+    connection.hset(keys.batch(run_id, 0), "paths", json.dumps(paths))
+    today = share / "scans" / "today"
+    os.remove(today / "00002.png")
+    os.mkfifo(today / "00002.png")  # a pipe in a file's place is refused, not waited on
+    os.rename(today / "00003.png", today / "moved.png")
+    (today / "00003.png").symlink_to("moved.png")  # a link inside the folder is followed ...
+    os.remove(today / "00004.png")
+    (today / "00004.png").symlink_to(tmp_path / "secret.png")  # ... one out of it is not
+    start_workers(1, ["--files-root", str(share), "--max-bytes", "5000"])
+    records = {record["path"]: record for _line, record in follow(connection, run_id)}
+    assert records["../../../secret.png"]["error"].startswith(
+        "../../../secret.png: refused: it would be read outside the run's folder")
+    assert records["00002.png"]["error"] == "00002.png: not a regular file (a pipe, socket or device is never read)"
+    assert records["big.png"]["error"] == "big.png: file is over the size limit of 5000 bytes"
+    assert records["out.png"]["error"] == "out.png: symbolic link points outside the enqueued folder; not followed"
+    assert records["00004.png"]["error"].startswith("00004.png: refused: it would be read outside the run's folder")
+    refused = ("00001.png", "00002.png", "00004.png")
+    read = {path: r for path, r in records.items() if path in truth and path not in refused}
+    assert len(read) == 9 and all(r["error"] is None and r["digits"] == str(truth[p]) for p, r in read.items())
+
+
+def test_a_worker_without_files_root_fails_each_image_of_a_shared_folder_run_saying_why(
+        tmp_path: Path, connection: redis.Redis, default_version: str, start_workers: StartWorkers,
+        digit_folder: MakeFolder) -> None:
+    folder, truth = digit_folder(3)
+    run_id = send_folder(connection, folder, runs.Settings(batch_size=3, shared_folder="."))
+    start_workers(1)
+    records = {record["path"]: record for _line, record in follow(connection, run_id)}
+    assert sorted(records) == sorted(truth)
+    assert all(r["error"] == f"{p}: the run sends paths in a shared folder (enqueued with --shared-root), and this "
+               "worker reads none: start it with --files-root" for p, r in records.items())
+
+
+def test_run_shared_root_with_two_senders_and_a_folder_outside_it_is_refused(
+        tmp_path: Path, redis_url: str, connection: redis.Redis, default_version: str, start_workers: StartWorkers,
+        mnist_test: Digits) -> None:
+    share = tmp_path / "share"
+    truth = write_pngs(share / "scans", mnist_test[0][:20], mnist_test[1][:20])
+    start_workers(1, ["--files-root", str(share)])
+    command = [sys.executable, "-m", "producer", "run", "--redis-url", redis_url, "--batch-size", "8"]
+    done = subprocess.run([*command, str(share / "scans"), "--shared-root", str(share), "--jobs", "2"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, check=True)  # senders take the run's settings
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert {r["path"]: r["digits"] for r in records} == {p: str(label) for p, label in truth.items()}
+    refused = subprocess.run([*command, str(share / "scans"), "--shared-root", str(tmp_path / "elsewhere")],
+                             cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 2 and "does not exist" in refused.stderr  # click checks the root exists
+    (tmp_path / "elsewhere").mkdir()
+    refused = subprocess.run([*command, str(share / "scans"), "--shared-root", str(tmp_path / "elsewhere")],
+                             cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 2 and "is not inside --shared-root" in refused.stderr

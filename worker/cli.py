@@ -34,8 +34,15 @@ from worker.supervisor import supervise
               help="Codes read with less confidence get review: true, unless their run sets its own threshold.")
 @click.option("--max-pixels", envvar="DIGITS_MAX_PIXELS", type=click.IntRange(1), default=defaults.MAX_PIXELS,
               show_default=True, help="Images with more pixels are refused before they are decoded.")
+@click.option("--files-root", envvar="DIGITS_FILES_ROOT", default=None,
+              type=click.Path(exists=True, file_okay=False, resolve_path=True),
+              help="A shared folder (the producer's --shared-root, mounted here): runs enqueued with "
+                   "--shared-root are read from their files in it. Nothing outside it is ever read.")
+@click.option("--max-bytes", envvar="DIGITS_MAX_BYTES", type=click.IntRange(1), default=defaults.MAX_BYTES,
+              show_default=True, help="Files of --files-root larger than this are refused unread.")
 def main(count: int, redis_url: str, queues: tuple[str, ...], burst: bool, metrics_port: int | None,
-         health: str | None, log_level: str, log_format: str, review_threshold: float, max_pixels: int) -> None:
+         health: str | None, log_level: str, log_format: str, review_threshold: float, max_pixels: int,
+         files_root: str | None, max_bytes: int) -> None:
     """Start COUNT RQ worker processes that classify digit batches."""
     if health is not None:
         healthy, message = probe(connect(redis_url, patient=False, check=False), health)
@@ -47,5 +54,5 @@ def main(count: int, redis_url: str, queues: tuple[str, ...], burst: bool, metri
                                    f"serves on --metrics-port + i): choose free ports")
     connect(redis_url).ping()
     settings = WorkerSettings(redis_url, tuple(queues), burst, log_level, log_format, metrics_port,
-                              review_threshold, max_pixels)
+                              review_threshold, max_pixels, files_root, max_bytes)
     sys.exit(supervise(count, settings))

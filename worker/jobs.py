@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import redis
@@ -13,6 +15,7 @@ from rq import get_current_job
 from digits import keys
 from digits.arrays import Floats
 from digits.connection import text
+from digits.files import UnsafePath, inside, read_in_folder
 from digits.images import FIELD, ImageError, decode
 from digits.pattern import Pattern, parse_pattern
 from digits.payload import batch_options, batch_paths
@@ -51,7 +54,8 @@ def classify_batch(run_id: str, batch: int, result_ttl: int, *, serving: Serving
     except ValueError as exc:  # the producer checks it; a job written by hand may not
         records = [result_record(path, batch, error=f"{path}: {exc}", worker=worker) for path in paths]
     else:
-        records = read_batch(payload, paths, batch, expect, threshold, serving.max_pixels, loaded, worker)
+        images = BatchImages(payload, paths, *shared_run_folder(payload, serving), serving.max_bytes)
+        records = read_batch(images, batch, expect, threshold, serving.max_pixels, loaded, worker)
     store_results(connection, run_id, batch, records, result_ttl)
     failed = sum(1 for record in records if record["error"] is not None)
     record_batch(connection, worker, len(records), failed, time.perf_counter() - started, loaded.version)
@@ -61,7 +65,7 @@ def classify_batch(run_id: str, batch: int, result_ttl: int, *, serving: Serving
     return {"images": len(records), "failed": failed}
 
 
-def read_batch(payload: dict[bytes, bytes], paths: list[str], batch: int, expect: Pattern | None, threshold: float,
+def read_batch(images: BatchImages, batch: int, expect: Pattern | None, threshold: float,
                max_pixels: int, loaded: Loaded, worker: str) -> list[Record]:
     """Each image's result: failed alone if it cannot be decoded or holds no digit. Images are
     cut about DECODED_PIXELS at a time (single digits of one size normalised together) and their
@@ -73,9 +77,10 @@ def read_batch(payload: dict[bytes, bytes], paths: list[str], batch: int, expect
     good: list[int] = []
     readings: list[Reading] = []
     pixels = candidates = 0
+    paths = images.paths
     for index, path in enumerate(paths):
         try:
-            decoded.append((index, decode(image_bytes(payload, index), max_pixels)))
+            decoded.append((index, decode(images.data(index), max_pixels)))
             pixels += decoded[-1][1].size
         except ImageError as exc:
             records.append(result_record(path, batch, error=f"{path}: {exc}", worker=worker))
@@ -96,15 +101,55 @@ def read_batch(payload: dict[bytes, bytes], paths: list[str], batch: int, expect
                                      loaded.sha256, worker)
 
 
-def image_bytes(payload: dict[bytes, bytes], index: int) -> bytes:
-    """The bytes of the batch's image `index`, or the ImageError the producer recorded for it."""
-    problem = payload.get(f"{index}:error".encode())
-    if problem is not None:
-        raise ImageError(problem.decode())
-    data = payload.get(str(index).encode())
-    if data is None:
-        raise ImageError(f"its bytes are missing from the batch payload (field {index})")
-    return data
+@dataclass(frozen=True)
+class BatchImages:
+    """Where a batch's image bytes are: in its payload, or, for a run of a shared folder, in files
+    of the run's folder under this worker's --files-root (read here, bounded like the producer's)."""
+
+    payload: dict[bytes, bytes]
+    paths: list[str]
+    folder: Path | None  # a shared-folder run's folder under --files-root, resolved (os.path.realpath)
+    folder_problem: str | None  # why this worker cannot read that folder: every image fails with it
+    max_bytes: int
+
+    def data(self, index: int) -> bytes:
+        """The bytes of image `index`, or the ImageError that says why there are none."""
+        problem = self.payload.get(f"{index}:error".encode())
+        if problem is not None:
+            raise ImageError(problem.decode())
+        if self.folder_problem is not None:
+            raise ImageError(self.folder_problem)
+        if self.folder is None:
+            data = self.payload.get(str(index).encode())
+            if data is None:
+                raise ImageError(f"its bytes are missing from the batch payload (field {index})")
+            return data
+        try:
+            read, why = read_in_folder(str(self.folder), self.paths[index], self.max_bytes)
+        except UnsafePath as exc:
+            raise ImageError(f"refused: it would be read outside the run's folder ({exc})") from None
+        if read is None:
+            raise ImageError(why or "unreadable")
+        return read
+
+
+def shared_run_folder(payload: dict[bytes, bytes], serving: Serving) -> tuple[Path | None, str | None]:
+    """The run's folder under --files-root when the payload names one (a shared-folder run), or why
+    this worker cannot read it; (None, None) for a payload that carries its images' bytes."""
+    folder = payload.get(b"folder")
+    if folder is None:
+        return None, None
+    if serving.files_root is None:
+        return None, ("the run sends paths in a shared folder (enqueued with --shared-root), and this worker "
+                      "reads none: start it with --files-root")
+    name = folder.decode("utf-8", "surrogateescape")
+    try:
+        found = Path(inside(serving.files_root, name))
+    except UnsafePath as exc:
+        return None, f"the run's folder is refused: {exc}"
+    if not found.is_dir():
+        return None, f"the run's folder {name} is not in --files-root {serving.files_root} here (is the share mounted?)"
+    return found, None
 
 
 def record_batch(connection: redis.Redis, worker: str, images: int, failed: int, seconds: float,

@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from types import FrameType
 
 import redis
@@ -55,7 +56,8 @@ def serve(name: str, settings: WorkerSettings, metrics_port: int | None) -> None
     # WORKER_TTL - 15 s, on whichever connection of the pool is free: none may time out sooner.
     connection = connect(settings.url, check=False, timeout=WORKER_TTL)
     lease = Lease(connection, name).start()
-    serving = Serving(ModelServer(), settings.review_threshold, settings.max_pixels)
+    serving = Serving(ModelServer(), settings.review_threshold, settings.max_pixels,
+                      Path(settings.files_root) if settings.files_root else None, settings.max_bytes)
     try:
         serving.models.refresh(connection, name)  # ready before the first job, not during it
     except NoModelError as exc:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import redis
 
-from digits import keys
+from digits import defaults, keys
 from digits.connection import text
 from digits.network import Recogniser
 from digits.registry import Registry, RegistryError
@@ -97,3 +98,5 @@ class Serving:
     models: ModelServer
     review_threshold: float  # unless the run sets its own
     max_pixels: int
+    files_root: Path | None = None  # the shared folder that runs enqueued with --shared-root are read from
+    max_bytes: int = defaults.MAX_BYTES  # the largest file read from it

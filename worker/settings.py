@@ -20,3 +20,5 @@ class WorkerSettings:
     metrics_port: int | None = None  # process i of a supervisor serves metrics on this port + i
     review_threshold: float = defaults.REVIEW_THRESHOLD  # unless a run sets its own
     max_pixels: int = defaults.MAX_PIXELS  # images with more are refused before they are decoded
+    files_root: str | None = None  # a shared folder: runs enqueued with --shared-root are read from it
+    max_bytes: int = defaults.MAX_BYTES  # files larger than this are refused unread (from files_root)
