@@ -91,3 +91,21 @@ def test_each_service_writes_only_where_its_user_may(config: dict[str, Any]) -> 
     output = watch["command"][watch["command"].index("--output") + 1]
     assert not folder.get("read_only") and output.startswith(folder["target"] + "/.digits/")
 
+
+
+def test_the_shared_folder_override_mounts_the_input_in_workers_and_sends_paths() -> None:
+    """compose.shared.yaml on top of compose.yaml: workers read INPUT_DIR as their --files-root,
+    read-only, as the user the producer reads it as; the producer sends paths under it."""
+    profiles = ["--profile", "producer"]
+    done = subprocess.run([compose_binary(), "-f", str(ROOT / "compose.yaml"), "-f", str(ROOT / "compose.shared.yaml"),
+                           *profiles, "config", "--format", "json"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, check=False, env={"PATH": "/usr/bin:/bin", "INPUT_DIR": "/srv/scans"})
+    assert done.returncode == 0, done.stderr
+    services = json.loads(done.stdout)["services"]
+    worker, producer = services["worker"], services["producer"]
+    assert worker["command"][-2:] == ["--files-root", "/input"]
+    mounts = [(v["source"], v["target"], v.get("read_only")) for v in worker["volumes"]]
+    assert mounts == [("/srv/scans", "/input", True)]
+    assert worker["user"] == producer["user"] == "1000:1000"
+    assert producer["command"] == ["digits-producer", "run", "/input", "--shared-root", "/input"]
+    assert [(v["source"], v["target"]) for v in producer["volumes"]] == [("/srv/scans", "/input")]
