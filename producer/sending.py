@@ -114,7 +114,7 @@ class Sender:
         """The folder's files in this producer's share, counted by part as they are found."""
         for found in walk(self.root, self.settings.extensions, self.settings.globs,
                           part=self.settings.part_of_folder()):
-            part = self.share.part_of(found.relative)
+            part = self.share.part_of(found.relative) if self.share.of > 1 else 0  # a whole run has one part
             if part in self.share.parts:
                 totals[part] += 1
                 yield found
