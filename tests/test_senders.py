@@ -50,15 +50,18 @@ def test_shares_split_a_folder_exactly_once() -> None:
             Share.parse(bad)
 
 
+@pytest.mark.parametrize("by_path", [False, True], ids=["bytes", "shared-folder"])
 def test_three_producers_feed_one_run_exactly_once_while_workers_are_killed(
         redis_url: str, connection: redis.Redis, default_version: str, start_workers: StartWorkers,
-        digit_folder: MakeFolder, tmp_path: Path) -> None:
+        digit_folder: MakeFolder, tmp_path: Path, by_path: bool) -> None:
     """Three `enqueue --share` processes, one of them killed and resumed, and a follower started
     before any of them; a worker SIGKILLed at three points of the run's progress: every image has
-    one result, and the follower writes each once."""
+    one result, and the follower writes each once. Also with the images read by the workers from
+    a shared folder (`--shared-root`, `--files-root`) instead of sent through Redis."""
     folder, truth = digit_folder(1500)
-    start_workers(2)
-    common = ["--run-id", "shared-1", "--batch-size", "10", "--window", "300", "--wait"]
+    start_workers(2, ["--files-root", str(folder.parent)] if by_path else None)
+    common = ["--run-id", "shared-1", "--batch-size", "10", "--window", "300", "--wait",
+              *(["--shared-root", str(folder.parent)] if by_path else [])]
     output = tmp_path / "results.jsonl"
     follower = producer(redis_url, "results", "shared-1", "--follow", "-o", str(output))
     time.sleep(1.5)  # the follower starts first: it waits for a sender to create the run
@@ -89,6 +92,7 @@ def test_three_producers_feed_one_run_exactly_once_while_workers_are_killed(
     assert kills >= 3 and resumed
     meta = text_hash(connection.hgetall(keys.run("shared-1")))
     assert (meta["shares"], meta["total"], meta["status"]) == ("3", "1500", "enqueued")
+    assert json.loads(meta["settings"])["shared_folder"] == (folder.name if by_path else None)
     assert sum(int(meta[f"total:{part}"]) for part in range(3)) == 1500
     written = Counter(json.loads(line)["path"] for line in output.read_text().splitlines())
     assert set(written) == set(truth) and max(written.values()) == 1  # lost 0, duplicates 0
