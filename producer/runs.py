@@ -47,9 +47,11 @@ class Settings:
         return Share.parse(self.part) if self.part else None
 
     def reading_options(self) -> dict[str, Any]:
-        """What the worker needs to know about reading this run's images (stored with each batch)."""
-        return {k: v for k, v in (("expect", self.expect), ("review_threshold", self.review_threshold))
-                if v is not None}
+        """What the worker needs to know about reading this run's images (stored with each batch);
+        for a shared folder, the size limit too: the workers read the files, not the producer."""
+        max_bytes = self.max_bytes if self.shared_folder is not None else None
+        return {k: v for k, v in (("expect", self.expect), ("review_threshold", self.review_threshold),
+                                  ("max_bytes", max_bytes)) if v is not None}
 
 
 FINISH_SHARES = """

@@ -572,10 +572,11 @@ def test_a_shared_folder_run_is_read_from_the_workers_files_root(
     big = share / "scans" / "today" / "big.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200), dtype=np.uint8)).save(big)
     (share / "scans" / "today" / "out.png").symlink_to(tmp_path / "secret.png")  # out of the folder
-    settings = runs.Settings(batch_size=16, retries=0, shared_folder="scans/today")
+    settings = runs.Settings(batch_size=16, retries=0, shared_folder="scans/today", max_bytes=5000)
     run_id = send_folder(connection, share / "scans" / "today", settings)
     payload = connection.hgetall(keys.batch(run_id, 0))
-    assert set(payload) == {b"paths", b"folder", b"13:error"}  # no image bytes; the link is refused by the producer
+    assert set(payload) == {b"paths", b"options", b"folder", b"13:error"}  # no bytes; the link is refused
+    assert json.loads(payload[b"options"]) == {"max_bytes": 5000}  # the run's limit, applied by the workers
     assert payload[b"folder"] == b"scans/today"
     paths = json.loads(payload[b"paths"])
     paths[paths.index("00001.png")] = "../../../secret.png"  # a payload written by hand cannot climb out
@@ -587,7 +588,7 @@ def test_a_shared_folder_run_is_read_from_the_workers_files_root(
     (today / "00003.png").symlink_to("moved.png")  # a link inside the folder is followed ...
     os.remove(today / "00004.png")
     (today / "00004.png").symlink_to(tmp_path / "secret.png")  # ... one out of it is not
-    start_workers(1, ["--files-root", str(share), "--max-bytes", "5000"])
+    start_workers(1, ["--files-root", str(share), "--max-bytes", "100000"])  # the run's 5000 is lower
     records = {record["path"]: record for _line, record in follow(connection, run_id)}
     assert records["../../../secret.png"]["error"].startswith(
         "../../../secret.png: refused: it would be read outside the run's folder")

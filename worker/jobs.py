@@ -54,7 +54,9 @@ def classify_batch(run_id: str, batch: int, result_ttl: int, *, serving: Serving
     except ValueError as exc:  # the producer checks it; a job written by hand may not
         records = [result_record(path, batch, error=f"{path}: {exc}", worker=worker) for path in paths]
     else:
-        images = BatchImages(payload, paths, *shared_run_folder(payload, serving), serving.max_bytes)
+        run_limit = options.get("max_bytes")  # the run's --max-bytes, within the worker's own
+        max_bytes = min(serving.max_bytes, run_limit) if isinstance(run_limit, int) else serving.max_bytes
+        images = BatchImages(payload, paths, *shared_run_folder(payload, serving), max_bytes)
         records = read_batch(images, batch, expect, threshold, serving.max_pixels, loaded, worker)
     store_results(connection, run_id, batch, records, result_ttl)
     failed = sum(1 for record in records if record["error"] is not None)
