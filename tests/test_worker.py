@@ -568,6 +568,8 @@ def test_a_shared_folder_run_is_read_from_the_workers_files_root(
     their --files-root; what they must not read fails alone, saying why."""
     share = tmp_path / "share"
     truth = write_pngs(share / "scans" / "today", mnist_test[0][:12], mnist_test[1][:12])
+    nested = {f"sub/{name}": label for name, label in
+              write_pngs(share / "scans" / "today" / "sub", mnist_test[0][20:22], mnist_test[1][20:22]).items()}
     (tmp_path / "secret.png").write_bytes((share / "scans" / "today" / "00000.png").read_bytes())
     big = share / "scans" / "today" / "big.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200), dtype=np.uint8)).save(big)
@@ -579,8 +581,10 @@ def test_a_shared_folder_run_is_read_from_the_workers_files_root(
     assert json.loads(payload[b"options"]) == {"max_bytes": 5000}  # the run's limit, applied by the workers
     assert payload[b"folder"] == b"scans/today"
     paths = json.loads(payload[b"paths"])
-    paths[paths.index("00001.png")] = "../../../secret.png"  # a payload written by hand cannot climb out
+    paths[paths.index("00001.png")] = "../../../secret.png"  # a payload written by hand cannot climb out ...
+    paths[paths.index("sub/00001.png")] = "evil/secret.png"  # ... nor go through a linked folder
     connection.hset(keys.batch(run_id, 0), "paths", json.dumps(paths))
+    (share / "scans" / "today" / "evil").symlink_to(tmp_path)
     today = share / "scans" / "today"
     os.remove(today / "00002.png")
     os.mkfifo(today / "00002.png")  # a pipe in a file's place is refused, not waited on
@@ -596,6 +600,10 @@ def test_a_shared_folder_run_is_read_from_the_workers_files_root(
     assert records["big.png"]["error"] == "big.png: file is over the size limit of 5000 bytes"
     assert records["out.png"]["error"] == "out.png: symbolic link points outside the enqueued folder; not followed"
     assert records["00004.png"]["error"].startswith("00004.png: refused: it would be read outside the run's folder")
+    assert records["evil/secret.png"]["error"].startswith(
+        "evil/secret.png: refused: it would be read outside the run's folder")
+    in_sub = records["sub/00000.png"]  # a subfolder's file, its folder resolved once a batch
+    assert in_sub["error"] is None and in_sub["digits"] == str(nested["sub/00000.png"])
     refused = ("00001.png", "00002.png", "00004.png")
     read = {path: r for path, r in records.items() if path in truth and path not in refused}
     assert len(read) == 9 and all(r["error"] is None and r["digits"] == str(truth[p]) for p, r in read.items())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +113,7 @@ class BatchImages:
     folder: Path | None  # a shared-folder run's folder under --files-root, resolved (os.path.realpath)
     folder_problem: str | None  # why this worker cannot read that folder: every image fails with it
     max_bytes: int
+    folders: dict[str, str] = field(default_factory=dict)  # the run's subfolders, resolved once a batch
 
     def data(self, index: int) -> bytes:
         """The bytes of image `index`, or the ImageError that says why there are none."""
@@ -127,7 +128,7 @@ class BatchImages:
                 raise ImageError(f"its bytes are missing from the batch payload (field {index})")
             return data
         try:
-            read, why = read_in_folder(str(self.folder), self.paths[index], self.max_bytes)
+            read, why = read_in_folder(str(self.folder), self.paths[index], self.max_bytes, self.folders)
         except UnsafePath as exc:
             raise ImageError(f"refused: it would be read outside the run's folder ({exc})") from None
         if read is None:
