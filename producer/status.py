@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -34,6 +35,7 @@ def run_status(connection: redis.Redis, run_id: str) -> dict[str, Any]:
     elapsed = max(finished_at - created, 1e-9)
     return {
         "run": run_id, "root": meta.get("root"), "status": meta.get("status"),
+        "shared_folder": json.loads(meta.get("settings", "{}")).get("shared_folder"),  # read by workers from there
         "complete": meta.get("status") == "enqueued" and finished >= total,
         "total": total, "queued": total - finished - in_progress, "in_progress": in_progress,
         "done": finished - failed, "failed": failed, "review": review, "keyed": keyed,

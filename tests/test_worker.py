@@ -632,6 +632,10 @@ def test_run_shared_root_with_two_senders_and_a_folder_outside_it_is_refused(
                           capture_output=True, text=True, timeout=120, check=True)  # senders take the run's settings
     records = [json.loads(line) for line in done.stdout.splitlines()]
     assert {r["path"]: r["digits"] for r in records} == {p: str(label) for p, label in truth.items()}
+    status = subprocess.run([sys.executable, "-m", "producer", "status", done.stderr.split()[1], "--json",
+                             "--redis-url", redis_url], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            check=True)
+    assert json.loads(status.stdout)["run"]["shared_folder"] == "scans"
     refused = subprocess.run([*command, str(share / "scans"), "--shared-root", str(tmp_path / "elsewhere")],
                              cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert refused.returncode == 2 and "does not exist" in refused.stderr  # click checks the root exists
