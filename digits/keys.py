@@ -84,6 +84,11 @@ def worker_model(worker_name: str) -> str:
     return f"{PREFIX}:worker:{worker_name}:model"
 
 
+def worker_files(worker_name: str) -> str:
+    """String: the shared folder a live worker reads runs sent by path from (--files-root); absent if none."""
+    return f"{PREFIX}:worker:{worker_name}:files"
+
+
 def worker_lease(worker_name: str) -> str:
     """String with a short TTL, renewed every few seconds while the worker process lives: the job id
     it is running, or empty when idle. A started job whose worker's lease is gone or names another

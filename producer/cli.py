@@ -17,7 +17,7 @@ from rich.table import Table
 from digits import defaults, keys
 from digits.connection import Group, connect, redis_url_option
 from producer import runs
-from producer.drive import drive, err, interrupted, print_summary, stop_on_sigterm, warn_empty
+from producer.drive import drive, err, interrupted, print_summary, stop_on_sigterm, warn_empty, warn_unshared
 from producer.files import Share
 from producer.following import await_run, follow
 from producer.keying_cli import corrections, review
@@ -69,6 +69,7 @@ def enqueue(directory: Path | None, redis_url: str, resume: str | None, run_id: 
     connection = connect(redis_url)
     run_id, root, settings = start_or_resume(connection, directory, resume, options, run_id, share)
     click.echo(run_id)
+    warn_unshared(connection, settings)
     stop_on_sigterm()
     try:
         if wait:
@@ -127,11 +128,11 @@ def status(run_id: str | None, redis_url: str, queue: str, as_json: bool) -> Non
     console.print(f"Redis {report['redis']}  queue [bold]{queue}[/]: {waiting['waiting']} jobs waiting, "
                   f"{waiting['running']} running, {waiting['failed']} failed")
     console.print(f"current model: [bold]{report['current_model'] or 'none published'}[/]")
-    table = Table("worker", "state", "model", "batches", "images", "errors", "avg batch", "avg ms",
+    table = Table("worker", "state", "model", "batches", "images", "errors", "avg batch", "avg ms", "files root",
                   title="live workers")
     for worker in report["workers"]:
         table.add_row(*(str(worker[k]) for k in ("name", "state", "model", "batches", "images", "errors",
-                                                 "average_batch", "average_batch_ms")))
+                                                 "average_batch", "average_batch_ms")), worker["files_root"] or "-")
     print_whole(console, table)
     if report["run"]:
         run_table = Table("run", report["run"]["run"])
@@ -173,6 +174,7 @@ def run(directory: Path | None, redis_url: str, resume: str | None, fmt: str, ou
                                              Share.parse(f"1/{jobs}") if new_id else None)
     if jobs > 1 and (shares := runs.run_shares(connection, run_id)) != jobs:
         raise click.UsageError(f"run {run_id} is sent in {shares} share(s): resume it with --jobs {shares} or 1")
+    warn_unshared(connection, settings)
     if stream is not sys.stdout and Path(output).is_file():  # not /dev/null or a pipe: those cannot be
         stream.truncate(0)  # emptied; and only now: a mistyped --resume RUN keeps the file it would replace
     stop_on_sigterm()

@@ -26,6 +26,7 @@ from producer.following import follow
 from producer.output import ResultWriter
 from producer.runs import Settings
 from producer.sending import deliver
+from producer.status import workers_reading_no_share
 
 err = Console(stderr=True, soft_wrap=True)  # a status line stays one line in logs, whatever their width
 
@@ -116,6 +117,18 @@ def warn_empty(directory: Path, settings: Settings) -> None:
     """An empty selection is not an error, but it must never look like a silent success."""
     globs = f" and {', '.join(settings.globs)}" if settings.globs else ""
     err.print(f"[yellow]no images found under {directory} matching {' '.join(settings.extensions)}{globs}[/]")
+
+
+def warn_unshared(connection: redis.Redis, settings: Settings) -> None:
+    """A run sent by path fails the images that a worker without --files-root takes: say so before
+    sending, if such workers listen on the run's queue now."""
+    if settings.shared_folder is None:
+        return
+    without, live = workers_reading_no_share(connection, settings.queue)
+    if without:
+        err.print(f"[yellow]{without} of the {live} live workers on queue {settings.queue} read no shared folder "
+                  "(--files-root): the images they take will fail. Give the share's workers a queue of their "
+                  "own (--queue).[/]")
 
 
 def print_summary(run_id: str, outcome: Outcome) -> None:

@@ -43,13 +43,22 @@ def run_status(connection: redis.Redis, run_id: str) -> dict[str, Any]:
     }
 
 
+def workers_reading_no_share(connection: redis.Redis, queue: str) -> tuple[int, int]:
+    """How many of the queue's live workers have no --files-root, of how many: a run sent by path
+    fails the images those take."""
+    names = [worker.name for worker in Worker.all(queue=batch_queue(connection, queue))]
+    roots = connection.mget([keys.worker_files(name) for name in names]) if names else []
+    return sum(1 for root in roots if root is None), len(names)
+
+
 def worker_report(connection: redis.Redis, worker: BaseWorker) -> dict[str, Any]:
     """One live worker: its state, the model it serves and its totals."""
-    model = connection.get(keys.worker_model(worker.name))
+    model, files_root = connection.mget([keys.worker_model(worker.name), keys.worker_files(worker.name)])
     stats = text_hash(connection.hgetall(keys.worker_stats(worker.name)))
     batches, images = int(stats.get("batches", 0)), int(stats.get("images", 0))
     return {
         "name": worker.name, "state": str(worker.get_state()), "model": text(model) if model else None,
+        "files_root": text(files_root) if files_root else None,
         "batches": batches, "images": images, "errors": int(stats.get("failed", 0)),
         "average_batch": round(images / batches, 1) if batches else None,
         "average_batch_ms": round(float(stats["seconds"]) * 1000 / batches, 1) if batches else None,

@@ -610,7 +610,7 @@ def test_a_shared_folder_run_is_read_from_the_workers_files_root(
 
 
 def test_a_worker_without_files_root_fails_each_image_of_a_shared_folder_run_saying_why(
-        tmp_path: Path, connection: redis.Redis, default_version: str, start_workers: StartWorkers,
+        tmp_path: Path, redis_url: str, connection: redis.Redis, default_version: str, start_workers: StartWorkers,
         digit_folder: MakeFolder) -> None:
     folder, truth = digit_folder(3)
     run_id = send_folder(connection, folder, runs.Settings(batch_size=3, shared_folder="."))
@@ -619,6 +619,11 @@ def test_a_worker_without_files_root_fails_each_image_of_a_shared_folder_run_say
     assert sorted(records) == sorted(truth)
     assert all(r["error"] == f"{p}: the run sends paths in a shared folder (enqueued with --shared-root), and this "
                "worker reads none: start it with --files-root" for p, r in records.items())
+    warned = subprocess.run([sys.executable, "-m", "producer", "enqueue", str(folder), "--shared-root", str(folder),
+                             "--redis-url", redis_url], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            check=True)  # sending by path to such a worker is warned of first
+    warning = " ".join(warned.stderr.split())
+    assert "1 of the 1 live workers on queue digits read no shared folder (--files-root)" in warning
 
 
 def test_run_shared_root_with_two_senders_and_a_folder_outside_it_is_refused(
@@ -635,7 +640,9 @@ def test_run_shared_root_with_two_senders_and_a_folder_outside_it_is_refused(
     status = subprocess.run([sys.executable, "-m", "producer", "status", done.stderr.split()[1], "--json",
                              "--redis-url", redis_url], cwd=ROOT, capture_output=True, text=True, timeout=60,
                             check=True)
-    assert json.loads(status.stdout)["run"]["shared_folder"] == "scans"
+    report = json.loads(status.stdout)
+    assert report["run"]["shared_folder"] == "scans" and report["workers"][0]["files_root"] == os.path.realpath(share)
+    assert "read no shared folder" not in done.stderr
     refused = subprocess.run([*command, str(share / "scans"), "--shared-root", str(tmp_path / "elsewhere")],
                              cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert refused.returncode == 2 and "does not exist" in refused.stderr  # click checks the root exists

@@ -136,5 +136,5 @@ class DigitsWorker(SimpleWorker):
 
     def register_death(self) -> None:
         self.connection.delete(keys.worker_model(self.name), keys.worker_stats(self.name),
-                               keys.worker_lease(self.name))
+                               keys.worker_lease(self.name), keys.worker_files(self.name))
         super().register_death()  # type: ignore[no-untyped-call]
