@@ -90,8 +90,9 @@ class Share:
         return cls(frozenset(range(of)), of)
 
     def part_of(self, relative: str) -> int:
-        """Which share a path belongs to: a hash of the path, the same on every host."""
-        return zlib.crc32(relative.encode("utf-8", "surrogatepass")) % self.of
+        """Which share a path belongs to: a hash of the path, the same on every host (a run in one
+        share has nothing to hash)."""
+        return zlib.crc32(relative.encode("utf-8", "surrogatepass")) % self.of if self.of > 1 else 0
 
     def holds(self, relative: str) -> bool:
         return self.part_of(relative) in self.parts

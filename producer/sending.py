@@ -114,7 +114,7 @@ class Sender:
         """The folder's files in this producer's share, counted by part as they are found."""
         for found in walk(self.root, self.settings.extensions, self.settings.globs,
                           part=self.settings.part_of_folder()):
-            part = self.share.part_of(found.relative) if self.share.of > 1 else 0  # a whole run has one part
+            part = self.share.part_of(found.relative)
             if part in self.share.parts:
                 totals[part] += 1
                 yield found
@@ -253,16 +253,14 @@ def enqueue_batch(connection: redis.Redis, queue: Queue, run_id: str, chunk: lis
         payload["options"] = json.dumps(options)
     if settings.shared_folder is not None:
         payload["folder"] = settings.shared_folder
-    for position, found in enumerate(chunk):
-        if settings.shared_folder is not None:
-            if found.problem:
-                payload[f"{position}:error"] = found.problem
-            continue
-        data, problem = read(found, settings.max_bytes)
-        if data is None:
-            payload[f"{position}:error"] = problem or "unreadable"
-        else:
-            payload[str(position)] = data
+        payload.update({f"{position}:error": found.problem for position, found in enumerate(chunk) if found.problem})
+    else:
+        for position, found in enumerate(chunk):
+            data, problem = read(found, settings.max_bytes)
+            if data is None:
+                payload[f"{position}:error"] = problem or "unreadable"
+            else:
+                payload[str(position)] = data
     index = int(connection.hincrby(keys.run(run_id), "batches", 1)) - 1
     with connection.pipeline(transaction=True) as pipe:  # payload and job land together, in one round trip
         pipe.multi()  # explicit, as RQ expects of a pipeline it is handed
