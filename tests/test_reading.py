@@ -16,6 +16,7 @@ from digits.reading import (
     GAP_PENALTY,
     SHRUNK,
     SKIP_SCORE,
+    SURE_FIRST_LOOK,
     assemble,
     best_path,
     candidate_scores,
@@ -121,6 +122,26 @@ def test_two_looks_average_the_field_and_its_shrunk_copy() -> None:
     np.testing.assert_allclose(two, (as_they_are + shrunk) / 2, rtol=0, atol=1e-6)
     assert not np.allclose(two, as_they_are, atol=1e-3)  # the second look does change the reading
     np.testing.assert_allclose(two.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_a_lone_digit_read_surely_at_first_keeps_its_first_look() -> None:
+    """Of two lone digits, the one read surely at first (SURE_FIRST_LOOK) keeps that reading and
+    the unsure one gets the mean of both looks; a crop's candidates always get both, sure or not."""
+    rng = np.random.default_rng(8)
+    model = Model(pack(rng.normal(size=8), rng.normal(size=(784, 8)), rng.normal(size=10),
+                       8 * rng.normal(size=(8, 10))))
+    pool = rng.uniform(size=(400, 784)).astype(np.float32)
+    first = model.probabilities(pool)
+    sure, unsure = pool[first.max(axis=1) >= SURE_FIRST_LOOK][:3], pool[first.max(axis=1) < 0.9][:1]
+    assert len(sure) == 3 and len(unsure) == 1
+    lone_sure, lone_unsure = (replace(lattice([(0, 1)], 1), fields=f[np.newaxis]) for f in (sure[0], unsure[0]))
+    crop = replace(lattice([(0, 1), (1, 2)], 2), fields=sure[1:])  # two sure candidates of a crop
+    found = classify([lone_sure, crop, lone_unsure], model.probabilities)
+    as_seen = np.concatenate([sure[:1], sure[1:], unsure])
+    both = looks(as_seen, model.probabilities, (SHRUNK,))
+    np.testing.assert_allclose(found[0], model.probabilities(sure[:1])[0], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(found[1:], both[1:], rtol=0, atol=1e-6)
+    assert not np.allclose(found[0], both[0], atol=1e-7)  # the second look would have moved it
 
 
 def test_only_doubtful_chosen_digits_get_a_closer_look() -> None:
