@@ -626,6 +626,27 @@ def test_a_worker_without_files_root_fails_each_image_of_a_shared_folder_run_say
     assert "1 of the 1 live workers on queue digits read no shared folder (--files-root)" in warning
 
 
+def test_a_worker_renews_what_it_tells_status_with_its_heartbeat(
+        tmp_path: Path, connection: redis.Redis, default_version: str, start_workers: StartWorkers,
+        digit_folder: MakeFolder) -> None:
+    """The model a worker serves and the shared folder it reads expire with its registration (a
+    worker killed outright leaves none behind) and come back with its next heartbeat after a
+    Redis that lost them: at the latest around its next job."""
+    share = tmp_path / "share"
+    share.mkdir()
+    start_workers(1, ["--files-root", str(share)])
+    name = text(next(iter(connection.smembers("rq:workers")))).removeprefix("rq:worker:")
+    said = (keys.worker_model(name), keys.worker_files(name))
+    wait_for(lambda: all(connection.exists(key) for key in said), what="the worker's model and files keys")
+    assert [text(v) for v in connection.mget(said)] == [default_version, os.path.realpath(share)]
+    assert all(0 < connection.ttl(key) <= 35 + 600 + 60 for key in said)  # the registration's TTL, at most a job's
+    connection.delete(*said)  # as a Redis restarted without its AOF would have lost them
+    folder, _truth = digit_folder(2)
+    classify(connection, folder)
+    wait_for(lambda: all(connection.exists(key) for key in said), what="the keys to come back")
+    assert [text(v) for v in connection.mget(said)] == [default_version, os.path.realpath(share)]
+
+
 def test_run_shared_root_with_two_senders_and_a_folder_outside_it_is_refused(
         tmp_path: Path, redis_url: str, connection: redis.Redis, default_version: str, start_workers: StartWorkers,
         mnist_test: Digits) -> None:

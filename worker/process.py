@@ -14,7 +14,7 @@ from types import FrameType
 
 import redis
 
-from digits import keys, logs
+from digits import logs
 from digits.connection import connect
 from digits.defaults import WORKER_TTL
 from worker.settings import WorkerSettings
@@ -56,8 +56,6 @@ def serve(name: str, settings: WorkerSettings, metrics_port: int | None) -> None
     # WORKER_TTL - 15 s, on whichever connection of the pool is free: none may time out sooner.
     connection = connect(settings.url, check=False, timeout=WORKER_TTL)
     lease = Lease(connection, name).start()
-    if settings.files_root:  # for `status`, and for producers sending by path to warn of workers that read no share
-        connection.set(keys.worker_files(name), settings.files_root)
     serving = Serving(ModelServer(), settings.review_threshold, settings.max_pixels,
                       Path(settings.files_root) if settings.files_root else None, settings.max_bytes)
     try:

@@ -86,8 +86,8 @@ class ModelServer:
         self.loaded = Loaded(version, str(manifest["model_sha256"]), model, manifest)
         metrics.record_model(version, model.architecture, previous)
         log.info("serving model %s (%s)", version, model.architecture)
-        if worker_name:
-            connection.set(keys.worker_model(worker_name), version)
+        if worker_name:  # at once; the worker's heartbeats renew it (DigitsWorker.announce)
+            connection.set(keys.worker_model(worker_name), version, ex=defaults.WORKER_TTL + 60)
         return self.loaded
 
 

@@ -126,13 +126,28 @@ class DigitsWorker(SimpleWorker):
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
         """RQ sends a heartbeat's three commands one by one, before and after every job; sent in one
-        pipeline they cost one round trip (a lone image's latency)."""
+        pipeline they cost one round trip (a lone image's latency). What this worker tells `status`
+        goes with them (`announce`)."""
         if pipeline is not None:
             super().heartbeat(timeout, pipeline)
+            self.announce(pipeline, timeout or self.worker_ttl + 60)
             return
         with self.connection.pipeline() as pipe:
             super().heartbeat(timeout, pipe)
+            self.announce(pipe, timeout or self.worker_ttl + 60)
             pipe.execute()
+
+    def announce(self, pipe: Any, ttl: int) -> None:
+        """The model version and shared folder this worker serves, for `status` and for producers
+        sending by path, renewed with each heartbeat and expiring with its registration (RQ's TTL
+        above): a worker killed outright leaves none behind, and a Redis that lost them (restarted
+        without its AOF) has them back within a heartbeat."""
+        if self.serving is None:
+            return
+        if self.serving.models.loaded is not None:
+            pipe.set(keys.worker_model(self.name), self.serving.models.loaded.version, ex=ttl)
+        if self.serving.files_root is not None:
+            pipe.set(keys.worker_files(self.name), str(self.serving.files_root), ex=ttl)
 
     def register_death(self) -> None:
         self.connection.delete(keys.worker_model(self.name), keys.worker_stats(self.name),
