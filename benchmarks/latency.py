@@ -35,7 +35,7 @@ def one_image_latencies(url: str, image: Path, count: int) -> list[float]:
     latencies = []
     for sent in range(WARM_UP + count):
         started = time.perf_counter()
-        index = enqueue_batch(connection, queue, run_id, [found], settings)
+        index, _taken = enqueue_batch(connection, queue, run_id, [found], settings)
         reply: list[Any] = connection.xread({events: last_id}, count=1, block=30_000)  # type: ignore[assignment]
         if not reply:
             raise RuntimeError(f"no result for a single image within 30 s (run {run_id}, batch {index})")

@@ -32,7 +32,7 @@ from benchmarks.inputs import write_digits
 from benchmarks.procs import cpu_seconds, reset_peak, spawned_children, status_kb
 from digits import keys
 from digits.connection import connect
-from digits.defaults import REVIEW_THRESHOLD
+from digits.defaults import BATCH_SIZE, REVIEW_THRESHOLD
 from digits.images import ImageError, decode, normalise
 from digits.network import Recogniser, load_model_dir
 from digits.reading import lattices_of, read
@@ -41,7 +41,7 @@ from digits.segment import Lattice
 from producer.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
-BATCH = 256  # the producer's default batch size
+BATCH = BATCH_SIZE  # the producer's default batch size
 
 __all__ = ["ROOT", "Workers", "classify_files", "decode_floor", "end_to_end", "in_process", "machine",
            "write_digits"]
@@ -56,14 +56,14 @@ def machine() -> str:
     return f"{platform.node()}: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-def classify_files(paths: list[Path], model_dir: Path = DEFAULT_MODEL_DIR) -> float:
-    """Decode, cut and classify in batches of 256 exactly as a worker does, without Redis or RQ;
-    return the seconds it took (model already loaded)."""
+def classify_files(paths: list[Path], model_dir: Path = DEFAULT_MODEL_DIR, batch: int = BATCH) -> float:
+    """Decode, cut and classify in batches (the producer's default size) exactly as a worker does, without Redis
+    or RQ; return the seconds it took (model already loaded)."""
     model = load_model_dir(model_dir)
     started = time.perf_counter()
-    for start in range(0, len(paths), BATCH):
+    for start in range(0, len(paths), batch):
         greys = []
-        for path in paths[start:start + BATCH]:
+        for path in paths[start:start + batch]:
             with contextlib.suppress(ImageError):  # the worker gives it an error result: nothing to classify
                 greys.append(decode(path.read_bytes()))
         read([found for found in lattices_of(greys) if isinstance(found, Lattice)], model, REVIEW_THRESHOLD)
@@ -87,10 +87,10 @@ def decode_floor(paths: list[Path], cores: int) -> float:
     return len(paths) / max(seconds)
 
 
-def in_process(paths: list[Path], cores: int, model_dir: Path = DEFAULT_MODEL_DIR) -> float:
+def in_process(paths: list[Path], cores: int, model_dir: Path = DEFAULT_MODEL_DIR, batch: int = BATCH) -> float:
     """Steady-state rate of `cores` processes on equal shares (start-up and model loading excluded)."""
     with multiprocessing.get_context("spawn").Pool(cores) as pool:
-        seconds = pool.starmap(classify_files, [(paths[i::cores], model_dir) for i in range(cores)])
+        seconds = pool.starmap(classify_files, [(paths[i::cores], model_dir, batch) for i in range(cores)])
     return len(paths) / max(seconds)
 
 

@@ -3,7 +3,7 @@ where the CPU goes (producer, workers, Redis), so the capacity of one producer a
 can be read off any machine, 2 cores or 16.
 
 Run: .venv/bin/python -m benchmarks.scale [--workers 1,2] [--images 40000] [--input mnist|crops]
-     [--producers 1] [--shared] [--plot docs/benchmarks-scale.png]
+     [--producers 1] [--shared] [--batch-size 1024] [--plot docs/benchmarks-scale.png]
 
 "Feeds" is a worker's CPU per image over the producer's: how many busy workers one producer
 keeps fed. "Serves" is a worker's CPU per image over Redis': how many busy workers one Redis
@@ -23,6 +23,7 @@ from benchmarks.inputs import link_folder, write_crops, write_digits
 from benchmarks.pipeline import Workers, decode_floor, end_to_end, in_process, machine
 from benchmarks.plot import rate_figure
 from benchmarks.procs import cpu_seconds
+from digits import defaults
 from digits.connection import connect
 from digits.registry import DEFAULT_MODEL_DIR, Registry
 from producer.redis_server import RedisServer
@@ -58,7 +59,7 @@ class Row:
         return self.worker_us / self.redis_us
 
 
-def measure(paths: list[Path], folder: Path, count: int, producers: int, shared: bool) -> Row:
+def measure(paths: list[Path], folder: Path, count: int, producers: int, shared: bool, batch_size: int) -> Row:
     """`count` workers, already running, read the folder through `producers` producer processes
     (with shared, by path: the workers read the files themselves)."""
     with RedisServer() as server:
@@ -68,18 +69,19 @@ def measure(paths: list[Path], folder: Path, count: int, producers: int, shared:
             connection = connect(server.url)
             connection.config_resetstat()
             redis_before = cpu_seconds(server.process.pid)
-            timed = end_to_end(server.url, folder, len(paths), parts=workers.parts(), jobs=producers, shared=shared)
+            timed = end_to_end(server.url, folder, len(paths), batch_size, workers.parts(), producers, shared)
             redis_cpu = cpu_seconds(server.process.pid) - redis_before
             stats = connection.info("commandstats")
     per_image = 1e6 / len(paths)
     commands = {name.removeprefix("cmdstat_"): stat["usec"] / len(paths) for name, stat in stats.items()}
-    return Row(count, timed.rate, in_process(paths, count), decode_floor(paths, count),
+    return Row(count, timed.rate, in_process(paths, count, batch=batch_size), decode_floor(paths, count),
                timed.cpu["producer"] * per_image, (timed.cpu["workers"] + timed.cpu["supervisor"]) * per_image,
                redis_cpu * per_image, commands)
 
 
-def render(rows: list[Row], what: str, producers: int) -> str:
-    lines = [f"machine: {machine()}", f"input: {what}; {producers} producer process(es); workers already running", "",
+def render(rows: list[Row], what: str, producers: int, batch_size: int) -> str:
+    lines = [f"machine: {machine()}", f"input: {what}; {producers} producer process(es), batches of {batch_size}; "
+             "workers already running", "",
              "| workers | end to end, images/s | in-process ceiling, images/s | end to end / ceiling "
              "| plain Pillow decode, N processes, images/s | end to end / decode "
              "| CPU µs per image: producer / workers / Redis | one producer feeds | one Redis serves |",
@@ -115,6 +117,7 @@ def main() -> None:
     parser.add_argument("--producers", type=int, default=1, help="sender processes of the run (run --jobs)")
     parser.add_argument("--shared", action="store_true",
                         help="send the folder by path (run --shared-root) to workers reading it (--files-root)")
+    parser.add_argument("--batch-size", type=int, default=defaults.BATCH_SIZE, help="images per job (run --batch-size)")
     parser.add_argument("--plot", type=Path, help="write the plot here (PNG)")
     args = parser.parse_args()
     counts = [int(c) for c in args.workers.split(",")]
@@ -128,8 +131,9 @@ def main() -> None:
         else:
             paths, (width, height) = write_crops(folder, args.images)
             what = f"{len(paths):,} generated 5-digit postal crops, about {width:.0f} x {height:.0f} PNG"
-        rows = [measure(paths, folder, count, args.producers, args.shared) for count in counts]
-    table = render(rows, what + ("; sent by path (--shared-root)" if args.shared else ""), args.producers)
+        rows = [measure(paths, folder, count, args.producers, args.shared, args.batch_size) for count in counts]
+    how = "; sent by path (--shared-root)" if args.shared else ""
+    table = render(rows, what + how, args.producers, args.batch_size)
     print(table)
     if args.plot:
         plot(rows, f"{what}\n{machine()}", args.plot)

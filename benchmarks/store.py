@@ -22,7 +22,7 @@ from digits import keys
 from digits.results import Record, encode_result, result_record, store_results
 from producer.redis_server import RedisServer
 
-SIZE = 256  # images a batch, the producer's default
+SIZE = 256  # images a batch (the producer's default until 2026-12-06; per result, the size hardly matters)
 TTL = 3600
 Store = Callable[[redis.Redis, str, int, list[Record], int], bool]
 

@@ -21,7 +21,9 @@ def folder_options(function: Any) -> Any:
     """Options shared by `enqueue` and `run`: how a folder is selected, cut and paced."""
     for option in reversed([
         click.option("--batch-size", default=defaults.BATCH_SIZE, show_default=True,
-                     type=click.IntRange(1, 10_000), help="Images per job."),
+                     type=click.IntRange(1, 10_000), help="Most images per job."),
+        click.option("--batch-bytes", default=defaults.BATCH_BYTES, show_default=True, type=click.IntRange(1),
+                     help="Most image bytes per job: a batch of large files (crops, scans) holds fewer images."),
         click.option("--window", default=defaults.WINDOW, show_default=True,
                      type=click.IntRange(1), help="Most images of this run held in Redis at once."),
         click.option("--ext", "extensions", multiple=True, default=defaults.EXTENSIONS, show_default=True,
@@ -63,7 +65,7 @@ shared_root_option = click.option(
 def settings_from(options: dict[str, Any], directory: Path | None = None) -> runs.Settings:
     extensions = tuple(e if e.startswith(".") else f".{e}" for e in options["extensions"])
     shared_root: Path | None = options.get("shared_root")
-    return runs.Settings(batch_size=options["batch_size"], window=options["window"],
+    return runs.Settings(batch_size=options["batch_size"], batch_bytes=options["batch_bytes"], window=options["window"],
                          result_ttl=options["result_ttl"], queue=options["queue"],
                          max_bytes=options["max_bytes"], extensions=extensions,
                          globs=tuple(options["globs"]), expect=options["expect"],

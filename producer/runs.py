@@ -30,6 +30,7 @@ class Settings:
     """How a folder is cut and paced; the defaults are measured in docs/benchmarks.md."""
 
     batch_size: int = defaults.BATCH_SIZE
+    batch_bytes: int = defaults.BATCH_BYTES  # a batch stops taking files once its payload holds this many bytes
     window: int = defaults.WINDOW
     result_ttl: int = defaults.RESULT_TTL
     queue: str = keys.DEFAULT_QUEUE

@@ -1,8 +1,10 @@
 """Sending a folder: its files cut into batches, enqueued under a window, each batch seen through.
 
-The window bounds how many images sit in Redis at once: a batch is enqueued only when the
-images enqueued but not yet finished leave room for it. Producer and Redis memory stay flat
-whatever the size of the folder.
+A batch holds up to --batch-size images, fewer once its files' bytes reach --batch-bytes. The
+window bounds how many images sit in Redis at once: a batch is enqueued only when the images
+enqueued but not yet finished leave room for it, and no more than window / batch size batches
+are open, so a run of large files holds no more bytes than one of small ones. Producer and
+Redis memory stay flat whatever the size of the folder.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class Sender:
         self.settings = settings
         # producers sharing a run share its window too, so the run's images in Redis stay within it
         self.window = max(settings.window * len(self.share.parts) // self.share.of, 1)
+        self.most_batches = max(self.window // settings.batch_size, 1)
         self.queue = batch_queue(connection, settings.queue)
         self.open: dict[int, int] = {}  # batch index -> images, for batches not finished yet
         self.unplaced: set[int] = set()  # open batches whose job the last sweep found nowhere
@@ -100,13 +103,14 @@ class Sender:
                 waiting += [f for f, result in zip(chunk, done, strict=True)
                             if result is None and f.relative not in held]
             while len(waiting) >= size:
-                self.send(waiting[:size])
-                sent += size
-                waiting = waiting[size:]
+                taken = self.send(waiting[:size])
+                sent += taken
+                waiting = waiting[taken:]
             self.redis.hset(keys.run(self.run_id), "total", max(total, self.known_total()))
-        if waiting:
-            self.send(waiting)
-            sent += len(waiting)
+        while waiting:
+            taken = self.send(waiting)
+            sent += taken
+            waiting = waiting[taken:]
         finish_shares(self.redis, self.run_id, self.share, totals)
         return sent, total
 
@@ -148,24 +152,32 @@ class Sender:
             held.update(paths)
         return held
 
-    def send(self, chunk: list[Found]) -> None:
-        self.wait_for_open(max(self.window - len(chunk), 0))
+    def send(self, chunk: list[Found]) -> int:
+        """Enqueue the first files of chunk as one batch, once the window has room; return how many
+        it took (all of them, or fewer once their bytes reached --batch-bytes)."""
+        self.wait_for_open(max(self.window - len(chunk), 0), self.most_batches - 1)
         if self.stop.is_set():
             raise Stopped(f"run {self.run_id}: stopped with {len(chunk)} more images to send")
-        index = enqueue_batch(self.redis, self.queue, self.run_id, chunk, self.settings)
-        self.open[index] = len(chunk)
+        index, taken = enqueue_batch(self.redis, self.queue, self.run_id, chunk, self.settings,
+                                     self.settings.batch_bytes)
+        self.open[index] = taken
+        return taken
 
-    def wait_for_open(self, most: int) -> None:
-        """Wait until at most `most` images are in open batches, seeing each batch through."""
-        while sum(self.open.values()) > most:
+    def wait_for_open(self, most: int, most_batches: int | None = None) -> None:
+        """Wait until at most `most` images (and `most_batches` batches) are open, seeing each
+        batch through."""
+        while self.too_many_open(most, most_batches):
             if self.stop.is_set():
                 raise Stopped(f"run {self.run_id}: stopped while {sum(self.open.values())} images are in flight")
             if time.monotonic() - self.last_sweep > defaults.PRODUCER_SWEEP_SECONDS:
                 self.forget_finished()
                 self.sweep()
                 self.last_sweep = time.monotonic()
-            if sum(self.open.values()) > most:
+            if self.too_many_open(most, most_batches):
                 self.await_finished()
+
+    def too_many_open(self, most: int, most_batches: int | None) -> bool:
+        return sum(self.open.values()) > most or (most_batches is not None and len(self.open) > most_batches)
 
     def await_finished(self) -> None:
         """Block until batches finish (their events), or a tenth of a second passes, and close
@@ -243,24 +255,33 @@ def deliver(connection: redis.Redis, run_id: str, root: Path, settings: Settings
     return Sender(connection, run_id, root, settings, stop, share).deliver()
 
 
-def enqueue_batch(connection: redis.Redis, queue: Queue, run_id: str, chunk: list[Found], settings: Settings) -> int:
+def enqueue_batch(connection: redis.Redis, queue: Queue, run_id: str, chunk: list[Found], settings: Settings,
+                  most_bytes: int | None = None) -> tuple[int, int]:
     """Store one batch's file bytes (or why a file cannot be read) and enqueue its job; return the
-    batch's index, the run's next (taken atomically: producers sharing a run never take the same).
+    batch's index, the run's next (taken atomically: producers sharing a run never take the same),
+    and how many files of chunk it took: with most_bytes, it stops reading once its files' bytes
+    reach that (always one file at least); the rest are for the next batch.
 
     A run of a shared folder stores the folder instead of the bytes: workers read the files there."""
-    payload: dict[str, bytes | str] = {"paths": json.dumps([f.relative for f in chunk])}
+    payload: dict[str, bytes | str] = {}
     if options := settings.reading_options():
         payload["options"] = json.dumps(options)
     if settings.shared_folder is not None:
         payload["folder"] = settings.shared_folder
         payload.update({f"{position}:error": found.problem for position, found in enumerate(chunk) if found.problem})
     else:
+        held = 0
         for position, found in enumerate(chunk):
+            if most_bytes is not None and held >= most_bytes:
+                chunk = chunk[:position]
+                break
             data, problem = read(found, settings.max_bytes)
             if data is None:
                 payload[f"{position}:error"] = problem or "unreadable"
             else:
                 payload[str(position)] = data
+                held += len(data)
+    payload["paths"] = json.dumps([f.relative for f in chunk])
     index = int(connection.hincrby(keys.run(run_id), "batches", 1)) - 1
     with connection.pipeline(transaction=True) as pipe:  # payload and job land together, in one round trip
         pipe.multi()  # explicit, as RQ expects of a pipeline it is handed
@@ -268,7 +289,7 @@ def enqueue_batch(connection: redis.Redis, queue: Queue, run_id: str, chunk: lis
         pipe.expire(keys.batch(run_id, index), settings.result_ttl)
         enqueue_job(queue, run_id, index, len(chunk), settings, pipe)
         pipe.execute()
-    return index
+    return index, len(chunk)
 
 
 def enqueue_job(queue: Queue, run_id: str, index: int, images: int, settings: Settings,

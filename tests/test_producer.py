@@ -130,6 +130,42 @@ def test_window_bounds_images_held_in_redis(connection: redis.Redis, default_ver
     assert peaks["window 100000"] > 500, peaks  # without a tight window the queue really fills
 
 
+def test_a_batch_of_large_files_holds_fewer_and_the_window_bounds_its_batches(
+        connection: redis.Redis, default_version: str, start_workers: StartWorkers, digit_folder: MakeFolder) -> None:
+    """A batch stops taking files once they hold --batch-bytes (one file over it at most), and no
+    more than window / batch size batches are open: a run of large files holds no more bytes in
+    Redis than one of small files would."""
+    folder, truth = digit_folder(200)
+    sizes = {path.name: path.stat().st_size for path in folder.iterdir()}
+    settings = runs.Settings(batch_size=50, batch_bytes=4 * max(sizes.values()), window=100)
+    batches: dict[str, list[str]] = {}
+    stop = threading.Event()
+    most_open = 0
+
+    def watch_payloads() -> None:
+        nonlocal most_open
+        while not stop.is_set():
+            found = list(connection.scan_iter(f"{keys.PREFIX}:run:*:batch:*", count=1000))
+            most_open = max(most_open, len(found))
+            for key in found:
+                batches.setdefault(text(key), json.loads(connection.hget(key, "paths") or "[]"))
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=watch_payloads)
+    thread.start()
+    start_workers(1)
+    run_id = send_folder(connection, folder, settings)
+    records = [record for _line, record in follow(connection, run_id)]
+    stop.set()
+    thread.join()
+    assert sorted(r["path"] for r in records) == sorted(truth)
+    assert 0 < most_open <= 100 // 50, most_open  # by images alone, 50 batches of 4 could have been open
+    assert batches and all(0 < len(paths) < 50 for paths in batches.values()), batches
+    assert all(sum(sizes[p] for p in paths[:-1]) < settings.batch_bytes for paths in batches.values())
+    full = [paths for paths in batches.values() if sum(sizes[p] for p in paths) >= settings.batch_bytes]
+    assert len(full) >= len(batches) - 1  # each closed by its bytes, but the folder's last
+
+
 def test_symlinks_never_leave_the_folder(redis_url: str, default_version: str, start_workers: StartWorkers,
                                          digit_folder: MakeFolder, tmp_path: Path) -> None:
     folder, _ = digit_folder(3)
