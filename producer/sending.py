@@ -1,10 +1,9 @@
 """Sending a folder: its files cut into batches, enqueued under a window, each batch seen through.
 
-A batch holds up to --batch-size images, fewer once its files' bytes reach --batch-bytes. The
-window bounds how many images sit in Redis at once: a batch is enqueued only when the images
-enqueued but not yet finished leave room for it, and no more than window / batch size batches
-are open, so a run of large files holds no more bytes than one of small ones. Producer and
-Redis memory stay flat whatever the size of the folder.
+A batch holds up to --batch-size images, fewer once their bytes reach --batch-bytes. The window
+bounds the images in Redis: a batch is enqueued only when those not yet finished leave room for
+it and fewer than window / batch size batches are open (so large files hold no more bytes than
+small ones). Producer and Redis memory stay flat whatever the size of the folder.
 """
 
 from __future__ import annotations
@@ -153,8 +152,7 @@ class Sender:
         return held
 
     def send(self, chunk: list[Found]) -> int:
-        """Enqueue the first files of chunk as one batch, once the window has room; return how many
-        it took (all of them, or fewer once their bytes reached --batch-bytes)."""
+        """Enqueue chunk's first files as a batch once the window has room; return how many it took."""
         self.wait_for_open(max(self.window - len(chunk), 0), self.most_batches - 1)
         if self.stop.is_set():
             raise Stopped(f"run {self.run_id}: stopped with {len(chunk)} more images to send")
@@ -164,8 +162,7 @@ class Sender:
         return taken
 
     def wait_for_open(self, most: int, most_batches: int | None = None) -> None:
-        """Wait until at most `most` images (and `most_batches` batches) are open, seeing each
-        batch through."""
+        """Wait until at most `most` images (and `most_batches` batches) are open, seeing each through."""
         while self.too_many_open(most, most_batches):
             if self.stop.is_set():
                 raise Stopped(f"run {self.run_id}: stopped while {sum(self.open.values())} images are in flight")
@@ -259,10 +256,8 @@ def enqueue_batch(connection: redis.Redis, queue: Queue, run_id: str, chunk: lis
                   most_bytes: int | None = None) -> tuple[int, int]:
     """Store one batch's file bytes (or why a file cannot be read) and enqueue its job; return the
     batch's index, the run's next (taken atomically: producers sharing a run never take the same),
-    and how many files of chunk it took: with most_bytes, it stops reading once its files' bytes
-    reach that (always one file at least); the rest are for the next batch.
-
-    A run of a shared folder stores the folder instead of the bytes: workers read the files there."""
+    and how many files of chunk it took: with most_bytes, it stops once their bytes reach that (a
+    run of a shared folder stores the folder instead of the bytes: workers read the files there)."""
     payload: dict[str, bytes | str] = {}
     if options := settings.reading_options():
         payload["options"] = json.dumps(options)

@@ -400,7 +400,7 @@ def test_sigterm_finishes_the_current_job(connection: redis.Redis, default_versi
                                           start_workers: StartWorkers, digit_folder: MakeFolder) -> None:
     folder, truth = digit_folder(4000)
     pool = start_workers(1)
-    settings = runs.Settings(batch_size=4000)
+    settings = runs.Settings(batch_size=4000, batch_bytes=64 * 1024 * 1024)  # one batch of them all
     run_id = send_folder(connection, folder, settings)
     queue = batch_queue(connection)
     wait_for(lambda: queue.started_job_registry.count == 1, what="the job to start")
