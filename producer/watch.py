@@ -84,6 +84,9 @@ class Watcher:
         self.unmoved = {text(k): text(v) for k, v in unmoved.items()}  # handled, but could not be moved away
         self.seen: dict[str, tuple[tuple[int, int], float]] = {}  # path -> (size, mtime), unchanged since
         self.ready: list[Found] = []
+        self.sizes: dict[str, int] = {}  # bytes of each ready or pending file sent by this process
+        self.held_bytes = 0  # ... of those pending: with the images, bounded like a run's open batches
+        self.most_bytes = max(settings.window // settings.batch_size, 1) * settings.batch_bytes
         self.ready_since = 0.0
         self.last_reap = time.monotonic()
 
@@ -120,6 +123,7 @@ class Watcher:
                 if not self.ready:
                     self.ready_since = now
                 self.ready.append(found)
+                self.sizes[found.relative] = max(state[0], 0)
         for gone in set(self.seen) - present:
             del self.seen[gone]
         for gone in set(self.unmoved) - present:
@@ -130,18 +134,35 @@ class Watcher:
         self.redis.hdel(keys.run_unmoved(self.run_id), relative)
 
     def send_due(self) -> None:
-        """Enqueue a micro-batch when it is full or its first file has waited `max_delay`."""
-        while self.ready and (len(self.ready) >= self.settings.batch_size
-                              or time.monotonic() - self.ready_since >= self.watch.max_delay):
-            if len(self.pending) + min(len(self.ready), self.settings.batch_size) > self.settings.window:
+        """Enqueue a micro-batch when it is full (--batch-size files, or --batch-bytes) or its first
+        file has waited `max_delay`; the window bounds the images pending, and their bytes as a
+        run's open batches are bounded (those pending from before a restart count as none)."""
+        while self.ready:
+            chunk = self.micro_batch()
+            full = len(chunk) < len(self.ready) or len(chunk) == self.settings.batch_size
+            if not full and time.monotonic() - self.ready_since < self.watch.max_delay:
+                return
+            chunk_bytes = sum(self.sizes[f.relative] for f in chunk)
+            if (len(self.pending) + len(chunk) > self.settings.window
+                    or (self.pending and self.held_bytes + chunk_bytes > self.most_bytes)):
                 return  # the window is full: wait for results
-            chunk, self.ready = self.ready[:self.settings.batch_size], self.ready[self.settings.batch_size:]
+            self.ready = self.ready[len(chunk):]
+            self.held_bytes += chunk_bytes
             real = {f.relative: os.fsencode(f.path) for f in chunk}
             self.redis.hset(keys.run_pending(self.run_id), mapping=real)  # type: ignore[arg-type]
             enqueue_batch(self.redis, self.queue, self.run_id, chunk, self.settings)
             self.redis.hincrby(keys.run(self.run_id), "total", len(chunk))
             self.pending.update(real)
             self.ready_since = time.monotonic()
+
+    def micro_batch(self) -> list[Found]:
+        """The next ready files, as many as --batch-size allows and until they hold --batch-bytes."""
+        held = 0
+        for count, found in enumerate(self.ready[:self.settings.batch_size]):
+            if held >= self.settings.batch_bytes:
+                return self.ready[:count]
+            held += self.sizes[found.relative]
+        return self.ready[:self.settings.batch_size]
 
     def collect(self, block_ms: int) -> None:
         """Emit finished results, move their files away, and remember how far we read."""
@@ -152,6 +173,7 @@ class Watcher:
             if path not in self.pending:
                 continue  # handled before a restart
             self.emit(line, record)
+            self.held_bytes -= self.sizes.pop(path, 0)
             self.file_away(path, self.pending.pop(path), failed=record["error"] is not None)
             self.redis.hdel(keys.run_pending(self.run_id), path)
         if self.follower.cursor != cursor:

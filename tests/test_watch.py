@@ -12,10 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import redis
 from PIL import Image
 
-from producer.watch import make_state_dir
-from tests.conftest import ROOT, Digits, WorkerPool
+from producer import runs
+from producer.watch import Watcher, WatchSettings, make_state_dir
+from tests.conftest import ROOT, Digits, MakeFolder, WorkerPool
 
 StartWorkers = Callable[..., WorkerPool]
 
@@ -168,3 +170,26 @@ def test_the_watch_makes_its_state_folder_for_its_output(tmp_path: Path) -> None
     (tmp_path / "blocked").mkdir()
     (tmp_path / "blocked" / ".digits").write_text("a file")
     make_state_dir(tmp_path / "blocked")  # cannot: it says so and goes on (files then stay where they land)
+
+
+def test_micro_batches_close_on_their_bytes_and_the_window_bounds_their_bytes(
+        connection: redis.Redis, digit_folder: MakeFolder) -> None:
+    """With no worker, the watch sends micro-batches that stop once their files hold --batch-bytes,
+    and stops sending once the bytes pending would pass what window / batch size open batches hold."""
+    folder, _truth = digit_folder(40)
+    sizes = {path.name: path.stat().st_size for path in folder.iterdir()}
+    settings = runs.Settings(batch_size=50, batch_bytes=3 * max(sizes.values()), window=100)
+    watcher = Watcher(connection, folder, settings, WatchSettings(settle=0, max_delay=0), emit=lambda line, r: None)
+    watcher.scan()
+    watcher.scan()  # unchanged since the first look: ready
+    assert len(watcher.ready) == len(sizes)
+    watcher.send_due()
+    batches = [json.loads(connection.hget(key, "paths") or "[]")
+               for key in connection.scan_iter(f"digits:run:{watcher.run_id}:batch:*")]
+    assert batches and all(sum(sizes[p] for p in paths[:-1]) < settings.batch_bytes <= sum(sizes[p] for p in paths)
+                           for paths in batches)
+    assert watcher.most_bytes == 2 * settings.batch_bytes  # window 100 / batch size 50: two full batches' bytes
+    assert watcher.held_bytes == sum(sizes[p] for paths in batches for p in paths) <= watcher.most_bytes
+    assert len(watcher.ready) == len(sizes) - sum(len(paths) for paths in batches)  # the rest wait for results
+    following = sum(sizes[found.relative] for found in watcher.micro_batch())
+    assert watcher.held_bytes + following > watcher.most_bytes  # the next one would not fit
