@@ -17,8 +17,8 @@ from digits import keys
 from digits.connection import connect
 from digits.queueing import batch_queue
 from producer import runs
+from producer.batches import enqueue_batch
 from producer.files import Found
-from producer.sending import enqueue_batch
 
 WARM_UP = 20
 

@@ -8,7 +8,6 @@ small ones). Producer and Redis memory stay flat whatever the size of the folder
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -19,15 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from rq import Queue, Retry
 from rq.job import Job, JobStatus
 
 from digits import defaults, keys
 from digits.connection import text
 from digits.payload import PayloadError, batch_paths
-from digits.queueing import JOB_FUNCTION, batch_queue, job_id
+from digits.queueing import batch_queue, job_id
 from digits.recovery import fail_batch, failure_reason, recover_abandoned
-from producer.files import Found, Share, read, walk
+from producer.batches import enqueue_batch, enqueue_job
+from producer.files import Found, Share, walk
 from producer.runs import Settings, finish_shares, run_shares
 
 log = logging.getLogger(__name__)
@@ -250,51 +249,3 @@ def deliver(connection: redis.Redis, run_id: str, root: Path, settings: Settings
     """Send root (or its share) and see every batch through, re-sending whatever got lost; return
     the file count. Raises Stopped soon after `stop` is set."""
     return Sender(connection, run_id, root, settings, stop, share).deliver()
-
-
-def enqueue_batch(connection: redis.Redis, queue: Queue, run_id: str, chunk: list[Found], settings: Settings,
-                  most_bytes: int | None = None) -> tuple[int, int]:
-    """Store one batch's file bytes (or why a file cannot be read) and enqueue its job; return the
-    batch's index, the run's next (taken atomically: producers sharing a run never take the same),
-    and how many files of chunk it took: with most_bytes, it stops once their bytes reach that (a
-    run of a shared folder stores the folder instead of the bytes: workers read the files there)."""
-    payload: dict[str, bytes | str] = {}
-    if options := settings.reading_options():
-        payload["options"] = json.dumps(options)
-    if settings.shared_folder is not None:
-        payload["folder"] = settings.shared_folder
-        payload.update({f"{position}:error": found.problem for position, found in enumerate(chunk) if found.problem})
-    else:
-        held = 0
-        for position, found in enumerate(chunk):
-            if most_bytes is not None and held >= most_bytes:
-                chunk = chunk[:position]
-                break
-            data, problem = read(found, settings.max_bytes)
-            if data is None:
-                payload[f"{position}:error"] = problem or "unreadable"
-            else:
-                payload[str(position)] = data
-                held += len(data)
-    payload["paths"] = json.dumps([f.relative for f in chunk])
-    index = int(connection.hincrby(keys.run(run_id), "batches", 1)) - 1
-    with connection.pipeline(transaction=True) as pipe:  # payload and job land together, in one round trip
-        pipe.multi()  # explicit, as RQ expects of a pipeline it is handed
-        pipe.hset(keys.batch(run_id, index), mapping=payload)  # type: ignore[arg-type]
-        pipe.expire(keys.batch(run_id, index), settings.result_ttl)
-        enqueue_job(queue, run_id, index, len(chunk), settings, pipe)
-        pipe.execute()
-    return index, len(chunk)
-
-
-def enqueue_job(queue: Queue, run_id: str, index: int, images: int, settings: Settings,
-                pipeline: redis.client.Pipeline | None = None) -> None:
-    """The job of a stored batch; enqueueing it again (same id) replaces the lost or stale one.
-
-    With a pipeline, the job is only queued on it: it reaches Redis when the caller executes it."""
-    queue.enqueue(
-        JOB_FUNCTION, args=(run_id, index, settings.result_ttl), job_id=job_id(run_id, index),
-        description=f"classify run {run_id} batch {index} ({images} images)",
-        job_timeout=settings.job_timeout, result_ttl=defaults.JOB_RESULT_TTL, failure_ttl=settings.result_ttl,
-        retry=Retry(max=settings.retries) if settings.retries else None, pipeline=pipeline,
-    )

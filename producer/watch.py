@@ -28,9 +28,9 @@ from digits.queueing import batch_queue
 from digits.recovery import reap_failed_batches
 from digits.results import Record
 from producer import runs
+from producer.batches import enqueue_batch
 from producer.files import Found, walk
 from producer.following import Follower
-from producer.sending import enqueue_batch
 
 log = logging.getLogger(__name__)
 STATE_DIR = ".digits"

@@ -166,6 +166,20 @@ def test_a_batch_of_large_files_holds_fewer_and_the_window_bounds_its_batches(
     assert len(full) >= len(batches) - 1  # each closed by its bytes, but the folder's last
 
 
+def test_a_shared_folder_run_cuts_its_batches_by_the_sizes_of_its_files(
+        connection: redis.Redis, digit_folder: MakeFolder) -> None:
+    """Sent by path, the files are never read by the producer; their sizes on disk close batches."""
+    folder, truth = digit_folder(30)
+    sizes = {path.name: path.stat().st_size for path in folder.iterdir()}
+    settings = runs.Settings(batch_size=50, batch_bytes=3 * max(sizes.values()), shared_folder=".")
+    run_id = send_folder(connection, folder, settings)
+    batches = [json.loads(connection.hget(keys.batch(run_id, index), "paths") or "[]")
+               for index in range(int(connection.hget(keys.run(run_id), "batches") or 0))]
+    assert sorted(path for paths in batches for path in paths) == sorted(truth) and len(batches) > 1
+    assert all(sum(sizes[p] for p in paths[:-1]) < settings.batch_bytes <= sum(sizes[p] for p in paths)
+               for paths in batches[:-1])  # each closed by its bytes, but the folder's last
+
+
 def test_symlinks_never_leave_the_folder(redis_url: str, default_version: str, start_workers: StartWorkers,
                                          digit_folder: MakeFolder, tmp_path: Path) -> None:
     folder, _ = digit_folder(3)

@@ -21,9 +21,10 @@ from digits.defaults import MAX_ABANDONED
 from digits.queueing import batch_queue, job_id
 from digits.recovery import Lease, recover_abandoned
 from digits.results import result_record, store_results
+from producer.batches import enqueue_batch
 from producer.files import walk
 from producer.runs import Settings, create_run
-from producer.sending import Sender, enqueue_batch
+from producer.sending import Sender
 from tests.conftest import ROOT, AclRedis, MakeFolder, WorkerPool
 
 
