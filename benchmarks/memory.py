@@ -1,7 +1,7 @@
 """Producer and Redis memory while a big folder goes through `digits-producer run`.
 
-The window (8,192 images by default) bounds the image payloads held in Redis, and the producer
-walks the folder lazily, so neither should grow with the folder. Results are a different
+The window (32,768 images in at most 32 batches by default) bounds the image payloads held in
+Redis, and the producer walks the folder lazily, so neither should grow with the folder. Results are a different
 matter: they stay in Redis (hash and event stream) for the run's result TTL by design, so
 they are reported apart from the payloads.
 """
