@@ -22,6 +22,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 from PIL import Image
 from rq import Worker
@@ -90,8 +91,12 @@ def signal_one(pids: list[int], rng: random.Random, signum: int) -> bool:
     return True
 
 
-def test_nothing_is_lost_or_repeated_under_chaos(tmp_path: Path, mnist_test: Digits) -> None:
+@pytest.mark.parametrize("by_path", [False, True], ids=["bytes-through-redis", "shared-folder"])
+def test_nothing_is_lost_or_repeated_under_chaos(tmp_path: Path, mnist_test: Digits, by_path: bool) -> None:
+    """Also with the images read by the workers from a shared folder (`--shared-root`, `--files-root`):
+    the same delivery, only where the bytes come from differs."""
     folder = tmp_path / "scans"
+    shared = ["--shared-root", str(tmp_path)] if by_path else []
     make_folder(folder, mnist_test)
     total = IMAGES + len(BAD) + 1
     rng = random.Random(7)
@@ -100,18 +105,18 @@ def test_nothing_is_lost_or_repeated_under_chaos(tmp_path: Path, mnist_test: Dig
     url = server.url_for("producer")
     connection = connect(server.url)  # the admin's, to watch
     Registry(connect(server.url_for("trainer"))).publish_dir(DEFAULT_MODEL_DIR, promote=True)
-    pool = WorkerPool(server.url_for("worker"), 3)
+    pool = WorkerPool(server.url_for("worker"), 3, ["--files-root", str(tmp_path)] if by_path else None)
     events: Counter[str] = Counter()
     refusals: list[dict[str, Any]] = []
     try:
         pool.wait_registered(connection, 3)
         clean = tmp_path / "clean.jsonl"
         started = time.monotonic()
-        assert producer(url, str(folder), "-o", str(clean)).wait(timeout=180) == 1  # bad images: exit 1
+        assert producer(url, str(folder), "-o", str(clean), *shared).wait(timeout=180) == 1  # bad images: exit 1
         clean_seconds = time.monotonic() - started
 
         chaotic = tmp_path / "chaos-1.jsonl"
-        first = producer(url, str(folder), "-o", str(chaotic))
+        first = producer(url, str(folder), "-o", str(chaotic), *shared)
         run_id = wait_for_run(connection, exclude=runs_before(connection, clean))
 
         def progress() -> float:
