@@ -1,6 +1,7 @@
 """MNIST test accuracy of a model read directly and through the workers' image path.
 
 Run: .venv/bin/python -m benchmarks.png_path [--model DIR] [--images 10000] [--validation]
+                                             [--sure-first 0.95,0.99]
 
 Directly: the test set's pixels / 255, as the trainer measures it. Through the image path: each
 digit written as a 28 x 28 PNG and read back by `digits.images.decode` and `normalise` (polarity,
@@ -9,7 +10,8 @@ a gap would mean the workers' normalisation is not MNIST's. The last rows are wh
 reports: the same files read by digits.reading.read (a second look where the first is unsure,
 a closer look at doubtful digits), and the same with a second look at every digit, with the
 share flagged for review and the errors among the rest. `--validation` reads the 5,000
-validation digits instead, the ones the reader's settings are chosen on.
+validation digits instead, the ones the reader's settings are chosen on; `--sure-first` tries
+other thresholds for keeping a lone digit's first look (the reader's: SURE_FIRST_LOOK).
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="a directory of theta CSVs")
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--validation", action="store_true", help="the validation digits, not the test set")
+    parser.add_argument("--sure-first", default=str(SURE_FIRST_LOOK),
+                        help="comma-separated thresholds for keeping a lone digit's first look")
     args = parser.parse_args()
     model = load_model_dir(args.model)
     data = load()
@@ -54,16 +58,17 @@ def main() -> None:
     greys = [decode(png(image)) for image in images]  # each file decoded once, as a worker does
     through_png = model.probabilities(np.stack([normalise(grey).reshape(-1) for grey in greys])).argmax(axis=1)
     lattices = [lattice_of(grey) for grey in greys]
-    first_sure = model.probabilities(np.concatenate([lat.fields for lat in lattices])).max(axis=1) >= SURE_FIRST_LOOK
+    first = model.probabilities(np.concatenate([lat.fields for lat in lattices])).max(axis=1)
     which = "validation" if args.validation else "test"
     print(f"machine: {machine()}\nmodel: {args.model} ({model.architecture})\n")
     print(f"| MNIST {which} digits | read right | flagged for review | wrong, not flagged |")
     print("| --- | ---: | ---: | ---: |")
     print(f"| directly, pixels / 255 ({len(labels):,}) | {np.mean(direct == labels):.2%} | | |")
     print(f"| as PNG files, decoded and normalised (as prepare does) | {np.mean(through_png == labels):.2%} | | |")
-    for name, sure_first in ((f"... read as workers do (a second look for the {1 - first_sure.mean():.0%} read under "
-                              f"{SURE_FIRST_LOOK} at first, a closer look at doubtful digits)", SURE_FIRST_LOOK),
-                             ("... with a second look at every digit", math.inf)):
+    rows = [(f"... a second look for the {np.mean(first < value):.0%} read under {value} at first, a closer look "
+             f"at doubtful digits{' (as workers read)' if value == SURE_FIRST_LOOK else ''}", value)
+            for value in (float(text) for text in args.sure_first.split(","))]
+    for name, sure_first in [*rows, ("... with a second look at every digit", math.inf)]:
         readings = assemble(lattices, classify(lattices, model.probabilities, sure_first), model.probabilities,
                             REVIEW_THRESHOLD)
         read_as = np.array([int(reading.code) for reading in readings])

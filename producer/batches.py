@@ -29,27 +29,23 @@ def enqueue_batch(connection: redis.Redis, queue: Queue, run_id: str, chunk: lis
         payload["options"] = json.dumps(options)
     if settings.shared_folder is not None:
         payload["folder"] = settings.shared_folder
-        held = 0
-        for position, found in enumerate(chunk):
-            if most_bytes is not None and held >= most_bytes:
-                chunk = chunk[:position]
-                break
+    held = 0
+    for position, found in enumerate(chunk):
+        if most_bytes is not None and held >= most_bytes:
+            chunk = chunk[:position]
+            break
+        if settings.shared_folder is not None:  # the workers read the file: only its size counts here
             if found.problem:
                 payload[f"{position}:error"] = found.problem
             else:
                 held += size_on_disk(found.path)
-    else:
-        held = 0
-        for position, found in enumerate(chunk):
-            if most_bytes is not None and held >= most_bytes:
-                chunk = chunk[:position]
-                break
-            data, problem = read(found, settings.max_bytes)
-            if data is None:
-                payload[f"{position}:error"] = problem or "unreadable"
-            else:
-                payload[str(position)] = data
-                held += len(data)
+            continue
+        data, problem = read(found, settings.max_bytes)
+        if data is None:
+            payload[f"{position}:error"] = problem or "unreadable"
+        else:
+            payload[str(position)] = data
+            held += len(data)
     payload["paths"] = json.dumps([f.relative for f in chunk])
     index = int(connection.hincrby(keys.run(run_id), "batches", 1)) - 1
     with connection.pipeline(transaction=True) as pipe:  # payload and job land together, in one round trip

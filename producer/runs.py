@@ -44,6 +44,11 @@ class Settings:
     part: str | None = None  # "K/N": only that part of the folder (one folder split over independent pools)
     shared_folder: str | None = None  # the folder under the workers' --files-root: its files go as paths, not bytes
 
+    def open_batches(self, window: int) -> int:
+        """The most batches open at once under a window of images: batches of large files hold
+        fewer images, and this bounds their bytes as the window bounds small files'."""
+        return max(window // self.batch_size, 1)
+
     def part_of_folder(self) -> Share | None:
         return Share.parse(self.part) if self.part else None
 

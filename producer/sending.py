@@ -63,7 +63,7 @@ class Sender:
         self.settings = settings
         # producers sharing a run share its window too, so the run's images in Redis stay within it
         self.window = max(settings.window * len(self.share.parts) // self.share.of, 1)
-        self.most_batches = max(self.window // settings.batch_size, 1)
+        self.most_batches = settings.open_batches(self.window)
         self.queue = batch_queue(connection, settings.queue)
         self.open: dict[int, int] = {}  # batch index -> images, for batches not finished yet
         self.unplaced: set[int] = set()  # open batches whose job the last sweep found nowhere

@@ -86,7 +86,7 @@ class Watcher:
         self.ready: list[Found] = []
         self.sizes: dict[str, int] = {}  # bytes of each ready or pending file sent by this process
         self.held_bytes = 0  # ... of those pending: with the images, bounded like a run's open batches
-        self.most_bytes = max(settings.window // settings.batch_size, 1) * settings.batch_bytes
+        self.most_bytes = settings.open_batches(settings.window) * settings.batch_bytes
         self.ready_since = 0.0
         self.last_reap = time.monotonic()
 
@@ -138,11 +138,10 @@ class Watcher:
         file has waited `max_delay`; the window bounds the images pending, and their bytes as a
         run's open batches are bounded (those pending from before a restart count as none)."""
         while self.ready:
-            chunk = self.micro_batch()
+            chunk, chunk_bytes = self.micro_batch()
             full = len(chunk) < len(self.ready) or len(chunk) == self.settings.batch_size
             if not full and time.monotonic() - self.ready_since < self.watch.max_delay:
                 return
-            chunk_bytes = sum(self.sizes[f.relative] for f in chunk)
             if (len(self.pending) + len(chunk) > self.settings.window
                     or (self.pending and self.held_bytes + chunk_bytes > self.most_bytes)):
                 return  # the window is full: wait for results
@@ -155,14 +154,15 @@ class Watcher:
             self.pending.update(real)
             self.ready_since = time.monotonic()
 
-    def micro_batch(self) -> list[Found]:
-        """The next ready files, as many as --batch-size allows and until they hold --batch-bytes."""
+    def micro_batch(self) -> tuple[list[Found], int]:
+        """The next ready files, as many as --batch-size allows and until they hold --batch-bytes
+        (the rule producer/batches.py applies to a run), and their bytes."""
         held = 0
         for count, found in enumerate(self.ready[:self.settings.batch_size]):
             if held >= self.settings.batch_bytes:
-                return self.ready[:count]
+                return self.ready[:count], held
             held += self.sizes[found.relative]
-        return self.ready[:self.settings.batch_size]
+        return self.ready[:self.settings.batch_size], held
 
     def collect(self, block_ms: int) -> None:
         """Emit finished results, move their files away, and remember how far we read."""

@@ -29,6 +29,7 @@ from rq.webhook import Webhook
 
 from digits import keys
 from digits.connection import text
+from digits.defaults import JOB_TIMEOUT, WORKER_TTL
 from digits.images import decode
 from digits.queueing import batch_queue
 from digits.reading import lattice_of
@@ -639,7 +640,7 @@ def test_a_worker_renews_what_it_tells_status_with_its_heartbeat(
     said = (keys.worker_model(name), keys.worker_files(name))
     wait_for(lambda: all(connection.exists(key) for key in said), what="the worker's model and files keys")
     assert [text(v) for v in connection.mget(said)] == [default_version, os.path.realpath(share)]
-    assert all(0 < connection.ttl(key) <= 35 + 600 + 60 for key in said)  # the registration's TTL, at most a job's
+    assert all(0 < connection.ttl(key) <= WORKER_TTL + JOB_TIMEOUT + 60 for key in said)  # the registration's TTL
     connection.delete(*said)  # as a Redis restarted without its AOF would have lost them
     folder, _truth = digit_folder(2)
     classify(connection, folder)

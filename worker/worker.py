@@ -128,13 +128,14 @@ class DigitsWorker(SimpleWorker):
         """RQ sends a heartbeat's three commands one by one, before and after every job; sent in one
         pipeline they cost one round trip (a lone image's latency). What this worker tells `status`
         goes with them (`announce`)."""
+        ttl = timeout or self.worker_ttl + 60  # what RQ's heartbeat gives the registration
         if pipeline is not None:
             super().heartbeat(timeout, pipeline)
-            self.announce(pipeline, timeout or self.worker_ttl + 60)
+            self.announce(pipeline, ttl)
             return
         with self.connection.pipeline() as pipe:
             super().heartbeat(timeout, pipe)
-            self.announce(pipe, timeout or self.worker_ttl + 60)
+            self.announce(pipe, ttl)
             pipe.execute()
 
     def announce(self, pipe: Any, ttl: int) -> None:
