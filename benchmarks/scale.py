@@ -89,7 +89,7 @@ def render(rows: list[Row], what: str, producers: int, batch_size: int) -> str:
     for row in rows:
         lines.append(f"| {row.workers} | {row.rate:,.0f} | {row.ceiling:,.0f} | {row.share:.0%} "
                      f"| {row.decode:,.0f} | {row.of_decode:.2f} "
-                     f"| {row.producer_us:,.0f} / {row.worker_us:,.0f} / {row.redis_us:,.0f} "
+                     f"| {row.producer_us:,.0f} / {row.worker_us:,.0f} / {row.redis_us:,.1f} "
                      f"| {row.feeds:.1f} workers | {row.serves:.0f} workers |")
     lines.append("")
     for row in rows:  # where Redis' time goes: a script's time includes the commands it calls

@@ -67,7 +67,8 @@ def cpu_per_result(store: Store, batches: int) -> float:
         assert server.process is not None
         connection = redis.Redis.from_url(server.url)
         for batch in range(batches):
-            connection.hset(keys.batch("r", batch), mapping={str(i): os.urandom(300) for i in range(SIZE)})
+            connection.hset(keys.batch("r", batch), mapping={"images": os.urandom(300 * SIZE),
+                                                            "sizes": json.dumps([300] * SIZE)})
         records = [batch_records(batch) for batch in range(batches)]
         before = cpu_seconds(server.process.pid)
         for batch in range(batches):

@@ -75,7 +75,8 @@ def run_claims(run_id: str) -> str:
 
 
 def batch(run_id: str, index: int) -> str:
-    """Hash holding one batch's payload until a worker finishes it: `paths` (JSON) and `0`..`n-1` (image bytes)."""
+    """Hash holding one batch's payload until a worker finishes it: `paths` (JSON), `images` (their bytes, one
+    after another) and `sizes` (JSON: each one's byte count), or for a run sent by path, `folder`."""
     return f"{PREFIX}:run:{run_id}:batch:{index}"
 
 

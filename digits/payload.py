@@ -1,4 +1,5 @@
-"""A batch payload's list of paths, checked: the one field of the payload every reader trusts.
+"""A batch payload's list of paths, checked: the one field of the payload every reader trusts;
+and its image bytes, cut by their checked sizes.
 
 The producer writes `paths` (a JSON list of the batch's image paths) beside the image bytes; the
 worker, the producer's resume and the recovery sweeps read it. A payload corrupted in Redis (by
@@ -49,3 +50,30 @@ def batch_options(raw: Any, run_id: str, batch: int) -> dict[str, Any]:
     if not isinstance(options, dict):
         raise PayloadError(f"run {run_id} batch {batch}: payload field 'options' is not an object")
     return options
+
+
+def batch_images(images: bytes | None, raw_sizes: Any, count: int, run_id: str, batch: int) -> list[bytes] | None:
+    """Each image's bytes, cut from the payload's `images` by its checked `sizes` (one per path, 0
+    for a file the producer could not read); None for a payload that has no `images` field: a run
+    sent by path, or a batch stored by a producer from before 2026-12-06 (one field per image)."""
+    if images is None:
+        return None
+    where = f"run {run_id} batch {batch}: payload field 'sizes'"
+    if raw_sizes is None:
+        raise PayloadError(f"{where} is missing")
+    try:
+        sizes = json.loads(raw_sizes)
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as exc:
+        raise PayloadError(f"{where} is not JSON ({exc})") from None
+    if not isinstance(sizes, list) or not all(type(size) is int and size >= 0 for size in sizes):
+        raise PayloadError(f"{where} is not a list of byte counts")
+    if len(sizes) != count:
+        raise PayloadError(f"{where} holds {len(sizes)} sizes for {count} paths")
+    if sum(sizes) != len(images):
+        raise PayloadError(f"{where} adds up to {sum(sizes)} bytes, but 'images' holds {len(images)}")
+    cut: list[bytes] = []
+    start = 0
+    for size in sizes:
+        cut.append(images[start:start + size])
+        start += size
+    return cut

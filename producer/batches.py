@@ -1,6 +1,8 @@
 """One batch of a run: its payload (the files' bytes, or their paths on a shared folder) and its
-RQ job, stored together. A batch stops taking files once they hold --batch-bytes, so batches of
-large files (crops, scans) hold fewer: by the bytes read, or for a shared folder, which the
+RQ job, stored together. The bytes go in one field, `images`, with their `sizes`: Redis stores
+and serves one value a batch instead of one field an image (which cost it a fifth of its CPU
+on a run of MNIST digits). A batch stops taking files once they hold --batch-bytes, so batches
+of large files (crops, scans) hold fewer: by the bytes read, or for a shared folder, which the
 producer never reads, by each file's size on disk.
 """
 
@@ -30,6 +32,8 @@ def enqueue_batch(connection: redis.Redis, queue: Queue, run_id: str, chunk: lis
     if settings.shared_folder is not None:
         payload["folder"] = settings.shared_folder
     held = 0
+    contents: list[bytes] = []
+    sizes: list[int] = []
     for position, found in enumerate(chunk):
         if most_bytes is not None and held >= most_bytes:
             chunk = chunk[:position]
@@ -43,10 +47,15 @@ def enqueue_batch(connection: redis.Redis, queue: Queue, run_id: str, chunk: lis
         data, problem = read(found, settings.max_bytes)
         if data is None:
             payload[f"{position}:error"] = problem or "unreadable"
+            sizes.append(0)
         else:
-            payload[str(position)] = data
+            contents.append(data)
+            sizes.append(len(data))
             held += len(data)
     payload["paths"] = json.dumps([f.relative for f in chunk])
+    if settings.shared_folder is None:
+        payload["images"] = b"".join(contents)
+        payload["sizes"] = json.dumps(sizes)
     index = int(connection.hincrby(keys.run(run_id), "batches", 1)) - 1
     with connection.pipeline(transaction=True) as pipe:  # payload and job land together, in one round trip
         pipe.multi()  # explicit, as RQ expects of a pipeline it is handed

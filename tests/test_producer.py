@@ -102,7 +102,7 @@ def test_window_bounds_images_held_in_redis(connection: redis.Redis, default_ver
     def held_images() -> int:
         total = 0
         for key in connection.scan_iter(f"{keys.PREFIX}:run:*:batch:*", count=1000):
-            total += max(0, int(connection.hlen(key)) - 1)  # minus the `paths` field
+            total += len(json.loads(connection.hget(key, "sizes") or "[]"))  # one size per image stored
         return total
 
     def measure(window: int) -> None:

@@ -366,13 +366,19 @@ def test_a_new_worker_whose_current_cannot_load_serves_the_previous_current(
     assert all(r["error"] is None for r in records.values())
 
 
-def test_a_missing_image_field_fails_only_that_image(connection: redis.Redis, default_version: str,
-                                                      start_workers: StartWorkers, digit_folder: MakeFolder) -> None:
-    """One missing image field failed its whole batch with a KeyError."""
+def test_a_batch_stored_one_field_per_image_is_read_and_a_missing_field_fails_only_that_image(
+        connection: redis.Redis, default_version: str, start_workers: StartWorkers, digit_folder: MakeFolder) -> None:
+    """Batches stored by a producer from before `images` (one field per image) are still read by
+    upgraded workers; one missing image field failed its whole batch with a KeyError."""
     folder, truth = digit_folder(4)
     settings = runs.Settings(batch_size=4)
     run_id = send_folder(connection, folder, settings)
-    connection.hdel(keys.batch(run_id, 0), "2")
+    payload = keys.batch(run_id, 0)
+    sizes, images = json.loads(connection.hget(payload, "sizes") or "[]"), connection.hget(payload, "images") or b""
+    assert sizes == [(folder / path).stat().st_size for path in sorted(truth)] and len(images) == sum(sizes)
+    starts = np.cumsum([0, *sizes])
+    connection.hset(payload, mapping={str(i): images[starts[i]:starts[i + 1]] for i in range(4)})
+    connection.hdel(payload, "images", "sizes", "2")
     start_workers(1)
     records = {record["path"]: record for _line, record in follow(connection, run_id)}
     missing = sorted(truth)[2]
@@ -394,6 +400,24 @@ def test_a_corrupt_batch_payload_fails_its_batch_naming_run_batch_and_what_is_wr
     assert job is not None and job.latest_result() is not None
     assert f"run {run_id} batch 0: payload field 'paths' is not a list of path strings" in \
         str(job.latest_result().exc_string)  # type: ignore[union-attr]
+    assert connection.hlen(keys.run_results(run_id)) == 0
+
+
+def test_image_sizes_that_do_not_match_the_payload_fail_its_batch_saying_so(
+        connection: redis.Redis, default_version: str, start_workers: StartWorkers, digit_folder: MakeFolder) -> None:
+    """The image bytes of a batch are cut by its `sizes`: a corrupt list must never shift one
+    image's bytes into another's result."""
+    folder, _ = digit_folder(4)
+    run_id = send_folder(connection, folder, runs.Settings(batch_size=4, retries=0))
+    sizes = json.loads(connection.hget(keys.batch(run_id, 0), "sizes") or "[]")
+    connection.hset(keys.batch(run_id, 0), "sizes", json.dumps([sizes[0] + 1, *sizes[1:]]))
+    start_workers(1)
+    failed = FailedJobRegistry("digits", connection=connection)
+    wait_for(lambda: failed.count == 1, what="the job to fail")
+    job = Queue("digits", connection=connection).fetch_job(failed.get_job_ids()[0])
+    assert job is not None and job.latest_result() is not None
+    assert (f"run {run_id} batch 0: payload field 'sizes' adds up to {sum(sizes) + 1} bytes, but 'images' holds "
+            f"{sum(sizes)}") in str(job.latest_result().exc_string)  # type: ignore[union-attr]
     assert connection.hlen(keys.run_results(run_id)) == 0
 
 

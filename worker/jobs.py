@@ -18,7 +18,7 @@ from digits.connection import text
 from digits.files import UnsafePath, inside, read_in_folder
 from digits.images import FIELD, ImageError, decode
 from digits.pattern import Pattern, parse_pattern
-from digits.payload import batch_options, batch_paths
+from digits.payload import batch_images, batch_options, batch_paths
 from digits.reading import Reading, lattices_of, read
 from digits.results import Record, result_record, store_results
 from digits.segment import Lattice
@@ -45,6 +45,7 @@ def classify_batch(run_id: str, batch: int, result_ttl: int, *, serving: Serving
     if not payload:  # already finished by an earlier attempt: results are keyed by image
         return {"images": 0, "failed": 0}
     paths = batch_paths(payload.get(b"paths"), run_id, batch)  # PayloadError fails the job, naming what is wrong
+    contents = batch_images(payload.get(b"images"), payload.get(b"sizes"), len(paths), run_id, batch)
     worker = job.worker_name or socket.gethostname()
     loaded = serving.models.serve(connection, text(current) if current else None, worker)  # it may have moved
     options = batch_options(payload.get(b"options"), run_id, batch)
@@ -56,7 +57,7 @@ def classify_batch(run_id: str, batch: int, result_ttl: int, *, serving: Serving
     else:
         run_limit = options.get("max_bytes")  # the run's --max-bytes, within the worker's own
         max_bytes = min(serving.max_bytes, run_limit) if isinstance(run_limit, int) else serving.max_bytes
-        images = BatchImages(payload, paths, *shared_run_folder(payload, serving), max_bytes)
+        images = BatchImages(payload, paths, contents, *shared_run_folder(payload, serving), max_bytes)
         records = read_batch(images, batch, expect, threshold, serving.max_pixels, loaded, worker)
     store_results(connection, run_id, batch, records, result_ttl)
     failed = sum(1 for record in records if record["error"] is not None)
@@ -110,6 +111,7 @@ class BatchImages:
 
     payload: dict[bytes, bytes]
     paths: list[str]
+    contents: list[bytes] | None  # each image's bytes, cut from the payload's `images` (digits/payload.py)
     folder: Path | None  # a shared-folder run's folder under --files-root, resolved (os.path.realpath)
     folder_problem: str | None  # why this worker cannot read that folder: every image fails with it
     max_bytes: int
@@ -122,7 +124,9 @@ class BatchImages:
             raise ImageError(problem.decode())
         if self.folder_problem is not None:
             raise ImageError(self.folder_problem)
-        if self.folder is None:
+        if self.contents is not None:
+            return self.contents[index]
+        if self.folder is None:  # a batch stored before `images`, one field per image
             data = self.payload.get(str(index).encode())
             if data is None:
                 raise ImageError(f"its bytes are missing from the batch payload (field {index})")
