@@ -87,7 +87,7 @@ def main() -> None:
         models = {"default model (bundled)": load_model_dir(DEFAULT_MODEL_DIR),
                   "retrained, same budget": train(Path(tmp) / "base", args.steps, args.crops, None),
                   "retrained + corrections": train(Path(tmp) / "keyed-model", args.steps, args.crops, out)}
-    rows: list[Scored] = [score(name, fresh, *read_all(fresh, model, None)) for name, model in models.items()]
+    rows: list[Scored] = [score(name, fresh, *read_all(fresh, model, None, None)) for name, model in models.items()]
     print(f"machine: {machine()}")
     print(f"command: python -m benchmarks.corrections {' '.join(sys.argv[1:])}")
     print(f"keyed: {flagged} of {read} crops flagged and keyed; fresh set: {len(fresh)} crops; "

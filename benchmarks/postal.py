@@ -7,7 +7,8 @@ plot; with --expect, the 5-digit set is read both without and with the hint.
 
 The crops come from trainer.synth with fixed seeds: a 5-digit set (the acceptance set of
 issue 4) and a mixed set of 4, 5, 6 and 5+4 codes. They are read in this process through the
-worker's own code path: PNG bytes -> decode -> lattice_of -> read, a batch of 64 crops at a time.
+worker's own code path: PNG bytes -> decode -> lattice_of -> read, a batch of 64 crops at a time,
+or, for a model with a strip reader, PNG bytes -> decode -> strip_of -> read_strip, crop by crop.
 "wrong count" is the share of crops read with the wrong number of digits (a failed cut), split
 into too few (a touching pair read as one, a piece left out) and too many; the other wrong
 codes have the right number of digits and at least one of them wrong. Rejecting a share of
@@ -41,6 +42,8 @@ from digits.pattern import Pattern, parse_pattern
 from digits.reading import Reading, lattice_of, read
 from digits.registry import DEFAULT_MODEL_DIR
 from digits.segment import Lattice, candidate_ink
+from digits.strip import strip_of
+from digits.sweep import StripReader, load_strip_reader_dir, read_strip
 from trainer.synth import FORMATS, Crop, generate, png_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,11 +70,20 @@ class Scored:
     curve: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]  # reject rates, error rates
 
 
-def read_all(crops: list[Crop], model: Recogniser, expect: Pattern | None) -> tuple[list[Reading | None], float]:
-    """Each crop's reading (None where the worker would return an error), and the seconds taken."""
+def read_all(crops: list[Crop], model: Recogniser, strips: StripReader | None,
+             expect: Pattern | None) -> tuple[list[Reading | None], float]:
+    """Each crop's reading (None where the worker would return an error), and the seconds taken:
+    by the strip reader where the model has one, as a worker reads crops."""
     blobs = [png_bytes(crop) for crop in crops]
     readings: list[Reading | None] = []
     started = time.perf_counter()
+    if strips is not None:
+        for data in blobs:
+            try:
+                readings.append(read_strip(strip_of(decode(data)), strips, REVIEW_THRESHOLD, expect))
+            except ImageError:
+                readings.append(None)
+        return readings, time.perf_counter() - started
     for start in range(0, len(blobs), BATCH):
         lattices: list[Lattice] = []
         found: list[int] = []
@@ -209,14 +221,15 @@ def main() -> None:
     print(f"machine: {machine()}")
     results: list[Scored] = []
     for directory in directories:
-        model = load_model_dir(directory)
-        label = f"{directory.name} ({model.architecture})"
-        print(f"model: {directory} ({model.architecture})")
-        results.append(score(f"{label}: 5-digit", five, *read_all(five, model, None)))
+        model, strips = load_model_dir(directory), load_strip_reader_dir(directory)
+        label = f"{directory.name} ({strips.architecture if strips else model.architecture})"
+        print(f"model: {directory} ({model.architecture}{' + ' + strips.architecture if strips else ''})")
+        results.append(score(f"{label}: 5-digit", five, *read_all(five, model, strips, None)))
         if expect:
-            results.append(score(f"{label}: 5-digit, --expect {args.expect}", five, *read_all(five, model, expect)))
+            results.append(score(f"{label}: 5-digit, --expect {args.expect}", five,
+                                 *read_all(five, model, strips, expect)))
         if mixed:
-            results.append(score(f"{label}: mixed 4/5/6/5+4, no hint", mixed, *read_all(mixed, model, None)))
+            results.append(score(f"{label}: mixed 4/5/6/5+4, no hint", mixed, *read_all(mixed, model, strips, None)))
         results.append(score(f"{label}: 5-digit, true cuts (what cutting costs)", five,
                              *read_true_cuts(five, model)))
     print()

@@ -8,7 +8,8 @@ manifest and the field.
 
 Without `layers`, a version is the seed's pair, theta1.csv and theta2.csv (a 784-H-10 sigmoid
 MLP). With it, the version is the listed layers in order, each weighted one a CSV file of its
-own in the same format (docs/theta-format.md).
+own in the same format (docs/theta-format.md). `strip_layers`, where present, add a strip
+reader that reads a whole crop in one pass (digits/sweep.py), its layers' files in the same format.
 """
 
 from __future__ import annotations
@@ -90,10 +91,19 @@ def check_manifest(manifest: Any, where: str) -> dict[str, Any]:
 
 
 def model_files(manifest: dict[str, Any] | None, where: str = "manifest") -> tuple[str, ...]:
-    """The model's weight files in layer order: the seed's pair, or each weighted layer's file."""
-    if manifest is None or "layers" not in manifest:
+    """The model's weight files in layer order: the seed's pair, or each weighted layer's file;
+    then its strip reader's, if it has one."""
+    if manifest is None:
         return THETA_FILES
-    return tuple(layer.file for layer in layer_specs(manifest["layers"], where) if layer.file is not None)
+    digit_files = THETA_FILES if "layers" not in manifest else \
+        tuple(layer.file for layer in layer_specs(manifest["layers"], where) if layer.file is not None)
+    if "strip_layers" not in manifest:
+        return digit_files
+    strip_files = tuple(layer.file for layer in strip_layer_specs(manifest["strip_layers"], where)
+                        if layer.file is not None)
+    if set(strip_files) & set(digit_files):
+        raise ManifestError(f"{where}: strip_layers name a file the digit model's layers name too")
+    return digit_files + strip_files
 
 
 def layer_specs(raw: Any, where: str) -> list[Layer]:
@@ -111,6 +121,25 @@ def layer_specs(raw: Any, where: str) -> list[Layer]:
                             f"which ends every model")
     if any(layer.activation == "softmax" for layer in layers[:-1]):
         raise ManifestError(f"{where}: softmax is only the last layer's activation")
+    return layers
+
+
+def strip_layer_specs(raw: Any, where: str) -> list[Layer]:
+    """A manifest's `strip_layers`: a strip reader (digits/sweep.py), convolutions and pools that
+    end in a softmax convolution over its symbols and a blank (its shapes are checked as it loads)."""
+    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_LAYERS:
+        raise ManifestError(f"{where}: strip_layers is not a list of 1 to {MAX_LAYERS} layers")
+    layers = [layer_spec(entry, f"{where}: strip_layers[{number}]") for number, entry in enumerate(raw, start=1)]
+    files = [layer.file for layer in layers if layer.file is not None]
+    if len(set(files)) != len(files):
+        raise ManifestError(f"{where}: strip_layers name a file twice")
+    for number, layer in enumerate(layers, start=1):
+        if layer.op == "dense":
+            raise ManifestError(f"{where}: strip_layers[{number}] is dense; a strip reader is convolutions and "
+                                f"pools, so that it reads a strip of any width")
+        if (layer.activation == "softmax") != (number == len(layers)):
+            raise ManifestError(f"{where}: strip_layers[{number}]: softmax is the last layer's activation, and "
+                                f"only its")
     return layers
 
 

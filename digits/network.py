@@ -77,45 +77,9 @@ class Network:
         """Chain the layers from 28x28x1 pixels to the 10 classes, refusing a matrix that does not
         fit its input, or a model costlier in time (MAX_MACS_PER_DIGIT) or memory
         (MAX_FLOATS_PER_DIGIT) than the limits, before any digit is read."""
-        shape, steps, macs, floats = (SIDE, SIDE, 1), [], 0, N_INPUT
-        empty = np.zeros(0, dtype=np.float32)
-        for number, layer in enumerate(layers, start=1):
-            label = f"{where}/{layer.file}, layer {number} ({layer.op})" if layer.file else \
-                f"{where}: layer {number} ({layer.op})"
-            height, width, channels = shape
-            if layer.op != "dense" and number > 1 and layers[number - 2].op == "dense":
-                raise ThetaError(f"{label}: needs an image, and layer {number - 1} is dense")
-            if layer.op == "maxpool":
-                if layer.size > min(height, width):
-                    raise ThetaError(f"{label}: a {layer.size}x{layer.size} pool does not fit its "
-                                     f"{height}x{width} input")
-                shape = (height // layer.size, width // layer.size, channels)
-                steps.append(Step(layer, empty, empty, shape))
-                continue
-            assert layer.file is not None  # a conv or dense layer (digits/manifest.py)
-            matrix = weights[layer.file]
-            if layer.op == "conv":
-                inputs = layer.kernel * layer.kernel * channels
-                out_h, out_w = (conv_side(side, layer) for side in (height, width))
-                if min(out_h, out_w) < 1:
-                    raise ThetaError(f"{label}: a {layer.kernel}x{layer.kernel} kernel does not fit its "
-                                     f"{height}x{width} input")
-                need = f"a {layer.kernel}x{layer.kernel} convolution of {channels} channel(s) needs"
-                positions = out_h * out_w
-            else:
-                inputs = height * width * channels
-                out_h, out_w, positions = 1, 1, 1
-                need = f"a dense layer on {inputs} inputs needs"
-            if matrix.shape[0] != inputs + 1:
-                raise ThetaError(f"{label}: {matrix.shape[0]} rows, but {need} {inputs} weight rows under "
-                                 f"the bias row ({inputs + 1})")
-            shape = (out_h, out_w, int(matrix.shape[1]))
-            macs += positions * inputs * shape[2]
-            floats = max(floats, positions * (inputs + 2 * shape[2]))  # im2col rows and the output, twice
-            steps.append(Step(layer, matrix[0].astype(np.float32),
-                              np.ascontiguousarray(matrix[1:], dtype=np.float32), shape))
-        if shape != (1, 1, N_CLASSES):
-            raise ThetaError(f"{where}/{layers[-1].file}, layer {len(layers)}: {shape[2]} outputs, "
+        steps, macs, floats = chain(layers, weights, where, (SIDE, SIDE, 1))
+        if steps[-1].shape != (1, 1, N_CLASSES):
+            raise ThetaError(f"{where}/{layers[-1].file}, layer {len(layers)}: {steps[-1].shape[2]} outputs, "
                              f"the model must end in {N_CLASSES} classes")
         if macs > MAX_MACS_PER_DIGIT:
             raise ThetaError(f"{where}: {macs} multiply-adds per digit, over the limit of {MAX_MACS_PER_DIGIT}")
@@ -142,16 +106,68 @@ class Network:
 
     def forward(self, x: Floats) -> Floats:
         """The network itself, on one block of (rows, 784) float32 pixels."""
-        a = x.reshape(-1, SIDE, SIDE, 1)
-        for step in self.steps:
-            if step.layer.op == "maxpool":
-                a = max_pool(a, step.layer.size)
-            elif step.layer.op == "conv":
-                columns = im2col(a, step.layer.kernel, step.layer.stride, step.layer.padding)
-                a = activate(columns @ step.weights, step.bias, step.layer.activation).reshape(len(a), *step.shape)
-            else:
-                a = activate(a.reshape(len(a), -1) @ step.weights, step.bias, step.layer.activation)
-        return a
+        return run(self.steps, x.reshape(-1, SIDE, SIDE, 1))
+
+
+def chain(layers: list[Layer], weights: dict[str, npt.NDArray[np.float64]], where: str,
+          shape: tuple[int, int, int]) -> tuple[list[Step], int, int]:
+    """The layers ready to run on (height, width, channels) inputs, each matrix checked against
+    the input it gets (ThetaError naming the file and the layer); with the multiply-adds of one
+    input and the most float32 temporaries one layer makes for it."""
+    steps, macs, floats = [], 0, shape[0] * shape[1] * shape[2]
+    empty = np.zeros(0, dtype=np.float32)
+    for number, layer in enumerate(layers, start=1):
+        label = f"{where}/{layer.file}, layer {number} ({layer.op})" if layer.file else \
+            f"{where}: layer {number} ({layer.op})"
+        height, width, channels = shape
+        if layer.op != "dense" and number > 1 and layers[number - 2].op == "dense":
+            raise ThetaError(f"{label}: needs an image, and layer {number - 1} is dense")
+        if layer.op == "maxpool":
+            if layer.size > min(height, width):
+                raise ThetaError(f"{label}: a {layer.size}x{layer.size} pool does not fit its "
+                                 f"{height}x{width} input")
+            shape = (height // layer.size, width // layer.size, channels)
+            steps.append(Step(layer, empty, empty, shape))
+            continue
+        assert layer.file is not None  # a conv or dense layer (digits/manifest.py)
+        matrix = weights[layer.file]
+        if layer.op == "conv":
+            inputs = layer.kernel * layer.kernel * channels
+            out_h, out_w = (conv_side(side, layer) for side in (height, width))
+            if min(out_h, out_w) < 1:
+                raise ThetaError(f"{label}: a {layer.kernel}x{layer.kernel} kernel does not fit its "
+                                 f"{height}x{width} input")
+            need = f"a {layer.kernel}x{layer.kernel} convolution of {channels} channel(s) needs"
+            positions = out_h * out_w
+        else:
+            inputs = height * width * channels
+            out_h, out_w, positions = 1, 1, 1
+            need = f"a dense layer on {inputs} inputs needs"
+        if matrix.shape[0] != inputs + 1:
+            raise ThetaError(f"{label}: {matrix.shape[0]} rows, but {need} {inputs} weight rows under "
+                             f"the bias row ({inputs + 1})")
+        shape = (out_h, out_w, int(matrix.shape[1]))
+        macs += positions * inputs * shape[2]
+        floats = max(floats, positions * (inputs + 2 * shape[2]))  # im2col rows and the output, twice
+        steps.append(Step(layer, matrix[0].astype(np.float32),
+                          np.ascontiguousarray(matrix[1:], dtype=np.float32), shape))
+    return steps, macs, floats
+
+
+def run(steps: list[Step], a: Floats) -> Floats:
+    """The forward pass itself, on a block of (n, height, width, channels) inputs: the shapes
+    follow the input, so a strip of any width runs through the same convolutions."""
+    for step in steps:
+        if step.layer.op == "maxpool":
+            a = max_pool(a, step.layer.size)
+        elif step.layer.op == "conv":
+            out_h, out_w = (conv_side(side, step.layer) for side in a.shape[1:3])
+            columns = im2col(a, step.layer.kernel, step.layer.stride, step.layer.padding)
+            a = activate(columns @ step.weights, step.bias, step.layer.activation).reshape(
+                len(a), out_h, out_w, step.shape[2])
+        else:
+            a = activate(a.reshape(len(a), -1) @ step.weights, step.bias, step.layer.activation)
+    return a
 
 
 def conv_side(side: int, layer: Layer) -> int:

@@ -12,6 +12,7 @@ import gzip
 import json
 import platform
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -23,6 +24,7 @@ from digits import keys
 from digits.connection import text
 from digits.manifest import Layer, ManifestError, check_manifest, model_files, parse_manifest
 from digits.network import Recogniser, load_model
+from digits.sweep import StripReader, load_strip_reader
 from digits.theta import Model, ThetaError, csv_shape, plain_bytes, read_files, sha256_hex
 
 PLOT_FILES = ("accuracy.png", "confusion.png", "worst.png")  # made by the trainer, kept beside the manifest
@@ -75,6 +77,15 @@ def build_manifest(files: dict[str, bytes], model: Recogniser, *, preset: str,
 
 
 
+@dataclass(frozen=True)
+class Readers:
+    """What a version reads with: its digit model, its strip reader if it has one (digits/sweep.py)."""
+
+    model: Recogniser
+    strips: StripReader | None
+    manifest: dict[str, Any]
+
+
 class Registry:
     def __init__(self, connection: redis.Redis) -> None:
         self.redis = connection
@@ -97,6 +108,7 @@ class Registry:
             raise RegistryError(f"manifest names the files {', '.join(names)}; given {', '.join(sorted(files))}")
         plain = {name: plain_bytes(files[name], name) for name in names}
         load_model(plain, manifest, manifest["version"])  # raises ThetaError naming the file and the layer
+        load_strip_reader(plain, manifest, manifest["version"])
         for name, data in plain.items():
             want = manifest["files"][name]["sha256"]
             if want != sha256_hex(data):
@@ -209,9 +221,10 @@ class Registry:
                 raise ThetaError(f"version {version}: {name} does not match its manifest sha256")
         return files, manifest
 
-    def load(self, version: str) -> tuple[Recogniser, dict[str, Any]]:
+    def load(self, version: str) -> Readers:
+        """A version's digit model and strip reader, loaded and checked whole, with its manifest."""
         files, manifest = self.files(version)
-        return load_model(files, manifest, version), manifest
+        return Readers(load_model(files, manifest, version), load_strip_reader(files, manifest, version), manifest)
 
     def export(self, version: str, directory: Path) -> Path:
         """Write a version as a plain directory: its CSV files, manifest.json and its plots."""

@@ -317,3 +317,35 @@ def cnn_manifest(files: dict[str, bytes], version: str) -> dict[str, Any]:
     layers = layer_specs(CNN_LAYERS, "test")
     return build_manifest(files, load_model(files, {"layers": CNN_LAYERS}, version), layers=layers,
                           preset="test-cnn", version=version)
+
+
+STRIP_LAYERS: list[dict[str, Any]] = [  # the strip reader's layer list (trainer/strips.py), narrower
+    {"op": "conv", "file": "strip1.csv", "kernel": 3, "stride": 1, "padding": "same", "activation": "relu"},
+    {"op": "maxpool", "size": 2},
+    {"op": "conv", "file": "strip2.csv", "kernel": 3, "stride": 1, "padding": "same", "activation": "relu"},
+    {"op": "maxpool", "size": 2},
+    {"op": "conv", "file": "strip3.csv", "kernel": 7, "stride": 1, "padding": "valid", "activation": "relu"},
+    {"op": "conv", "file": "strip4.csv", "kernel": 1, "stride": 1, "padding": "valid", "activation": "softmax"},
+]
+
+
+def random_strips(seed: int = 0) -> dict[str, bytes]:
+    """A strip reader's layer files with random weights, as the trainer writes them (4, 8 and 16
+    channels instead of 32, 64 and 256): quick to build without TensorFlow."""
+    from digits.theta import to_csv
+
+    rng = np.random.default_rng(seed)
+    shapes = {"strip1.csv": (10, 4), "strip2.csv": (37, 8), "strip3.csv": (7 * 7 * 8 + 1, 16),
+              "strip4.csv": (17, 12)}
+    return {name: to_csv(rng.normal(scale=0.5, size=shape)) for name, shape in shapes.items()}
+
+
+def strips_manifest(digit_files: dict[str, bytes], strip_files: dict[str, bytes], version: str) -> dict[str, Any]:
+    """The manifest of the seed-format digit pair plus a strip reader, as `digits-trainer strips` writes it."""
+    from digits.network import load_model
+    from digits.registry import build_manifest
+
+    files = {**digit_files, **strip_files}
+    manifest = build_manifest(files, load_model(digit_files, None, version), preset="test-strips", version=version)
+    manifest["strip_layers"] = STRIP_LAYERS
+    return manifest

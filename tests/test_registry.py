@@ -68,9 +68,9 @@ def test_publish_default_model(registry: Registry, default_version: str) -> None
     assert default_version == DEFAULT_MANIFEST["version"]
     assert registry.versions() == [default_version]
     assert registry.current() == default_version
-    model, manifest = registry.load(default_version)
-    assert model.architecture == "dense1024-dense10"
-    assert manifest == DEFAULT_MANIFEST
+    readers = registry.load(default_version)
+    assert readers.model.architecture == "dense1024-dense10"
+    assert readers.manifest == DEFAULT_MANIFEST
 
 
 def test_manifest_fields(registry: Registry, default_version: str) -> None:
@@ -310,7 +310,7 @@ def test_importing_the_seeds_plain_csvs_builds_a_manifest(tmp_path: Path, regist
     assert manifest["files"]["theta2.csv"] == {"sha256": sha256_hex(plain2), "shape": [301, 10]}
     assert manifest["source"] == f"import:{tmp_path}"
     assert datetime.fromisoformat(manifest["created_at"]).tzinfo is not None
-    loaded, _ = registry.load(version)
+    loaded = registry.load(version).model
     assert isinstance(loaded, Model)
     np.testing.assert_allclose(loaded.w1, theta1[1:], rtol=1e-6)
     np.testing.assert_allclose(loaded.b2, theta2[0], rtol=1e-6)
@@ -445,7 +445,7 @@ def test_a_cnn_version_exports_and_imports_to_the_same_sha256(tmp_path: Path, re
     assert registry.publish_dir(exported, promote=True) == "cnn-2"
     copied, again = registry.files("cnn-2")
     assert copied == files and again["model_sha256"] == sha256_hex(*files.values()) == manifest["model_sha256"]
-    model, _ = registry.load("cnn-2")
+    model = registry.load("cnn-2").model
     assert model.architecture == "conv3x16-pool2-conv3x32-pool2-dense8-dense10"
 
 

@@ -38,7 +38,18 @@ from digits.theta import BLOCK_ROWS, Model, load_dir, to_csv
 from producer import runs
 from producer.following import follow
 from producer.redis_server import free_port
-from tests.conftest import ROOT, Digits, MakeFolder, WorkerPool, cnn_manifest, random_cnn, send_folder, write_pngs
+from tests.conftest import (
+    ROOT,
+    Digits,
+    MakeFolder,
+    WorkerPool,
+    cnn_manifest,
+    random_cnn,
+    random_strips,
+    send_folder,
+    strips_manifest,
+    write_pngs,
+)
 from trainer.synth import generate, png_bytes
 
 StartWorkers = Callable[..., WorkerPool]
@@ -317,6 +328,34 @@ def test_a_promoted_cnn_version_is_served_by_running_workers(
         ("cnn-always-4", manifest["model_sha256"], "4")}
     assert registry.rollback() == default_version
     assert {r["model_version"] for r in classify(connection, folder).values()} == {default_version}
+    assert FailedJobRegistry(queue=batch_queue(connection)).count == 0
+
+
+def test_a_promoted_strip_version_reads_crops_in_one_pass_and_digits_with_its_digit_model(
+        connection: redis.Redis, default_version: str, start_workers: StartWorkers, tmp_path: Path,
+        mnist_test: Digits) -> None:
+    """A version with a strip reader promoted while workers run: its crops are read by the strip
+    reader (one whose every frame says 7 reads each crop as "7"), its single digits by its digit
+    model as before, every result names the version and its sha256, and no job fails."""
+    images, labels = mnist_test
+    for index, crop in enumerate(generate(6, images, labels, seed=8)):
+        (tmp_path / f"crop-{index}.png").write_bytes(png_bytes(crop))
+    digits = write_pngs(tmp_path, images[:10], labels[:10])
+    start_workers(1)
+    registry = Registry(connection)
+    digit_files = registry.files(default_version)[0]
+    strip_files = random_strips(seed=2)
+    lines = strip_files["strip4.csv"].splitlines(keepends=True)
+    lines[0] = to_csv(np.eye(12)[7:8] * 1000.0)  # the bias row of the last layer: every frame a sure 7
+    strip_files["strip4.csv"] = b"".join(lines)
+    manifest = strips_manifest(digit_files, strip_files, "strips-always-7")
+    registry.publish({**digit_files, **strip_files}, manifest, promote=True)
+    records = classify(connection, tmp_path)
+    assert {(r["model_version"], r["model_sha256"]) for r in records.values()} == {
+        ("strips-always-7", manifest["model_sha256"])}
+    assert {records[f"crop-{i}.png"]["code"] for i in range(6)} == {"7"}
+    assert sum(records[name]["digits"] == str(label) for name, label in digits.items()) >= 9
+    assert all(r["error"] is None for r in records.values())
     assert FailedJobRegistry(queue=batch_queue(connection)).count == 0
 
 

@@ -19,9 +19,11 @@ from digits.files import UnsafePath, inside, read_in_folder
 from digits.images import FIELD, ImageError, decode
 from digits.pattern import Pattern, parse_pattern
 from digits.payload import batch_images, batch_options, batch_paths
-from digits.reading import Reading, lattices_of, read
+from digits.reading import Reading, is_single, lattices_of, read
 from digits.results import Record, result_record, store_results
 from digits.segment import Lattice
+from digits.strip import strip_of
+from digits.sweep import StripReader, read_strip
 from digits.theta import BLOCK_ROWS
 from worker import metrics
 from worker.serving import Loaded, Serving
@@ -79,6 +81,8 @@ def read_batch(images: BatchImages, batch: int, expect: Pattern | None, threshol
     lattices: list[Lattice] = []
     good: list[int] = []
     readings: list[Reading] = []
+    swept: list[int] = []  # images read by the strip reader, and their readings
+    swept_readings: list[Reading] = []
     pixels = candidates = 0
     paths = images.paths
     for index, path in enumerate(paths):
@@ -89,6 +93,9 @@ def read_batch(images: BatchImages, batch: int, expect: Pattern | None, threshol
             records.append(result_record(path, batch, error=f"{path}: {exc}", worker=worker))
         last = index == len(paths) - 1
         if pixels >= DECODED_PIXELS or last:
+            if loaded.strips is not None:  # crops are read by the version's strip reader, in one pass each
+                decoded = read_strips(decoded, paths, batch, expect, threshold, loaded.strips, worker, records,
+                                      swept, swept_readings)
             for (image, _), found in zip(decoded, lattices_of([grey for _, grey in decoded], expect), strict=True):
                 if isinstance(found, ImageError):
                     records.append(result_record(paths[image], batch, error=f"{paths[image]}: {found}", worker=worker))
@@ -100,8 +107,26 @@ def read_batch(images: BatchImages, batch: int, expect: Pattern | None, threshol
         if candidates >= BLOCK_ROWS or last:
             readings += read(lattices, loaded.model, threshold, expect)
             lattices, candidates = [], 0
-    return records + reading_records([paths[index] for index in good], batch, readings, loaded.version,
-                                     loaded.sha256, worker)
+    return records + reading_records([paths[index] for index in good + swept], batch, readings + swept_readings,
+                                     loaded.version, loaded.sha256, worker)
+
+
+def read_strips(decoded: list[tuple[int, Floats]], paths: list[str], batch: int, expect: Pattern | None,
+                threshold: float, reader: StripReader, worker: str, records: list[Record], swept: list[int],
+                readings: list[Reading]) -> list[tuple[int, Floats]]:
+    """Read the crops among decoded images with the strip reader (their readings and indices added
+    to `readings` and `swept`, their errors to `records`); the single digits, left to the digit model."""
+    singles = []
+    for image, grey in decoded:
+        if is_single(grey, expect):
+            singles.append((image, grey))
+            continue
+        try:
+            readings.append(read_strip(strip_of(grey), reader, threshold, expect))
+            swept.append(image)
+        except ImageError as exc:
+            records.append(result_record(paths[image], batch, error=f"{paths[image]}: {exc}", worker=worker))
+    return singles
 
 
 @dataclass(frozen=True)

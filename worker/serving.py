@@ -13,7 +13,8 @@ import redis
 from digits import defaults, keys
 from digits.connection import text
 from digits.network import Recogniser
-from digits.registry import Registry, RegistryError
+from digits.registry import Readers, Registry, RegistryError
+from digits.sweep import StripReader
 from digits.theta import ThetaError
 from worker import metrics
 
@@ -31,6 +32,7 @@ class Loaded:
     sha256: str
     model: Recogniser
     manifest: dict[str, Any]
+    strips: StripReader | None = None  # the version's strip reader, which reads crops when it has one
 
 
 class ModelServer:
@@ -54,38 +56,39 @@ class ModelServer:
         if self.loaded is not None and wanted in (self.loaded.version, self.refused):
             return self.loaded  # the refused one is tried once, not at every job
         try:
-            model, manifest = registry.load(wanted)
+            readers = registry.load(wanted)
         except (ThetaError, RegistryError) as exc:
             metrics.MODEL_REFUSED.labels(wanted).inc()
             self.refused = wanted
             if self.loaded is not None:  # never switch to a version that cannot be served
                 log.error("cannot load model %s, still serving %s: %s", wanted, self.loaded.version, exc)
                 return self.loaded
-            wanted, model, manifest = self.earlier_current(connection, wanted, exc)
-        return self.swap(connection, wanted, model, manifest, worker_name)
+            wanted, readers = self.earlier_current(connection, wanted, exc)
+        return self.swap(connection, wanted, readers, worker_name)
 
     def earlier_current(self, connection: redis.Redis, refused: str, why: Exception
-                        ) -> tuple[str, Recogniser, dict[str, Any]]:
+                        ) -> tuple[str, Readers]:
         """A new process whose `current` cannot load serves the newest earlier current that does
         (as a rollback would), rather than failing every start; the error says which and why."""
         registry = Registry(connection)
         for raw in connection.lrange(keys.MODEL_HISTORY, 0, EARLIER_TRIED - 1):
             version = text(raw)
             try:
-                model, manifest = registry.load(version)
+                readers = registry.load(version)
             except (ThetaError, RegistryError):
                 continue
             log.error("cannot load model %s (current): %s; serving %s, the newest earlier current that loads",
                       refused, why, version)
-            return version, model, manifest
+            return version, readers
         raise why
 
-    def swap(self, connection: redis.Redis, version: str, model: Recogniser, manifest: dict[str, Any],
-             worker_name: str | None) -> Loaded:
+    def swap(self, connection: redis.Redis, version: str, readers: Readers, worker_name: str | None) -> Loaded:
         previous = self.loaded.version if self.loaded else None
-        self.loaded = Loaded(version, str(manifest["model_sha256"]), model, manifest)
-        metrics.record_model(version, model.architecture, previous)
-        log.info("serving model %s (%s)", version, model.architecture)
+        self.loaded = Loaded(version, str(readers.manifest["model_sha256"]), readers.model, readers.manifest,
+                             readers.strips)
+        architecture = readers.model.architecture + (f" + {readers.strips.architecture}" if readers.strips else "")
+        metrics.record_model(version, architecture, previous)
+        log.info("serving model %s (%s)", version, architecture)
         if worker_name:  # at once; the worker's heartbeats renew it (DigitsWorker.announce)
             connection.set(keys.worker_model(worker_name), version, ex=defaults.WORKER_TTL + 60)
         return self.loaded

@@ -1,0 +1,76 @@
+"""A crop as one strip of ink, for a network swept across it (Matan, Burges, LeCun and Denker, 1992).
+
+The crop's ink is cleaned as the cutter cleans it (paper, box lines and underlines, specks
+removed: digits.ink), cut to the ink's bounding box, scaled so that the ink is INK_HEIGHT
+pixels tall (as an MNIST digit is 20 pixels in its 28), and laid on a STRIP_HEIGHT-pixel strip
+with MARGIN blank columns on either side. The strip keeps the grey ink, not the binarised mask:
+faint strokes and anti-aliasing stay as they were scanned. A reading network is trained on the
+strips of generated crops (trainer.strips) and reads a strip in one pass (digits.sweep).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from digits.arrays import Floats
+from digits.defaults import MAX_PIECES
+from digits.images import MIN_CONTRAST, ImageError
+from digits.ink import binarise, components, drop_rules, read_ink, remove_lines
+
+STRIP_HEIGHT = 28  # pixels: the reading network's input height
+INK_HEIGHT = 20  # the ink's height within it, centred
+MARGIN = 12  # blank columns on either side: the network's window reaches this far past the ink
+MAX_ASPECT = 24.0  # a strip's ink at most this many times wider than tall (a 10-digit ZIP+4 is ~10)
+
+
+@dataclass(frozen=True)
+class Strip:
+    """A crop's strip, and where its ink was in the crop (to give each digit read a box there)."""
+
+    pixels: Floats  # (STRIP_HEIGHT, width): bright ink on zero, the strongest at 1
+    left: float  # the crop's column of the strip's first ink column ...
+    step: float  # ... and how many crop columns a strip column spans
+    top: int  # the ink's rows in the crop, bottom exclusive
+    bottom: int
+
+    def crop_column(self, column: float) -> float:
+        """Where a strip column lies in the crop."""
+        return self.left + (column - MARGIN) * self.step
+
+
+def strip_of(grey: Floats) -> Strip:
+    """The crop's ink (greyscale in [0, 1], any polarity) as a strip; ImageError for a blank crop
+    or one too long to be a code."""
+    ink, scale = read_ink(grey)
+    if float(ink.max()) < MIN_CONTRAST:
+        raise ImageError("no digits found: the crop is blank")
+    pieces = drop_rules(components(remove_lines(binarise(ink))))
+    if not pieces:
+        raise ImageError("no digits found: the crop holds only lines or specks")
+    if len(pieces) > MAX_PIECES:
+        raise ImageError(f"no code found: {len(pieces)} separate pieces of ink, over the limit of {MAX_PIECES} "
+                         f"(noise, or a page rather than a crop)")
+    kept = np.zeros(ink.shape, dtype=bool)
+    for piece in pieces:
+        left, top, right, bottom = piece.box
+        kept[top:bottom, left:right] |= piece.mask
+    kept = ndimage.binary_dilation(kept)  # the faint edge of each stroke, which binarising left out
+    rows, cols = np.flatnonzero(kept.any(axis=1)), np.flatnonzero(kept.any(axis=0))
+    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    height, width = bottom - top, right - left
+    if width > MAX_ASPECT * height:
+        raise ImageError(f"no code found: the ink is {width} x {height} pixels, over {MAX_ASPECT:g} times "
+                         f"wider than tall")
+    ink = np.where(kept, ink, 0.0)[top:bottom, left:right].astype(np.float32)
+    scaled_width = max(1, round(width * INK_HEIGHT / height))
+    scaled = np.asarray(Image.fromarray(ink, mode="F").resize((scaled_width, INK_HEIGHT), Image.Resampling.BILINEAR,
+                                                               reducing_gap=2.0), dtype=np.float32)
+    strongest = float(scaled.max())
+    strip = np.zeros((STRIP_HEIGHT, scaled_width + 2 * MARGIN), dtype=np.float32)
+    above = (STRIP_HEIGHT - INK_HEIGHT) // 2
+    strip[above:above + INK_HEIGHT, MARGIN:MARGIN + scaled_width] = np.clip(scaled / max(strongest, 1e-6), 0.0, 1.0)
+    return Strip(strip, left / scale, width / scaled_width / scale, int(top / scale), round(bottom / scale))

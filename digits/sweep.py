@@ -1,0 +1,199 @@
+"""Reading a crop in one pass: a network swept across its strip of ink (Matan et al., 1992).
+
+A strip reader is convolutions and pools only, so it runs on a strip of any width: every window
+of the strip shares the work of its neighbours, where the lattice of cuts (digits.reading) reads
+each candidate digit on its own. Its output is one frame per FRAME_STEP strip columns, each
+frame a distribution over ALPHABET and a blank; a code is the frames' best path with repeats
+merged and blanks dropped, as connectionist temporal classification (CTC) trains it
+(trainer.strips). With a hint, the path is the best one with exactly the expected count of
+digits (a Viterbi search over frames, counts and symbols).
+
+A digit's probabilities are those of the frame where its symbol peaks; the code's confidence is
+the product of those peaks, as for a lattice's digits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from digits.arrays import Box, Floats
+from digits.manifest import Layer, parse_manifest, strip_layer_specs
+from digits.network import Step, chain, run
+from digits.pattern import Pattern
+from digits.reading import Reading, place_separators
+from digits.strip import INK_HEIGHT, MARGIN, MAX_ASPECT, STRIP_HEIGHT, Strip
+from digits.theta import ThetaError, parse_theta, read_files
+
+ALPHABET = "0123456789-"  # what a strip reader writes; its last output channel is the blank
+BLANK = len(ALPHABET)
+HYPHEN = ALPHABET.index("-")
+NOMINAL_WIDTH = INK_HEIGHT + 2 * MARGIN  # a one-digit strip: the narrowest a reader must take
+WIDEST = round(MAX_ASPECT * INK_HEIGHT) + 2 * MARGIN  # the widest strip digits.strip makes
+MAX_MACS_PER_COLUMN = 2_000_000  # multiply-adds per column of the widest strip (the trained reader: 0.33 M)
+
+
+@dataclass(frozen=True)
+class Frames:
+    """A strip's frames: log-probabilities (frames, BLANK + 1), and each frame's centre column in the strip."""
+
+    log_probabilities: Floats
+    centres: npt.NDArray[np.float64]
+
+
+class StripReader:
+    """A strip reader's layers, checked to turn a STRIP_HEIGHT-pixel strip into one row of frames."""
+
+    def __init__(self, steps: list[Step], frame_step: float, frame_offset: float) -> None:
+        self.steps = steps
+        self.frame_step = frame_step  # strip columns between frames ...
+        self.frame_offset = frame_offset  # ... and the first frame's centre column
+
+    @classmethod
+    def build(cls, layers: list[Layer], weights: dict[str, npt.NDArray[np.float64]], where: str) -> StripReader:
+        """Chain the layers (as strip_layer_specs checked them) on a one-digit strip; ThetaError
+        unless they end in one row of BLANK + 1 channels, within MAX_MACS_PER_COLUMN."""
+        steps = chain(layers, weights, where, (STRIP_HEIGHT, NOMINAL_WIDTH, 1))[0]
+        height, _width, channels = steps[-1].shape
+        if height != 1 or channels != BLANK + 1:
+            raise ThetaError(f"{where}/{layers[-1].file}, strip layer {len(layers)}: {height} row(s) of {channels} "
+                             f"channels, a strip reader must end in one row of {BLANK + 1} ({ALPHABET!r} and blank)")
+        macs = chain(layers, weights, where, (STRIP_HEIGHT, WIDEST, 1))[1] / WIDEST
+        if macs > MAX_MACS_PER_COLUMN:
+            raise ThetaError(f"{where}: {macs:.0f} multiply-adds per strip column, over the limit "
+                             f"of {MAX_MACS_PER_COLUMN}")
+        step, offset = 1.0, 0.0  # where a frame's window is centred: through each layer's stride and window
+        for layer in layers:
+            window, stride = (layer.size, layer.size) if layer.op == "maxpool" else (layer.kernel, layer.stride)
+            if layer.op == "maxpool" or layer.padding == "valid":
+                offset += step * (window - 1) / 2
+            step *= stride
+        return cls(steps, step, offset)
+
+    @property
+    def architecture(self) -> str:
+        return "strip:" + "-".join(f"pool{s.layer.size}" if s.layer.op == "maxpool" else
+                                   f"conv{s.layer.kernel}x{s.shape[2]}" for s in self.steps)
+
+    def frames(self, strip: Floats) -> Frames:
+        """The frames of one (STRIP_HEIGHT, width) strip."""
+        out = run(self.steps, strip.reshape(1, STRIP_HEIGHT, -1, 1))[0, 0]
+        centres = self.frame_offset + self.frame_step * np.arange(len(out), dtype=np.float64)
+        return Frames(np.log(np.maximum(out, 1e-30)).astype(np.float32), centres)
+
+
+def load_strip_reader(files: dict[str, bytes], manifest: dict[str, Any] | None, where: str) -> StripReader | None:
+    """A version's strip reader, checked whole (ThetaError naming the file and the layer); None
+    for a version without `strip_layers`."""
+    if manifest is None or "strip_layers" not in manifest:
+        return None
+    layers = strip_layer_specs(manifest["strip_layers"], f"{where}/manifest.json")
+    weights = {layer.file: parse_theta(files[layer.file], f"{where}/{layer.file}")
+               for layer in layers if layer.file is not None}
+    return StripReader.build(layers, weights, where)
+
+
+def load_strip_reader_dir(directory: Path) -> StripReader | None:
+    """The strip reader of a model directory (as `digits-trainer export` writes it), if it has one."""
+    manifest_path = directory / "manifest.json"
+    if not manifest_path.is_file():
+        return None
+    manifest = parse_manifest(manifest_path.read_bytes(), str(manifest_path))
+    if "strip_layers" not in manifest:
+        return None
+    names = [layer.file for layer in strip_layer_specs(manifest["strip_layers"], str(manifest_path)) if layer.file]
+    return load_strip_reader(read_files(directory, names), manifest, str(directory))
+
+
+def best_path(log_probabilities: Floats, digits: int | None = None) -> list[tuple[int, int]]:
+    """The symbols of the best path through the frames with repeats merged and blanks dropped,
+    each with the frame where it peaks; with `digits`, the best path that writes exactly that many
+    digits (hyphens do not count; empty if the strip has too few frames for them)."""
+    if digits is None:
+        return symbols_of(log_probabilities.argmax(axis=1), log_probabilities)
+    frames, rows, numerals = len(log_probabilities), np.arange(digits), np.arange(10)
+    scores = log_probabilities.astype(np.float64)
+    free = [HYPHEN, BLANK]  # symbols that write no digit
+    # score[k, s]: the best path through the frames so far that has written k digits and is on symbol s now
+    score = np.full((digits + 1, BLANK + 1), -np.inf)
+    score[0, free] = scores[0, free]
+    if digits:
+        score[1, :10] = scores[0, :10]
+    came = np.zeros((frames, digits + 1, BLANK + 1), dtype=np.intp)  # the symbol of the frame before
+    for t in range(1, frames):
+        new = np.full_like(score, -np.inf)
+        best = score.argmax(axis=1)  # a hyphen or a blank may follow any symbol, the count kept
+        new[:, free] = score[np.arange(digits + 1), best][:, None] + scores[t, free]
+        came[t][:, free] = best[:, None]
+        # a digit: the same digit again (merged, the count kept), or a new one after any other symbol
+        before = score[:-1]
+        ranked = np.argsort(-before, axis=1)
+        other = np.where(ranked[:, :1] == numerals, ranked[:, 1:2], ranked[:, :1])  # the best symbol but d
+        moved = before[rows[:, None], other]
+        again = score[1:, :10]
+        keep = again >= moved
+        new[1:, :10] = np.where(keep, again, moved) + scores[t, :10]
+        came[t][1:, :10] = np.where(keep, numerals, other)
+        score = new
+    symbol = int(score[digits].argmax())
+    if not np.isfinite(score[digits, symbol]):
+        return []
+    path, count = np.empty(frames, dtype=np.intp), digits
+    path[-1] = symbol
+    for t in range(frames - 1, 0, -1):
+        previous = int(came[t, count, path[t]])
+        if path[t] < 10 and previous != path[t]:
+            count -= 1
+        path[t - 1] = previous
+    return symbols_of(path, log_probabilities)
+
+
+def symbols_of(path: npt.NDArray[np.intp], log_probabilities: Floats) -> list[tuple[int, int]]:
+    """A frame-by-frame path's symbols, repeats merged and blanks dropped, each with its peak frame."""
+    found: list[tuple[int, int]] = []
+    start = 0
+    for t in range(1, len(path) + 1):
+        if t == len(path) or path[t] != path[start]:
+            symbol = int(path[start])
+            if symbol != BLANK:
+                run_frames = log_probabilities[start:t, symbol]
+                found.append((symbol, start + int(run_frames.argmax())))
+            start = t
+    return found
+
+
+def read_strip(strip: Strip, reader: StripReader, review_threshold: float, expect: Pattern | None = None) -> Reading:
+    """One crop's code from its strip: digits, their boxes in the crop, separators as the lattice
+    reader places them (digits.reading.place_separators), and the confidence."""
+    frames = reader.frames(strip.pixels)
+    symbols = best_path(frames.log_probabilities, expect.digits if expect else None)
+    digit_frames = [t for symbol, t in symbols if symbol != HYPHEN]
+    centres = [strip.crop_column(frames.centres[t]) for t in digit_frames]
+    hyphens = [strip.crop_column(frames.centres[t]) for symbol, t in symbols if symbol == HYPHEN]
+    boxes = digit_boxes(centres, strip)
+    probabilities = np.exp(frames.log_probabilities[digit_frames, :10]) if digit_frames else np.zeros((0, 10))
+    peaks = probabilities.max(axis=1) if digit_frames else np.zeros(0)
+    probabilities = (probabilities / np.maximum(probabilities.sum(axis=1, keepdims=True), 1e-30)).astype(np.float32)
+    classes = probabilities.argmax(axis=1).tolist()
+    separators = place_separators(boxes, hyphens, expect)
+    code = "".join(separators.get(i, "") + str(d) for i, d in enumerate(classes))
+    confidence = float(np.prod(peaks)) if digit_frames else 0.0
+    if expect is not None and len(digit_frames) != expect.digits:
+        confidence = 0.0
+    return Reading(code, probabilities, boxes, confidence, confidence < review_threshold)
+
+
+def digit_boxes(centres: list[float], strip: Strip) -> list[Box]:
+    """Each digit's box in the crop: from halfway to its left neighbour to halfway to its right
+    one (half a digit's usual width at the ends), the ink's rows top to bottom."""
+    if not centres:
+        return []
+    half = 0.35 * (strip.bottom - strip.top)
+    edges = [centres[0] - half, *((a + b) / 2 for a, b in pairwise(centres)), centres[-1] + half]
+    return [(max(0, round(edges[i])), strip.top, max(round(edges[i]) + 1, round(edges[i + 1])), strip.bottom)
+            for i in range(len(centres))]

@@ -1,0 +1,197 @@
+"""The strip reader (digits/sweep.py): its layers chain or are refused naming the file and the
+layer, its forward pass is the Keras model it was exported from, and its best path reads the
+frames as CTC writes them."""
+
+from __future__ import annotations
+
+import copy
+import gzip
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+
+from digits.manifest import ManifestError, model_files
+from digits.pattern import parse_pattern
+from digits.registry import DEFAULT_MODEL_DIR, Registry
+from digits.strip import MARGIN, STRIP_HEIGHT, Strip
+from digits.sweep import ALPHABET, BLANK, Frames, best_path, load_strip_reader, read_strip
+from digits.theta import ThetaError, to_csv
+from tests.conftest import STRIP_LAYERS, Digits, random_strips, strips_manifest
+
+SEED_PAIR = {name: gzip.decompress((DEFAULT_MODEL_DIR / f"{name}.gz").read_bytes())
+             for name in ("theta1.csv", "theta2.csv")}
+
+
+def frames(path: str, sure: float = 0.9) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """Log-probabilities of frames that each say one symbol ('_' is the blank) this surely."""
+    rest = (1.0 - sure) / BLANK
+    probabilities = np.full((len(path), BLANK + 1), rest, dtype=np.float32)
+    for t, symbol in enumerate(path):
+        probabilities[t, BLANK if symbol == "_" else ALPHABET.index(symbol)] = sure
+    return np.log(probabilities)
+
+
+def text(symbols: list[tuple[int, int]]) -> str:
+    return "".join(ALPHABET[symbol] for symbol, _ in symbols)
+
+
+def test_the_best_path_merges_repeats_and_drops_blanks() -> None:
+    found = best_path(frames("_11_1__2233-_4"))
+    assert text(found) == "1123-4"
+    assert [t for _, t in found] == [1, 4, 7, 9, 11, 13]  # each symbol at the first frame of its run (all as sure)
+
+
+def test_a_count_finds_the_best_path_of_that_many_digits_hyphens_not_counted() -> None:
+    log_probabilities = frames("_1_2_3-4___")
+    log_probabilities[7] = np.log(np.full(BLANK + 1, 0.1 / BLANK))
+    log_probabilities[7, 4], log_probabilities[7, BLANK] = np.log(0.6), np.log(0.3)  # a less sure 4
+    log_probabilities[9] = np.log(np.full(BLANK + 1, 0.3 / BLANK))
+    log_probabilities[9, BLANK], log_probabilities[9, 5] = np.log(0.6), np.log(0.1)  # a doubtful 5 under a blank
+    assert text(best_path(log_probabilities)) == "123-4"
+    assert text(best_path(log_probabilities, digits=5)) == "123-45"  # the doubtful 5 is the fifth digit
+    assert text(best_path(log_probabilities, digits=3)) == "123-"  # the least sure digit left out
+    assert best_path(frames("_1_2_"), digits=6) == []  # five frames cannot hold six digits
+
+
+def test_frames_are_centred_where_their_window_is() -> None:
+    reader = load_strip_reader({**SEED_PAIR, **random_strips()}, {"strip_layers": STRIP_LAYERS}, "v")
+    assert reader is not None
+    found = reader.frames(np.zeros((STRIP_HEIGHT, 100), dtype=np.float32))
+    assert found.log_probabilities.shape == (100 // 4 - 6, BLANK + 1)
+    np.testing.assert_allclose(np.exp(found.log_probabilities).sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(found.centres, 13.5 + 4 * np.arange(100 // 4 - 6))
+
+
+def dense_layer(layers: list[dict[str, Any]], _files: dict[str, bytes]) -> None:
+    layers[4] = {"op": "dense", "file": "strip3.csv", "activation": "relu"}
+
+
+def replace_layer(index: int, **changes: Any) -> Any:
+    def damage(layers: list[dict[str, Any]], _files: dict[str, bytes]) -> None:
+        layers[index].update(changes)
+    return damage
+
+
+def reshape_file(name: str, rows: int, columns: int) -> Any:
+    def damage(_layers: list[dict[str, Any]], files: dict[str, bytes]) -> None:
+        files[name] = to_csv(np.ones((rows, columns)))
+    return damage
+
+
+def non_finite(_layers: list[dict[str, Any]], files: dict[str, bytes]) -> None:
+    lines = files["strip2.csv"].splitlines(keepends=True)
+    cells = lines[3].split(b",")
+    cells[1] = b"nan"
+    lines[3] = b",".join(cells)
+    files["strip2.csv"] = b"".join(lines)
+
+
+BAD_STRIPS: list[tuple[str, Any, type[Exception], str]] = [
+    ("a dense layer", dense_layer, ManifestError, r"strip_layers\[5\] is dense"),
+    ("softmax before the end", replace_layer(2, activation="softmax"), ManifestError,
+     r"strip_layers\[3\]: softmax is the last layer's activation"),
+    ("ends without softmax", replace_layer(5, activation="linear"), ManifestError,
+     r"strip_layers\[6\]: softmax is the last layer's activation"),
+    ("unknown operation", replace_layer(1, op="avgpool"), ManifestError, r"strip_layers\[2\]: unknown operation"),
+    ("rows do not chain", reshape_file("strip2.csv", 30, 8), ThetaError,
+     r"v/strip2\.csv, layer 3 \(conv\): 30 rows, but a 3x3 convolution of 4 channel\(s\) needs 36"),
+    ("the height is not read whole", replace_layer(4, padding="same"), ThetaError,
+     r"v/strip4\.csv, strip layer 6: 7 row\(s\) of 12 channels, a strip reader must end in one row of 12"),
+    ("not the alphabet and a blank", reshape_file("strip4.csv", 17, 10), ThetaError,
+     r"v/strip4\.csv, strip layer 6: 1 row\(s\) of 10 channels"),
+    ("a non-finite value", non_finite, ThetaError, r"v/strip2\.csv: row 4, column 2: nan is not a finite"),
+    ("a digit model's file", replace_layer(0, file="theta1.csv"), ManifestError,
+     r"strip_layers name a file the digit model's layers name too"),
+]
+
+
+@pytest.mark.parametrize(("case", "damage", "error", "message"), BAD_STRIPS, ids=[c[0] for c in BAD_STRIPS])
+def test_a_malformed_strip_layer_is_refused_naming_the_file_and_the_layer(
+        case: str, damage: Any, error: type[Exception], message: str, connection: redis.Redis) -> None:
+    """Refused where a version is published, so that no worker is ever handed it half-loaded."""
+    files, layers = random_strips(), copy.deepcopy(STRIP_LAYERS)
+    damage(layers, files)
+    manifest = strips_manifest(SEED_PAIR, random_strips(), "v")
+    manifest["strip_layers"] = layers
+    manifest["files"].update({name: {"sha256": "0" * 64} for name in files})
+    with pytest.raises(error, match=message):
+        model_files(manifest, "v/manifest.json")  # the manifest's own checks
+        load_strip_reader({**SEED_PAIR, **files}, manifest, "v")  # the files' against the layers
+    with pytest.raises(Exception, match=message.replace("v/", "")):
+        Registry(connection).publish({**SEED_PAIR, **files}, manifest)
+    assert Registry(connection).versions() == []
+
+
+def test_a_strip_version_is_published_exported_and_imported_unchanged(connection: redis.Redis,
+                                                                       tmp_path: Path) -> None:
+    registry = Registry(connection)
+    manifest = strips_manifest(SEED_PAIR, random_strips(), "strips-1")
+    registry.publish({**SEED_PAIR, **random_strips()}, manifest)
+    readers = registry.load("strips-1")
+    assert readers.strips is not None and readers.strips.architecture.startswith("strip:conv3x4-pool2")
+    exported = registry.export("strips-1", tmp_path / "export")
+    assert sorted(p.name for p in exported.glob("*.csv")) == ["strip1.csv", "strip2.csv", "strip3.csv", "strip4.csv",
+                                                              "theta1.csv", "theta2.csv"]
+    manifest_text = (exported / "manifest.json").read_text().replace("strips-1", "strips-2")
+    (exported / "manifest.json").write_text(manifest_text)
+    assert registry.publish_dir(exported) == "strips-2"
+    assert registry.manifest("strips-2")["model_sha256"] == manifest["model_sha256"]
+
+
+def test_the_numpy_forward_pass_is_the_keras_model_it_was_exported_from(mnist_test: Digits) -> None:
+    """A strip reader trained for a moment by the trainer's own code (TensorFlow), exported to
+    CSVs: NumPy's frames equal Keras' softmax within 1e-5 on strips of several widths."""
+    import tensorflow as tf
+
+    from trainer.strips import StripRecipe, generate_strips, train_strips
+    from trainer.train import export_layers
+
+    images, labels = mnist_test
+    strips = generate_strips(images, labels, 96, seed=5)
+    recipe = StripRecipe(crops=96, epochs=1, channels=(4, 8, 16), seed=1, workers=1)
+    net, history, best_epoch = train_strips(strips[:64], strips[64:], recipe, report=lambda _line: None)
+    assert best_epoch == 1 and len(history["loss"]) == 1
+    files, layers = export_layers(net)
+    reader = load_strip_reader({**SEED_PAIR, **files}, {"strip_layers": [layer.as_json() for layer in layers]}, "k")
+    assert reader is not None
+    for pixels, _code in strips[64:72]:
+        strip = pixels.astype(np.float32) / 255.0
+        want = tf.nn.softmax(net(strip[None, :, :, None])[0, 0]).numpy()
+        np.testing.assert_allclose(np.exp(reader.frames(strip).log_probabilities), want, atol=1e-5)
+
+
+def test_a_reading_puts_each_digit_where_its_frame_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Digits' boxes follow their frames back into the crop, left to right without overlapping;
+    a hyphen after the fifth of nine digits is kept, a hint's separators are written; the
+    confidence is the product of the digits' peaks."""
+    reader = load_strip_reader({**SEED_PAIR, **random_strips()}, {"strip_layers": STRIP_LAYERS}, "v")
+    assert reader is not None
+    path = "_1_2_3_4_5_-_6_7_8_9_"
+    centres = 13.5 + 4.0 * np.arange(len(path), dtype=np.float64)
+    monkeypatch.setattr(reader, "frames", lambda _pixels: Frames(frames(path), centres))
+    strip = Strip(np.zeros((STRIP_HEIGHT, 4 * (len(path) + 6)), np.float32), left=100.0, step=2.0, top=10, bottom=50)
+    reading = read_strip(strip, reader, review_threshold=0.9)
+    assert reading.code == "12345-6789" and reading.digits == "123456789"
+    assert reading.confidence == pytest.approx(0.9 ** 9, rel=1e-4) and reading.review
+    assert reading.probabilities.shape == (9, 10) and reading.probabilities[0].argmax() == 1
+    first_centre = strip.crop_column(centres[1])
+    assert first_centre == 100.0 + (centres[1] - MARGIN) * 2.0
+    assert reading.boxes[0][0] < first_centre < reading.boxes[0][2]
+    assert all(box[1] == 10 and box[3] == 50 for box in reading.boxes)
+    assert all(a[2] <= b[0] for a, b in zip(reading.boxes, reading.boxes[1:], strict=False))
+    assert read_strip(strip, reader, 0.9, parse_pattern("##### ####")).code == "12345 6789"
+    assert read_strip(strip, reader, 0.3).review is False
+
+
+def test_a_strip_reader_costlier_than_the_limit_is_refused_before_any_crop() -> None:
+    layers = [{"op": "conv", "file": "s1.csv", "kernel": 7, "stride": 1, "padding": "same", "activation": "relu"},
+              {"op": "conv", "file": "s2.csv", "kernel": 7, "stride": 1, "padding": "same", "activation": "relu"},
+              {"op": "maxpool", "size": 2}, {"op": "maxpool", "size": 2},
+              {"op": "conv", "file": "s3.csv", "kernel": 7, "stride": 1, "padding": "valid", "activation": "softmax"}]
+    files = {"s1.csv": to_csv(np.zeros((50, 32))), "s2.csv": to_csv(np.zeros((7 * 7 * 32 + 1, 64))),
+             "s3.csv": to_csv(np.zeros((7 * 7 * 64 + 1, 12)))}
+    with pytest.raises(ThetaError, match=r"^v: \d+ multiply-adds per strip column, over the limit of 2000000"):
+        load_strip_reader(files, {"strip_layers": layers}, "v")

@@ -1,0 +1,204 @@
+"""Training a strip reader (digits/sweep.py): a network swept across a crop's strip of ink.
+
+The training set is the strips of generated postal-code crops (trainer.synth) of MNIST
+*training* digits, in every format the reader meets (4, 5, 6 and 5+4 digits, five-digit codes
+three times as often) and a few light-on-dark; the epoch kept is the one that reads most whole
+codes among crops of *validation* digits. The loss is CTC (connectionist temporal
+classification): the network learns where each symbol is from the code alone, so no crop needs
+a cut. Strips are batched by width (each batch padded to its widest with blank columns, as a
+strip's margin is), which keeps a batch's padding small.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from digits.arrays import Bytes
+from digits.images import ImageError
+from digits.manifest import Layer
+from digits.strip import STRIP_HEIGHT, strip_of
+from digits.sweep import ALPHABET, BLANK, best_path
+from trainer.synth import make_crop
+
+FORMATS = ("4", "5", "5", "5", "6", "5+4")  # drawn uniformly: five-digit codes half the time
+INVERTED_SHARE = 0.05  # light ink on dark paper
+PART = 5000  # crops generated per task, each task seeded on its own
+BATCH = 32
+VALIDATION_CROPS = 1000
+WIDTH_STEP = 4  # a batch is padded to a multiple of the network's frame step
+
+Strips = list[tuple[Bytes, str]]  # each crop's strip (uint8, ink 255) and its code
+
+
+@dataclass(frozen=True)
+class StripRecipe:
+    """Everything that decides a strip reader, so that the same recipe trains the same network."""
+
+    crops: int = 200_000
+    epochs: int = 8
+    learning_rate: float = 2e-3
+    channels: tuple[int, int, int] = (32, 64, 256)  # conv 3x3, pool, conv 3x3, pool, conv 7x7 across the strip
+    seed: int = 0
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # processes generating crops
+
+
+@dataclass(frozen=True)
+class TrainedStrips:
+    files: dict[str, bytes]
+    layers: list[Layer]
+    history: dict[str, list[float]]  # per epoch: loss, validation whole codes
+    best_epoch: int
+    validation_whole: float
+    seconds: float  # generating and training
+
+
+def generate_strips(images: Bytes, labels: Bytes, count: int, seed: int, formats: tuple[str, ...] = FORMATS,
+                    workers: int = 1) -> Strips:
+    """The strips of `count` generated crops, in PART-sized tasks over `workers` processes; the same
+    seed gives the same strips (crops whose ink the strip maker refuses are left out)."""
+    tasks = [(images, labels, min(PART, count - start), seed * 1_000_003 + start, formats)
+             for start in range(0, count, PART)]
+    if workers <= 1:
+        return [strip for task in tasks for strip in strip_task(task)]
+    with ProcessPoolExecutor(workers) as pool:
+        return [strip for part in pool.map(strip_task, tasks) for strip in part]
+
+
+def strip_task(task: tuple[Bytes, Bytes, int, int, tuple[str, ...]]) -> Strips:
+    images, labels, count, seed, formats = task
+    rng = np.random.default_rng(seed)
+    found: Strips = []
+    for _ in range(count):
+        crop = make_crop(rng, images, labels, formats[int(rng.integers(len(formats)))],
+                         inverted=bool(rng.random() < INVERTED_SHARE))
+        try:
+            pixels = strip_of(crop.image.astype(np.float32) / 255.0).pixels
+        except ImageError:
+            continue
+        found.append((np.round(pixels * 255.0).astype(np.uint8), crop.code))
+    return found
+
+
+def symbols(code: str) -> list[int]:
+    """A code as the reader's symbols: digits and hyphens (a space is only a wider gap, not a symbol)."""
+    return [ALPHABET.index(c) for c in code if c != " "]
+
+
+def batches(strips: Strips, rng: np.random.Generator | None) -> Iterator[tuple[npt.NDArray[np.float32], list[int]]]:
+    """Batches of strips of about one width, padded with blank columns; shuffled with rng."""
+    order = sorted(range(len(strips)), key=lambda i: strips[i][0].shape[1])
+    groups = [order[i:i + BATCH] for i in range(0, len(order), BATCH)]
+    if rng is not None:
+        rng.shuffle(groups)
+    for group in groups:
+        width = -(-max(strips[i][0].shape[1] for i in group) // WIDTH_STEP) * WIDTH_STEP
+        x = np.zeros((len(group), STRIP_HEIGHT, width, 1), dtype=np.float32)
+        for row, i in enumerate(group):
+            x[row, :, :strips[i][0].shape[1], 0] = strips[i][0] / np.float32(255.0)
+        yield x, group
+
+
+def network(recipe: StripRecipe) -> Any:
+    """Two 3x3 convolutions with 2x2 pools, then a 7x7 convolution that spans the strip's height
+    (its 7 rows of features) and sees about two digits' width, and a 1x1 one over the symbols."""
+    import tensorflow as tf
+
+    first, second, across = recipe.channels
+    layers = tf.keras.layers
+    return tf.keras.Sequential([
+        tf.keras.Input((STRIP_HEIGHT, None, 1)),
+        layers.Conv2D(first, 3, padding="same", activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Conv2D(second, 3, padding="same", activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Conv2D(across, 7, padding="valid", activation="relu"),
+        layers.Conv2D(BLANK + 1, 1),
+    ])
+
+
+def whole_codes(net: Any, strips: Strips) -> float:
+    """The share of strips whose best path is their code."""
+    right = 0
+    for x, group in batches(strips, None):
+        logits = net(x, training=False)[:, 0].numpy()
+        logits -= logits.max(axis=-1, keepdims=True)
+        log_probabilities = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+        for row, i in enumerate(group):
+            read = [symbol for symbol, _ in best_path(log_probabilities[row])]
+            right += read == symbols(strips[i][1])
+    return right / max(len(strips), 1)
+
+
+def train_strips(train: Strips, validation: Strips, recipe: StripRecipe,
+                 report: Callable[[str], None] = print) -> tuple[Any, dict[str, list[float]], int]:
+    """Train with CTC and Adam on a cosine schedule; the weights of the epoch that read most
+    validation codes whole, the history, and that epoch (from 1)."""
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(recipe.seed)
+    tf.config.experimental.enable_op_determinism()
+    net = network(recipe)
+    steps = recipe.epochs * -(-len(train) // BATCH)
+    optimizer = tf.keras.optimizers.Adam(tf.keras.optimizers.schedules.CosineDecay(recipe.learning_rate, steps,
+                                                                                   alpha=0.02))
+
+    def one_step(x: Any, y: Any) -> Any:
+        with tf.GradientTape() as tape:
+            logits = net(x, training=True)[:, 0]
+            frames = tf.fill([tf.shape(logits)[0]], tf.shape(logits)[1])
+            loss = tf.reduce_mean(tf.nn.ctc_loss(y, logits, None, frames, logits_time_major=False,
+                                                 blank_index=BLANK))
+        optimizer.apply_gradients(zip(tape.gradient(loss, net.trainable_variables), net.trainable_variables,
+                                      strict=True))
+        return loss
+
+    step = tf.function(one_step, input_signature=[tf.TensorSpec((None, STRIP_HEIGHT, None, 1), tf.float32),
+                                                  tf.SparseTensorSpec(None, tf.int32)])
+
+    def sparse(group: list[int]) -> Any:
+        codes = [symbols(train[i][1]) for i in group]
+        return tf.RaggedTensor.from_row_lengths(tf.constant([s for c in codes for s in c], tf.int32),
+                                                [len(c) for c in codes]).to_sparse()
+
+    rng = np.random.default_rng(recipe.seed)
+    history: dict[str, list[float]] = {"loss": [], "validation_whole": []}
+    best, best_epoch, best_weights = -1.0, 0, net.get_weights()
+    for epoch in range(1, recipe.epochs + 1):
+        started = time.perf_counter()
+        losses = [float(step(tf.constant(x), sparse(group))) for x, group in batches(train, rng)]
+        whole = whole_codes(net, validation)
+        history["loss"].append(round(float(np.mean(losses)), 5))
+        history["validation_whole"].append(round(whole, 5))
+        report(f"epoch {epoch}/{recipe.epochs}: loss {np.mean(losses):.4f}, validation codes read whole "
+               f"{whole:.2%} ({time.perf_counter() - started:.0f} s)")
+        if whole > best:
+            best, best_epoch, best_weights = whole, epoch, net.get_weights()
+    net.set_weights(best_weights)
+    return net, history, best_epoch
+
+
+def fit_strips(train_images: Bytes, train_labels: Bytes, validation_images: Bytes, validation_labels: Bytes,
+               recipe: StripRecipe, report: Callable[[str], None] = print) -> TrainedStrips:
+    """Generate the strips, train, and export the reader's layer files (strip1.csv, ...)."""
+    from trainer.train import export_layers
+
+    started = time.perf_counter()
+    train = generate_strips(train_images, train_labels, recipe.crops, recipe.seed, workers=recipe.workers)
+    validation = generate_strips(validation_images, validation_labels, VALIDATION_CROPS, recipe.seed + 1,
+                                 formats=("5",), workers=recipe.workers)
+    report(f"{len(train)} training strips, {len(validation)} validation strips "
+           f"({time.perf_counter() - started:.0f} s)")
+    net, history, best_epoch = train_strips(train, validation, recipe, report)
+    files, layers = export_layers(net)
+    renamed = {name: f"strip{number}.csv" for number, name in enumerate(files, start=1)}
+    layers = [replace(layer, file=renamed[layer.file]) if layer.file else layer for layer in layers]
+    return TrainedStrips({renamed[name]: data for name, data in files.items()}, layers, history, best_epoch,
+                         history["validation_whole"][best_epoch - 1], time.perf_counter() - started)
