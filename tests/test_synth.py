@@ -51,3 +51,15 @@ def test_bad_arguments_are_refused(mnist_test: Digits) -> None:
         make_crop(rng, images, labels, touching=1.5)
     with pytest.raises(ValueError, match=r"\(n, 784\)"):
         make_crop(rng, images[:, :100], labels)
+
+
+def test_a_faint_digit_thinned_below_the_inks_edge_still_makes_a_glyph() -> None:
+    """A faint MNIST digit (strokes at level 40) under every pen and edge: its glyph keeps its
+    strokes instead of losing them all (which once stopped a long `digits-trainer strips` run)."""
+    from trainer.glyphs import digit
+
+    pixels = np.zeros((28, 28), dtype=np.uint8)
+    pixels[6:22, 12:15] = 40
+    for seed in range(20):
+        glyph = digit(np.random.default_rng(seed), pixels.ravel(), 60.0, 5.0, 0.8)
+        assert glyph.cover.any() and glyph.cover.shape[0] >= 40

@@ -80,6 +80,8 @@ def digit(rng: np.random.Generator, pixels: Bytes, height: float, slant: float, 
     level = np.asarray(image, dtype=np.float32)
     edge = uniform(rng, INK_EDGE)
     cover = np.clip((level - (edge - INK_EDGE_WIDTH / 2)) / INK_EDGE_WIDTH, 0.0, 1.0)
+    if not cover.any():  # a faint digit thinned by the pen to below the ink's edge: keep its strokes as they are
+        cover = np.clip(level / max(float(level.max()), 1.0), 0.0, 1.0)
     left, top, right, bottom = ink_box(cover)
     cover = cover[top:bottom, left:right]  # trims to the ink box: glyph box is the whole array
     box = ink_box(cover)
