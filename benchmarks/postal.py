@@ -8,7 +8,7 @@ plot; with --expect, the 5-digit set is read both without and with the hint.
 The crops come from trainer.synth with fixed seeds: a 5-digit set (the acceptance set of
 issue 4) and a mixed set of 4, 5, 6 and 5+4 codes. They are read in this process through the
 worker's own code path: PNG bytes -> decode -> lattice_of -> read, a batch of 64 crops at a time,
-or, for a model with a strip reader, PNG bytes -> decode -> strip_of -> read_strip, crop by crop.
+or, for a model with a strip reader, PNG bytes -> decode -> read_crop, crop by crop.
 "wrong count" is the share of crops read with the wrong number of digits (a failed cut), split
 into too few (a touching pair read as one, a piece left out) and too many; the other wrong
 codes have the right number of digits and at least one of them wrong. Rejecting a share of
@@ -42,8 +42,7 @@ from digits.pattern import Pattern, parse_pattern
 from digits.reading import Reading, lattice_of, read
 from digits.registry import DEFAULT_MODEL_DIR
 from digits.segment import Lattice, candidate_ink
-from digits.strip import strip_of
-from digits.sweep import StripReader, load_strip_reader_dir, read_strip
+from digits.sweep import StripReader, load_strip_reader_dir, read_crop
 from trainer.synth import FORMATS, Crop, generate, png_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,7 +79,7 @@ def read_all(crops: list[Crop], model: Recogniser, strips: StripReader | None,
     if strips is not None:
         for data in blobs:
             try:
-                readings.append(read_strip(strip_of(decode(data)), strips, REVIEW_THRESHOLD, expect))
+                readings.append(read_crop(decode(data), strips, model, REVIEW_THRESHOLD, expect))
             except ImageError:
                 readings.append(None)
         return readings, time.perf_counter() - started

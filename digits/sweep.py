@@ -14,7 +14,7 @@ the product of those peaks, as for a lattice's digits.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -23,11 +23,12 @@ import numpy as np
 import numpy.typing as npt
 
 from digits.arrays import Box, Floats
+from digits.images import ImageError
 from digits.manifest import Layer, parse_manifest, strip_layer_specs
-from digits.network import Step, chain, run
+from digits.network import Recogniser, Step, chain, run
 from digits.pattern import Pattern
-from digits.reading import Reading, place_separators
-from digits.strip import INK_HEIGHT, MARGIN, MAX_ASPECT, STRIP_HEIGHT, Strip
+from digits.reading import Reading, lattice_of, place_separators, read
+from digits.strip import INK_HEIGHT, MARGIN, MAX_ASPECT, STRIP_HEIGHT, Strip, strip_of
 from digits.theta import ThetaError, parse_theta, read_files
 
 ALPHABET = "0123456789-"  # what a strip reader writes; its last output channel is the blank
@@ -35,6 +36,8 @@ BLANK = len(ALPHABET)
 HYPHEN = ALPHABET.index("-")
 NOMINAL_WIDTH = INK_HEIGHT + 2 * MARGIN  # a one-digit strip: the narrowest a reader must take
 WIDEST = round(MAX_ASPECT * INK_HEIGHT) + 2 * MARGIN  # the widest strip digits.strip makes
+CHECK_BELOW = 0.9  # a code read less surely than this is read by cutting too ...
+DISAGREED = 0.01  # ... and its confidence multiplied by this where the two readings differ
 MAX_MACS_PER_COLUMN = 2_000_000  # multiply-adds per column of the widest strip (the trained reader: 0.33 M)
 
 
@@ -186,6 +189,25 @@ def read_strip(strip: Strip, reader: StripReader, review_threshold: float, expec
     if expect is not None and len(digit_frames) != expect.digits:
         confidence = 0.0
     return Reading(code, probabilities, boxes, confidence, confidence < review_threshold)
+
+
+def read_crop(grey: Floats, reader: StripReader, model: Recogniser, review_threshold: float,
+              expect: Pattern | None = None) -> Reading:
+    """A crop's code as the strip reader reads it. A code it reads less surely than CHECK_BELOW is
+    read again by cutting (digits.reading, the digit model); where the two disagree, the code's
+    confidence is cut by DISAGREED: two readers that work differently rarely make the same mistake,
+    so a disagreement is the surest sign of an error (docs/postal.md)."""
+    reading = read_strip(strip_of(grey), reader, review_threshold, expect)
+    if reading.confidence >= CHECK_BELOW:
+        return reading
+    try:
+        second = read([lattice_of(grey, expect)], model, review_threshold, expect)[0].code
+    except ImageError:
+        second = None
+    if second == reading.code:
+        return reading
+    confidence = reading.confidence * DISAGREED
+    return replace(reading, confidence=confidence, review=confidence < review_threshold)
 
 
 def digit_boxes(centres: list[float], strip: Strip) -> list[Box]:

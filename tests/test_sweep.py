@@ -195,3 +195,39 @@ def test_a_strip_reader_costlier_than_the_limit_is_refused_before_any_crop() -> 
              "s3.csv": to_csv(np.zeros((7 * 7 * 64 + 1, 12)))}
     with pytest.raises(ThetaError, match=r"^v: \d+ multiply-adds per strip column, over the limit of 2000000"):
         load_strip_reader(files, {"strip_layers": layers}, "v")
+
+
+def test_an_unsure_code_is_read_by_cutting_too_and_a_disagreement_marks_it(
+        monkeypatch: pytest.MonkeyPatch, mnist_test: Digits) -> None:
+    """Below CHECK_BELOW the crop is also cut and read by the digit model: the same code keeps its
+    confidence, a different one has it cut by DISAGREED and goes to review; a sure code is not
+    read twice."""
+    from digits.network import load_model_dir
+    from digits.reading import lattice_of, read
+    from digits.sweep import CHECK_BELOW, DISAGREED, read_crop
+    from trainer.synth import generate
+
+    images, labels = mnist_test
+    crop = generate(1, images, labels, seed=21)[0]
+    grey = crop.image.astype(np.float32) / 255.0
+    model = load_model_dir(DEFAULT_MODEL_DIR)
+    cut_code = read([lattice_of(grey)], model, 0.9)[0].code
+    reader = load_strip_reader({**SEED_PAIR, **random_strips()}, {"strip_layers": STRIP_LAYERS}, "v")
+    assert reader is not None
+
+    def saying(code: str, sure: float) -> None:
+        path = "_" + "_".join(code) + "_"
+        monkeypatch.setattr(reader, "frames", lambda pixels: Frames(
+            frames(path, sure), 13.5 + 4.0 * np.arange(len(path), dtype=np.float64)))
+
+    unsure = 0.8 ** (1 / len(cut_code))  # the code's confidence: 0.8
+    saying(cut_code, unsure)
+    agreed = read_crop(grey, reader, model, 0.5)
+    assert agreed.code == cut_code and agreed.confidence == pytest.approx(0.8, rel=1e-3) and not agreed.review
+    other = cut_code[:-1] + str((int(cut_code[-1]) + 1) % 10)
+    saying(other, unsure)
+    disagreed = read_crop(grey, reader, model, 0.5)
+    assert disagreed.code == other and disagreed.confidence == pytest.approx(0.8 * DISAGREED, rel=1e-3)
+    assert disagreed.review
+    saying(other, CHECK_BELOW ** (1 / len(other)) + 1e-3)
+    assert read_crop(grey, reader, model, 0.5).confidence >= CHECK_BELOW  # sure: not read by cutting

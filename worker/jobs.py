@@ -22,8 +22,7 @@ from digits.payload import batch_images, batch_options, batch_paths
 from digits.reading import Reading, is_single, lattices_of, read
 from digits.results import Record, result_record, store_results
 from digits.segment import Lattice
-from digits.strip import strip_of
-from digits.sweep import StripReader, read_strip
+from digits.sweep import read_crop
 from digits.theta import BLOCK_ROWS
 from worker import metrics
 from worker.serving import Loaded, Serving
@@ -94,7 +93,7 @@ def read_batch(images: BatchImages, batch: int, expect: Pattern | None, threshol
         last = index == len(paths) - 1
         if pixels >= DECODED_PIXELS or last:
             if loaded.strips is not None:  # crops are read by the version's strip reader, in one pass each
-                decoded = read_strips(decoded, paths, batch, expect, threshold, loaded.strips, worker, records,
+                decoded = read_strips(decoded, paths, batch, expect, threshold, loaded, worker, records,
                                       swept, swept_readings)
             for (image, _), found in zip(decoded, lattices_of([grey for _, grey in decoded], expect), strict=True):
                 if isinstance(found, ImageError):
@@ -112,17 +111,18 @@ def read_batch(images: BatchImages, batch: int, expect: Pattern | None, threshol
 
 
 def read_strips(decoded: list[tuple[int, Floats]], paths: list[str], batch: int, expect: Pattern | None,
-                threshold: float, reader: StripReader, worker: str, records: list[Record], swept: list[int],
+                threshold: float, loaded: Loaded, worker: str, records: list[Record], swept: list[int],
                 readings: list[Reading]) -> list[tuple[int, Floats]]:
     """Read the crops among decoded images with the strip reader (their readings and indices added
     to `readings` and `swept`, their errors to `records`); the single digits, left to the digit model."""
+    assert loaded.strips is not None
     singles = []
     for image, grey in decoded:
         if is_single(grey, expect):
             singles.append((image, grey))
             continue
         try:
-            readings.append(read_strip(strip_of(grey), reader, threshold, expect))
+            readings.append(read_crop(grey, loaded.strips, loaded.model, threshold, expect))
             swept.append(image)
         except ImageError as exc:
             records.append(result_record(paths[image], batch, error=f"{paths[image]}: {exc}", worker=worker))
