@@ -36,7 +36,7 @@ BLANK = len(ALPHABET)
 HYPHEN = ALPHABET.index("-")
 NOMINAL_WIDTH = INK_HEIGHT + 2 * MARGIN  # a one-digit strip: the narrowest a reader must take
 WIDEST = round(MAX_ASPECT * INK_HEIGHT) + 2 * MARGIN  # the widest strip digits.strip makes
-CHECK_BELOW = 0.9  # a code read less surely than this is read by cutting too ...
+CHECK_BELOW = 0.995  # a code read less surely than this (a sixth of them) is read by cutting too ...
 DISAGREED = 0.01  # ... and its confidence multiplied by this where the two readings differ
 MAX_MACS_PER_COLUMN = 2_000_000  # multiply-adds per column of the widest strip (the trained reader: 0.33 M)
 
