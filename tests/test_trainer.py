@@ -125,6 +125,34 @@ def test_short_cnn_run_publishes_layer_files_that_round_trip(redis_url: str, con
     assert "conv3x16-pool2-conv3x32-pool2-dense16-dense10" in shown.stdout, shown.stderr
 
 
+def test_a_short_strips_run_publishes_the_base_digit_model_with_a_strip_reader(
+        redis_url: str, connection: redis.Redis, tmp_path: Path) -> None:
+    """`strips` trains a strip reader for a moment (real TensorFlow, CTC) and publishes it beside
+    the bundled digit model: the seed's pair unchanged, four strip CSVs in the seed's format
+    listed in `strip_layers`, one sha256 over all six; `show` lists its metrics."""
+    out = tmp_path / "version"
+    done = trainer(redis_url, "strips", "--crops", "64", "--epochs", "1", "--validation-crops", "16",
+                   "--out", str(out), "--promote")
+    assert done.returncode == 0, done.stderr
+    version = done.stdout.strip().splitlines()[-1]
+    manifest = json.loads((out / "manifest.json").read_text())
+    base = json.loads((DEFAULT_MODEL_DIR / "manifest.json").read_text())
+    assert manifest["base_version"] == base["version"] and manifest["preset"] == "best-strips"
+    assert [layer["op"] for layer in manifest["strip_layers"]] == ["conv", "maxpool", "conv", "maxpool", "conv", "conv"]
+    for name, shape in (("strip1.csv", (10, 32)), ("strip2.csv", (289, 64)), ("strip3.csv", (3137, 256)),
+                        ("strip4.csv", (257, 12))):
+        assert manifest["files"][name]["shape"] == list(shape)
+        assert all(SAVETXT_LINE.match(line) for line in (out / name).read_text().splitlines()[:3])
+    assert manifest["files"]["theta1.csv"] == base["files"]["theta1.csv"]
+    assert manifest["hyperparameters"]["strips"]["crops"] == 64
+    assert 0.0 <= manifest["metrics"]["strips"]["validation_whole_codes"] <= 1.0
+    assert Registry(connection).current() == version
+    readers = Registry(connection).load(version)
+    assert readers.strips is not None and readers.model.architecture == "dense1024-dense10"
+    shown = trainer(redis_url, "show", version)
+    assert "strips.validation_whole_codes" in shown.stdout and "strips.history" not in shown.stdout, shown.stderr
+
+
 def test_registry_commands(redis_url: str, connection: redis.Redis, tmp_path: Path) -> None:
     first = trainer(redis_url, "import", str(DEFAULT_MODEL_DIR), "--promote")
     assert first.returncode == 0, first.stderr

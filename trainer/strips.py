@@ -32,7 +32,6 @@ FORMATS = ("4", "5", "5", "5", "6", "5+4")  # drawn uniformly: five-digit codes 
 INVERTED_SHARE = 0.05  # light ink on dark paper
 PART = 5000  # crops generated per task, each task seeded on its own
 BATCH = 32
-VALIDATION_CROPS = 1000
 WIDTH_STEP = 4  # a batch is padded to a multiple of the network's frame step
 
 Strips = list[tuple[Bytes, str]]  # each crop's strip (uint8, ink 255) and its code
@@ -47,6 +46,7 @@ class StripRecipe:
     learning_rate: float = 2e-3
     channels: tuple[int, int, int] = (32, 64, 256)  # conv 3x3, pool, conv 3x3, pool, conv 7x7 across the strip
     seed: int = 0
+    validation_crops: int = 1000  # crops of validation digits that choose the epoch
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # processes generating crops
 
 
@@ -192,7 +192,7 @@ def fit_strips(train_images: Bytes, train_labels: Bytes, validation_images: Byte
 
     started = time.perf_counter()
     train = generate_strips(train_images, train_labels, recipe.crops, recipe.seed, workers=recipe.workers)
-    validation = generate_strips(validation_images, validation_labels, VALIDATION_CROPS, recipe.seed + 1,
+    validation = generate_strips(validation_images, validation_labels, recipe.validation_crops, recipe.seed + 1,
                                  formats=("5",), workers=recipe.workers)
     report(f"{len(train)} training strips, {len(validation)} validation strips "
            f"({time.perf_counter() - started:.0f} s)")
