@@ -200,8 +200,8 @@ def test_a_strip_reader_costlier_than_the_limit_is_refused_before_any_crop() -> 
 def test_an_unsure_code_is_read_by_cutting_too_and_a_disagreement_marks_it(
         monkeypatch: pytest.MonkeyPatch, mnist_test: Digits) -> None:
     """Below CHECK_BELOW the crop is also cut and read by the digit model: the same code keeps its
-    confidence, a different one has it cut by DISAGREED and goes to review; a sure code is not
-    read twice."""
+    confidence; where they differ, the surer reading is kept, its confidence cut by DISAGREED,
+    and it goes to review; a sure code is not read twice."""
     from digits.network import load_model_dir
     from digits.reading import lattice_of, read
     from digits.sweep import CHECK_BELOW, DISAGREED, read_crop
@@ -224,10 +224,13 @@ def test_an_unsure_code_is_read_by_cutting_too_and_a_disagreement_marks_it(
     saying(cut_code, unsure)
     agreed = read_crop(grey, reader, model, 0.5)
     assert agreed.code == cut_code and agreed.confidence == pytest.approx(0.8, rel=1e-3) and not agreed.review
+    cut_confidence = read([lattice_of(grey)], model, 0.9)[0].confidence
     other = cut_code[:-1] + str((int(cut_code[-1]) + 1) % 10)
-    saying(other, unsure)
-    disagreed = read_crop(grey, reader, model, 0.5)
-    assert disagreed.code == other and disagreed.confidence == pytest.approx(0.8 * DISAGREED, rel=1e-3)
-    assert disagreed.review
+    for strip_confidence in (0.5 * cut_confidence, min(0.99, 1.1 * cut_confidence)):
+        saying(other, strip_confidence ** (1 / len(other)))
+        disagreed = read_crop(grey, reader, model, 0.5)
+        surer = max(strip_confidence, cut_confidence)
+        assert disagreed.code == (cut_code if cut_confidence > strip_confidence else other)  # the surer reading
+        assert disagreed.confidence == pytest.approx(surer * DISAGREED, rel=1e-3) and disagreed.review
     saying(other, (CHECK_BELOW + 1e-4) ** (1 / len(other)))
     assert read_crop(grey, reader, model, 0.5).confidence >= CHECK_BELOW  # sure: not read by cutting

