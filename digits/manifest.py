@@ -109,12 +109,7 @@ def model_files(manifest: dict[str, Any] | None, where: str = "manifest") -> tup
 def layer_specs(raw: Any, where: str) -> list[Layer]:
     """A manifest's `layers`, each checked on its own (how they chain is checked against the files
     when they load: digits/network.py); the last is the dense softmax over the 10 classes."""
-    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_LAYERS:
-        raise ManifestError(f"{where}: layers is not a list of 1 to {MAX_LAYERS} layers")
-    layers = [layer_spec(entry, f"{where}: layers[{number}]") for number, entry in enumerate(raw, start=1)]
-    files = [layer.file for layer in layers if layer.file is not None]
-    if len(set(files)) != len(files):
-        raise ManifestError(f"{where}: layers name a file twice")
+    layers = layer_list(raw, "layers", where)
     last = layers[-1]
     if last.op != "dense" or last.activation != "softmax":
         raise ManifestError(f"{where}: layers[{len(layers)}] is not a dense softmax over the classes, "
@@ -127,12 +122,7 @@ def layer_specs(raw: Any, where: str) -> list[Layer]:
 def strip_layer_specs(raw: Any, where: str) -> list[Layer]:
     """A manifest's `strip_layers`: a strip reader (digits/sweep.py), convolutions and pools that
     end in a softmax convolution over its symbols and a blank (its shapes are checked as it loads)."""
-    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_LAYERS:
-        raise ManifestError(f"{where}: strip_layers is not a list of 1 to {MAX_LAYERS} layers")
-    layers = [layer_spec(entry, f"{where}: strip_layers[{number}]") for number, entry in enumerate(raw, start=1)]
-    files = [layer.file for layer in layers if layer.file is not None]
-    if len(set(files)) != len(files):
-        raise ManifestError(f"{where}: strip_layers name a file twice")
+    layers = layer_list(raw, "strip_layers", where)
     for number, layer in enumerate(layers, start=1):
         if layer.op == "dense":
             raise ManifestError(f"{where}: strip_layers[{number}] is dense; a strip reader is convolutions and "
@@ -140,6 +130,17 @@ def strip_layer_specs(raw: Any, where: str) -> list[Layer]:
         if (layer.activation == "softmax") != (number == len(layers)):
             raise ManifestError(f"{where}: strip_layers[{number}]: softmax is the last layer's activation, and "
                                 f"only its")
+    return layers
+
+
+def layer_list(raw: Any, field: str, where: str) -> list[Layer]:
+    """A list of 1 to MAX_LAYERS layers (`layers` or `strip_layers`), each well formed, no file named twice."""
+    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_LAYERS:
+        raise ManifestError(f"{where}: {field} is not a list of 1 to {MAX_LAYERS} layers")
+    layers = [layer_spec(entry, f"{where}: {field}[{number}]") for number, entry in enumerate(raw, start=1)]
+    files = [layer.file for layer in layers if layer.file is not None]
+    if len(set(files)) != len(files):
+        raise ManifestError(f"{where}: {field} name a file twice")
     return layers
 
 

@@ -349,3 +349,20 @@ def strips_manifest(digit_files: dict[str, bytes], strip_files: dict[str, bytes]
     manifest = build_manifest(files, load_model(digit_files, None, version), preset="test-strips", version=version)
     manifest["strip_layers"] = STRIP_LAYERS
     return manifest
+
+
+Damage = Callable[[list[dict[str, Any]], dict[str, bytes]], None]  # breaks a layer list or its files, in place
+
+
+def replace_layer(index: int, **changes: Any) -> Damage:
+    def damage(layers: list[dict[str, Any]], _files: dict[str, bytes]) -> None:
+        layers[index].update(changes)
+    return damage
+
+
+def reshape_file(name: str, rows: int, columns: int) -> Damage:
+    def damage(_layers: list[dict[str, Any]], files: dict[str, bytes]) -> None:
+        from digits.theta import to_csv
+
+        files[name] = to_csv(np.ones((rows, columns)))
+    return damage

@@ -4,7 +4,6 @@ the layer, and the NumPy forward pass computes what the layers say."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -13,7 +12,7 @@ import pytest
 from digits.manifest import ManifestError, check_manifest, layer_specs
 from digits.network import Network, load_model, max_pool
 from digits.theta import Model, ThetaError, parse_pair, to_csv
-from tests.conftest import CNN_LAYERS, cnn_manifest, random_cnn
+from tests.conftest import CNN_LAYERS, cnn_manifest, random_cnn, replace_layer, reshape_file
 
 
 def digits(count: int, seed: int = 0) -> np.ndarray[Any, np.dtype[np.float32]]:
@@ -96,18 +95,6 @@ def test_stride_two_valid_convolution_and_ragged_pool() -> None:
         logits = pooled.reshape(-1) @ d[1:] + d[0]
         expected.append(np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum())
     np.testing.assert_allclose(model.probabilities(x), np.array(expected), atol=1e-5)
-
-
-def replace_layer(index: int, **changes: Any) -> Callable[[list[dict[str, Any]], dict[str, bytes]], None]:
-    def damage(layers: list[dict[str, Any]], _files: dict[str, bytes]) -> None:
-        layers[index].update(changes)
-    return damage
-
-
-def reshape_file(name: str, rows: int, columns: int) -> Callable[[list[dict[str, Any]], dict[str, bytes]], None]:
-    def damage(_layers: list[dict[str, Any]], files: dict[str, bytes]) -> None:
-        files[name] = to_csv(np.ones((rows, columns)))
-    return damage
 
 
 def non_finite(_layers: list[dict[str, Any]], files: dict[str, bytes]) -> None:

@@ -19,7 +19,7 @@ from digits.registry import DEFAULT_MODEL_DIR, Registry
 from digits.strip import MARGIN, STRIP_HEIGHT, Strip
 from digits.sweep import ALPHABET, BLANK, Frames, best_path, load_strip_reader, read_strip
 from digits.theta import ThetaError, to_csv
-from tests.conftest import STRIP_LAYERS, Digits, random_strips, strips_manifest
+from tests.conftest import STRIP_LAYERS, Digits, random_strips, replace_layer, reshape_file, strips_manifest
 
 SEED_PAIR = {name: gzip.decompress((DEFAULT_MODEL_DIR / f"{name}.gz").read_bytes())
              for name in ("theta1.csv", "theta2.csv")}
@@ -67,18 +67,6 @@ def test_frames_are_centred_where_their_window_is() -> None:
 
 def dense_layer(layers: list[dict[str, Any]], _files: dict[str, bytes]) -> None:
     layers[4] = {"op": "dense", "file": "strip3.csv", "activation": "relu"}
-
-
-def replace_layer(index: int, **changes: Any) -> Any:
-    def damage(layers: list[dict[str, Any]], _files: dict[str, bytes]) -> None:
-        layers[index].update(changes)
-    return damage
-
-
-def reshape_file(name: str, rows: int, columns: int) -> Any:
-    def damage(_layers: list[dict[str, Any]], files: dict[str, bytes]) -> None:
-        files[name] = to_csv(np.ones((rows, columns)))
-    return damage
 
 
 def non_finite(_layers: list[dict[str, Any]], files: dict[str, bytes]) -> None:

