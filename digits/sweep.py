@@ -2,11 +2,11 @@
 
 A strip reader is convolutions and pools only, so it runs on a strip of any width: every window
 of the strip shares the work of its neighbours, where the lattice of cuts (digits.reading) reads
-each candidate digit on its own. Its output is one frame per FRAME_STEP strip columns, each
-frame a distribution over ALPHABET and a blank; a code is the frames' best path with repeats
-merged and blanks dropped, as connectionist temporal classification (CTC) trains it
-(trainer.strips). With a hint, the path is the best one with exactly the expected count of
-digits (a Viterbi search over frames, counts and symbols).
+each candidate digit on its own. Its output is a frame every few strip columns (4 for the
+trained reader: two 2x2 pools), each a distribution over ALPHABET and a blank; a code is the
+frames' best path with repeats merged and blanks dropped, as connectionist temporal
+classification (CTC) trains it (trainer.strips). With a hint, the path is the best one with
+exactly the expected count of digits (a Viterbi search over frames, counts and symbols).
 
 A digit's probabilities are those of the frame where its symbol peaks; the code's confidence is
 the product of those peaks, as for a lattice's digits.
