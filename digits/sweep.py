@@ -84,7 +84,10 @@ class StripReader:
                                    f"conv{s.layer.kernel}x{s.shape[2]}" for s in self.steps)
 
     def frames(self, strip: Floats) -> Frames:
-        """The frames of one (STRIP_HEIGHT, width) strip."""
+        """The frames of one (STRIP_HEIGHT, width) strip; one narrower than NOMINAL_WIDTH (a lone
+        thin 1) is widened with blank columns on the right, as a training batch pads it."""
+        if strip.shape[1] < NOMINAL_WIDTH:
+            strip = np.pad(strip, ((0, 0), (0, NOMINAL_WIDTH - strip.shape[1])))
         out = run(self.steps, strip.reshape(1, STRIP_HEIGHT, -1, 1))[0, 0]
         centres = self.frame_offset + self.frame_step * np.arange(len(out), dtype=np.float64)
         return Frames(np.log(np.maximum(out, 1e-30)).astype(np.float32), centres)

@@ -65,6 +65,23 @@ def test_frames_are_centred_where_their_window_is() -> None:
     np.testing.assert_allclose(found.centres, 13.5 + 4 * np.arange(100 // 4 - 6))
 
 
+def test_a_strip_narrower_than_one_digit_is_read_not_refused() -> None:
+    """A wide crop holding one thin stroke makes a strip narrower than the layers need: it is
+    widened with blank columns, read, and its frames still start at the strip's left."""
+    from digits.strip import strip_of
+    from digits.sweep import NOMINAL_WIDTH
+
+    reader = load_strip_reader({**SEED_PAIR, **random_strips()}, {"strip_layers": STRIP_LAYERS}, "v")
+    assert reader is not None
+    grey = np.ones((60, 200), np.float32)
+    grey[10:50, 99:102] = 0.0
+    strip = strip_of(grey)
+    assert strip.pixels.shape[1] < NOMINAL_WIDTH
+    found = reader.frames(strip.pixels)
+    assert len(found.log_probabilities) == NOMINAL_WIDTH // 4 - 6 and found.centres[0] == 13.5
+    read_strip(strip, reader, 0.9)
+
+
 def dense_layer(layers: list[dict[str, Any]], _files: dict[str, bytes]) -> None:
     layers[4] = {"op": "dense", "file": "strip3.csv", "activation": "relu"}
 
