@@ -1,0 +1,109 @@
+"""A strip reader against cutting on crops of MNIST *validation* digits: how its second opinion was chosen.
+
+Run: .venv/bin/python -m benchmarks.strips --model DIR [--crops 1000] [--expect 5]
+
+DIR is a version with a strip reader (`digits-trainer strips --out DIR`). Each crop is read four
+ways: by the strip reader alone, by cutting alone (the version's digit model), as workers read it
+(`digits.sweep.read_crop`: cutting too where the strip reader is under CHECK_BELOW), and both ways
+always (a disagreement flagged first). The table gives whole codes and the error over the codes
+kept when the least sure share is set aside (10% to 58%: cutting's share at the review
+threshold 0.9), then the milliseconds a crop spends cleaning its ink, in the strip network and
+its best path, and being cut and read. Validation crops only: the reader is tuned on these,
+never on the test crops of benchmarks.postal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.pipeline import machine
+from benchmarks.postal import SEED_VALIDATION, error_curve
+from digits.arrays import Floats
+from digits.defaults import REVIEW_THRESHOLD
+from digits.images import ImageError, decode
+from digits.network import Recogniser, load_model_dir
+from digits.pattern import Pattern, parse_pattern
+from digits.reading import lattice_of, read
+from digits.strip import strip_of
+from digits.sweep import StripReader, load_strip_reader_dir, read_crop, read_strip
+from trainer.synth import generate, png_bytes
+
+SHARES = (0.10, 0.20, 0.30, 0.40, 0.50, 0.58)
+
+
+def main() -> None:
+    from trainer.mnist import load
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, required=True, help="a version directory with a strip reader")
+    parser.add_argument("--crops", type=int, default=1000)
+    parser.add_argument("--expect", default=None, help="hint, e.g. 5")
+    args = parser.parse_args()
+    expect = parse_pattern(args.expect) if args.expect else None
+    model, strips = load_model_dir(args.model), load_strip_reader_dir(args.model)
+    if strips is None:
+        parser.error(f"{args.model} has no strip reader (strip_layers in its manifest)")
+    _, _, images, labels = load().split()
+    crops = generate(args.crops, images, labels, formats=("5",), seed=SEED_VALIDATION)
+    codes: dict[str, list[str | None]] = {"strip": [], "cut": [], "workers": []}
+    sure: dict[str, list[float]] = {"strip": [], "cut": [], "workers": []}
+    seconds = {"ink": 0.0, "strip network": 0.0, "cutting": 0.0}
+    for crop in crops:
+        grey = decode(png_bytes(crop))
+        for name, reading in readings(grey, strips, model, expect, seconds).items():
+            codes[name].append(reading[0])
+            sure[name].append(reading[1])
+    truth = [crop.code for crop in crops]
+    right = {name: np.array([c == t for c, t in zip(found, truth, strict=True)]) for name, found in codes.items()}
+    agree = np.array([a is not None and a == b for a, b in zip(codes["strip"], codes["cut"], strict=True)])
+    ranked = {"strip reader alone": (right["strip"], np.array(sure["strip"])),
+              "cutting alone": (right["cut"], np.array(sure["cut"])),
+              "as workers read (read_crop)": (right["workers"], np.array(sure["workers"])),
+              "both ways always, disagreements first": (right["strip"], np.array(sure["strip"]) + 10 * agree)}
+    print(f"machine: {machine()}")
+    print(f"model: {args.model}; {len(crops)} 5-digit crops of validation digits"
+          f"{f', --expect {args.expect}' if args.expect else ''}\n")
+    print("| reading | whole codes | " + " | ".join(f"error, {s:.0%} set aside" for s in SHARES) + " |")
+    print("| --- | ---: | " + " | ".join("---:" for _ in SHARES) + " |")
+    for name, (correct, confidence) in ranked.items():
+        errors = error_curve(correct, confidence, np.array(SHARES))
+        print(f"| {name} | {correct.mean():.2%} | " + " | ".join(f"{e:.2%}" for e in errors) + " |")
+    print("\nms a crop, one core: " + ", ".join(f"{name} {1000 * s / len(crops):.1f}" for name, s in seconds.items()))
+
+
+def readings(grey: Floats, strips: StripReader, model: Recogniser, expect: Pattern | None,
+             seconds: dict[str, float]) -> dict[str, tuple[str | None, float]]:
+    """One crop's code and confidence read each way (None, -1 where it raises ImageError), timing
+    the ink cleaning, the strip network and cutting apart."""
+    found: dict[str, tuple[str | None, float]] = {}
+    started = time.perf_counter()
+    try:
+        strip = strip_of(grey)
+        cleaned = time.perf_counter()
+        seconds["ink"] += cleaned - started
+        reading = read_strip(strip, strips, REVIEW_THRESHOLD, expect)
+        seconds["strip network"] += time.perf_counter() - cleaned
+        found["strip"] = (reading.code, reading.confidence)
+    except ImageError:
+        found["strip"] = (None, -1.0)
+    started = time.perf_counter()
+    try:
+        cut = read([lattice_of(grey, expect)], model, REVIEW_THRESHOLD, expect)[0]
+        found["cut"] = (cut.code, cut.confidence)
+    except ImageError:
+        found["cut"] = (None, -1.0)
+    seconds["cutting"] += time.perf_counter() - started
+    try:
+        served = read_crop(grey, strips, model, REVIEW_THRESHOLD, expect)
+        found["workers"] = (served.code, served.confidence)
+    except ImageError:
+        found["workers"] = (None, -1.0)
+    return found
+
+
+if __name__ == "__main__":
+    main()
