@@ -16,13 +16,13 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 from PIL import Image
 
 from benchmarks.pipeline import ROOT, machine
 from digits.connection import connect
 from digits.registry import DEFAULT_MODEL_DIR, Registry
+from digits.results import Result
 from producer import runs
 from producer.redis_server import RedisServer
 from producer.watch import Watcher, WatchSettings
@@ -36,8 +36,8 @@ def measure(url: str, pngs: list[bytes], rate: float, count: int, settle: float,
     emitted: dict[str, float] = {}
     stop = threading.Event()
 
-    def emit(line: str, record: dict[str, Any]) -> None:
-        emitted[record["path"]] = time.monotonic()
+    def emit(result: Result) -> None:
+        emitted[result.path] = time.monotonic()
 
     watcher = Watcher(connect(url), folder, runs.Settings(batch_size=256), WatchSettings(settle=settle), emit, name)
     thread = threading.Thread(target=watcher.run, args=(stop.is_set,))

@@ -73,18 +73,19 @@ def read_file(path: str, max_bytes: int = MAX_BYTES, follow_link: bool = True) -
 
 
 def read_up_to(handle: int, size: int, max_bytes: int) -> bytes:
-    """The file's bytes, at most max_bytes + 1 (one more tells it is over the limit). Reads are sized
-    to the file: reading max_bytes + 1 at once allocates a max_bytes buffer for every file, which
-    cost 4x the read itself on small scans (docs/benchmarks.md); one that grew since fstat (or
-    reports no size) is read on."""
+    """A regular file's bytes, at most max_bytes + 1 (one more tells it is over the limit). Reads
+    are sized to the file: reading max_bytes + 1 at once allocates a max_bytes buffer for every
+    file, which cost 4x the read itself on small scans (docs/benchmarks.md); one that grew since
+    fstat (or reports no size) is read on. A short read is the file's end: no read more to find it."""
     parts: list[bytes] = []
     got, wanted = 0, min(size, max_bytes) + 1
     while got <= max_bytes:
-        part = os.read(handle, (wanted if got < wanted else max_bytes + 1) - got)
-        if not part:
-            break
+        asked = (wanted if got < wanted else max_bytes + 1) - got
+        part = os.read(handle, asked)
         parts.append(part)
         got += len(part)
+        if len(part) < asked:
+            break
     return b"".join(parts)
 
 

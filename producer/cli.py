@@ -16,6 +16,7 @@ from rich.table import Table
 
 from digits import defaults, keys
 from digits.connection import Group, connect, redis_url_option
+from digits.results import Result
 from producer import runs
 from producer.drive import drive, err, interrupted, print_summary, stop_on_sigterm, warn_empty, warn_unshared
 from producer.files import Share
@@ -102,8 +103,8 @@ def results(run_id: str, redis_url: str, fmt: str, output: str, follow_run: bool
         results = follow(connection, run_id, wait=follow_run)
         with open_output(output) as stream:
             writer = ResultWriter(stream, fmt)
-            for line, record in results:
-                writer.write(record, line)
+            for result in results:
+                writer.write(result)
     except runs.RunError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -217,8 +218,8 @@ def watch(directory: Path, redis_url: str, name: str | None, fmt: str, output: s
     stream = open_output(output, "a")
     writer = ResultWriter(stream, fmt, header=stream is sys.stdout or stream.tell() == 0)  # appending: one header
 
-    def emit(line: str, record: dict[str, Any]) -> None:
-        writer.write(record, line)
+    def emit(result: Result) -> None:
+        writer.write(result)
         stream.flush()
 
     watcher = Watcher(connect(redis_url), directory, settings_from(options),

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from digits import keys
-from digits.results import Record
+from digits.results import Result
 from producer.files import walk
 from producer.following import follow
 from producer.output import ResultWriter
@@ -43,14 +43,14 @@ class Outcome:
     seconds: float = 0.0
     versions: Counter[str] = field(default_factory=Counter)
 
-    def count(self, record: Record) -> None:
-        if record["error"]:
+    def count(self, result: Result) -> None:
+        if result.failed:
             self.failed += 1
         else:
             self.ok += 1
-        self.review += bool(record["review"])
-        if record["model_version"]:
-            self.versions[record["model_version"]] += 1
+        self.review += result.review
+        if result.version:
+            self.versions[result.version] += 1
 
 
 def drive(connection: redis.Redis, run_id: str, directory: Path, settings: Settings, stream: IO[str], fmt: str,
@@ -77,10 +77,10 @@ def drive(connection: redis.Redis, run_id: str, directory: Path, settings: Setti
         task = progress.add_task("classifying", total=expected or None, rate="-")
         enqueued = pool.submit(send or (lambda event: deliver(connection, run_id, directory, settings, event)), stop)
         try:
-            for line, record in follow(connection, run_id,
-                                       should_stop=lambda: enqueued.done() and enqueued.exception() is not None):
-                writer.write(record, line)
-                outcome.count(record)
+            for result in follow(connection, run_id,
+                                 should_stop=lambda: enqueued.done() and enqueued.exception() is not None):
+                writer.write(result)
+                outcome.count(result)
                 done = outcome.ok + outcome.failed
                 if show_progress and (done % 64 == 0 or done == expected):
                     rate = done / max(time.monotonic() - started, 1e-9)

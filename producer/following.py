@@ -17,7 +17,7 @@ from digits import defaults, keys
 from digits.connection import text
 from digits.queueing import batch_queue
 from digits.recovery import reap_failed_batches, recover_abandoned
-from digits.results import Result, decode_result, event_lines
+from digits.results import Result, event_results
 from producer.keying import with_keyed
 from producer.runs import RunError, run_meta
 
@@ -38,7 +38,7 @@ class Follower:
         found: list[Result] = []
         for _stream, entries in response or []:
             self.cursor = text(entries[-1][0])
-            found += [(line, decode_result(line)) for line in event_lines(self.redis, self.run_id, entries)]
+            found += event_results(self.redis, self.run_id, entries)
         return with_keyed(self.redis, self.run_id, found)
 
 
@@ -54,10 +54,10 @@ def follow(connection: redis.Redis, run_id: str, *, wait: bool = True,
     total = 0  # the run's total when last read: completion is worth checking once that many are seen
     while True:
         found = follower.read(block_ms=500 if wait else None)
-        for line, record in found:
-            if record["path"] not in seen:
-                seen.add(record["path"])
-                yield line, record
+        for result in found:
+            if result.path not in seen:
+                seen.add(result.path)
+                yield result
         if found and (not wait or len(seen) < total):
             continue
         # Checked right after the last result too: blocking once more would add half a second to every run.

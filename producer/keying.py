@@ -23,7 +23,7 @@ import redis
 
 from digits import defaults, keys
 from digits.connection import text
-from digits.results import Result, encode_result
+from digits.results import Result
 
 Keyed = dict[str, Any]  # what a station stored for one path: code, digits, unreadable, station, keyed_at
 CODE = re.compile(r"[0-9]+(?:[- ][0-9]+)*")  # ASCII digits: \\d would take any script's
@@ -211,16 +211,11 @@ def with_keyed(connection: redis.Redis, run_id: str, results: list[Result]) -> l
     other result is passed on as it is (and a run nobody keyed costs one EXISTS)."""
     if not results or not connection.exists(keys.run_keyed(run_id)):
         return results
-    keyed = keyed_codes(connection, run_id, [record["path"] for _line, record in results])
+    keyed = keyed_codes(connection, run_id, [result.path for result in results])
     if not keyed:
         return results
-    merged: list[Result] = []
-    for line, record in results:
-        if record["path"] in keyed:
-            record = {**record, "keyed": keyed[record["path"]]}
-            line = encode_result(record)
-        merged.append((line, record))
-    return merged
+    return [Result.of({**result.record, "keyed": keyed[result.path]}) if result.path in keyed else result
+            for result in results]
 
 
 def progress(connection: redis.Redis, run_id: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import csv
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from digits.results import encode_result
+from digits.results import Result
 
 FORMATS = ("jsonl", "csv")
 CSV_FIELDS = ("path", "digits", "code", "confidence", "review", "model_version", "error",
@@ -27,11 +27,12 @@ class ResultWriter:
         if self.csv is not None and header:
             self.csv.writerow(CSV_FIELDS)
 
-    def write(self, record: dict[str, Any], line: str | None = None) -> None:
-        """Write one result; `line` is its stored JSON, passed through as is for JSON Lines."""
+    def write(self, result: Result) -> None:
+        """Write one result: for JSON Lines its stored line as it is, unparsed."""
         if self.csv is None:
-            self.stream.write((line or encode_result(record)) + "\n")
+            self.stream.write(result.line + "\n")
             return
+        record = result.record
         confidence = record.get("confidence")
         review = record.get("review")
         keyed = record.get("keyed")

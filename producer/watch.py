@@ -26,7 +26,7 @@ from digits import defaults, keys
 from digits.connection import text
 from digits.queueing import batch_queue
 from digits.recovery import reap_failed_batches
-from digits.results import Record
+from digits.results import Result
 from producer import runs
 from producer.batches import enqueue_batch
 from producer.files import Found, walk
@@ -63,7 +63,7 @@ def watch_run_id(root: Path, name: str | None) -> str:
 
 class Watcher:
     def __init__(self, connection: redis.Redis, root: Path, settings: runs.Settings, watch: WatchSettings,
-                 emit: Callable[[str, Record], None], name: str | None = None) -> None:
+                 emit: Callable[[Result], None], name: str | None = None) -> None:
         self.redis = connection
         self.root = root.resolve()
         self.settings = settings
@@ -168,13 +168,13 @@ class Watcher:
         """Emit finished results, move their files away, and remember how far we read."""
         cursor = self.follower.cursor
         found = self.follower.read(block_ms, count=100)
-        for line, record in found:
-            path = record["path"]
+        for result in found:
+            path = result.path
             if path not in self.pending:
                 continue  # handled before a restart
-            self.emit(line, record)
+            self.emit(result)
             self.held_bytes -= self.sizes.pop(path, 0)
-            self.file_away(path, self.pending.pop(path), failed=record["error"] is not None)
+            self.file_away(path, self.pending.pop(path), failed=result.failed)
             self.redis.hdel(keys.run_pending(self.run_id), path)
         if self.follower.cursor != cursor:
             self.redis.hset(keys.run(self.run_id), "cursor", self.follower.cursor)

@@ -155,7 +155,7 @@ def test_a_batch_of_large_files_holds_fewer_and_the_window_bounds_its_batches(
     thread.start()
     start_workers(1)
     run_id = send_folder(connection, folder, settings)
-    records = [record for _line, record in follow(connection, run_id)]
+    records = [result.record for result in follow(connection, run_id)]
     stop.set()
     thread.join()
     assert sorted(r["path"] for r in records) == sorted(truth)
@@ -252,7 +252,7 @@ def test_failed_batch_gets_a_result_per_image(connection: redis.Redis, digit_fol
     start_workers(1)
     settings = runs.Settings(batch_size=4, retries=0)
     run_id = send_folder(connection, folder, settings)
-    records = [record for _line, record in follow(connection, run_id)]
+    records = [result.record for result in follow(connection, run_id)]
     assert {r["path"] for r in records} == set(truth)
     assert all("failed in the worker" in r["error"] and "no model version" in r["error"] for r in records)
     assert run_status(connection, run_id)["failed"] == 6

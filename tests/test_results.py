@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 import redis
 
 from digits import keys
-from digits.results import decode_result, encode_result, event_lines, result_record, store_results
+from digits.results import decode_result, encode_result, event_results, result_record, store_results
 
 TTL = 3600
 
@@ -29,7 +30,8 @@ def test_a_big_batch_is_stored_whole_and_once(connection: redis.Redis) -> None:
     paths = [f"scan-{i:04d}.png" for i in range(2500)]
     make_payload(connection, run_id, batch, paths)
     records = [result_record(p, batch, error=f"{p}: bad") if i % 25 < 12
-               else result_record(p, batch, digits="7", review=i % 25 < 23) for i, p in enumerate(paths)]
+               else result_record(p, batch, digits="7", review=i % 25 < 23, model_version="v1")
+               for i, p in enumerate(paths)]
 
     assert store_results(connection, run_id, batch, records, TTL) is True
 
@@ -45,9 +47,36 @@ def test_a_big_batch_is_stored_whole_and_once(connection: redis.Redis) -> None:
     entries = events(connection, run_id)
     assert len(entries) == 1
     assert json.loads(entries[0][1][b"paths"]) == paths  # names the paths; the results are stored once
-    lines = event_lines(connection, run_id, entries)
-    assert [json.loads(line)["path"] for line in lines] == paths
-    assert lines[0] == encode_result(records[0])
+    results = event_results(connection, run_id, entries)
+    assert [json.loads(result.line)["path"] for result in results] == [result.path for result in results] == paths
+    assert results[0].line == encode_result(records[0])
+    # what a summary counts comes from the event, unparsed, and says what the records say
+    assert all(result.parsed is None for result in results)
+    assert [(r.failed, r.review, r.version) for r in results] == [
+        (record["error"] is not None, bool(record["review"]), record["model_version"]) for record in records]
+    assert [r.record for r in results] == records
+
+
+def test_events_written_before_they_carried_a_summary_are_parsed(connection: redis.Redis) -> None:
+    """An event naming its paths but no summary (a worker from before, in a rolling upgrade): each
+    line is parsed for what it counts."""
+    run_id = "results-unsummarised"
+    records = [result_record("a.png", 0, digits="1", review=True, model_version="v2"),
+               result_record("b.png", 0, error="b.png: bad")]
+    connection.hset(keys.run_results(run_id), mapping={r["path"]: encode_result(r) for r in records})
+    connection.xadd(keys.run_events(run_id), {"batch": 0, "paths": json.dumps(["a.png", "b.png"])})
+    results = event_results(connection, run_id, events(connection, run_id))
+    assert [(r.path, r.failed, r.review, r.version) for r in results] == [
+        ("a.png", False, True, "v2"), ("b.png", True, False, None)]
+
+
+def test_a_batch_read_by_two_model_versions_is_refused(connection: redis.Redis) -> None:
+    """An event's summary names one model version: a batch's readings must all be by it."""
+    make_payload(connection, "results-mixed", 0, ["a.png", "b.png"])
+    with pytest.raises(ValueError, match="2 model versions"):
+        store_results(connection, "results-mixed", 0, [result_record("a.png", 0, model_version="v1"),
+                                                        result_record("b.png", 0, model_version="v2")], TTL)
+    assert connection.exists(keys.batch("results-mixed", 0))  # nothing written
 
 
 def test_a_result_line_is_json_any_reader_parses_back_to_the_record() -> None:
@@ -80,8 +109,8 @@ def test_events_written_before_results_were_stored_once_still_read(connection: r
     connection.xadd(keys.run_events(run_id), {"batch": 0, "results": old})
     make_payload(connection, run_id, 1, ["new.png"])
     store_results(connection, run_id, 1, [result_record("new.png", 1, digits="5")], TTL)
-    lines = event_lines(connection, run_id, events(connection, run_id))
-    assert [json.loads(line)["digits"] for line in lines] == ["4", "5"]
+    results = event_results(connection, run_id, events(connection, run_id))
+    assert [result.record["digits"] for result in results] == ["4", "5"]
 
 
 def test_the_script_survives_a_script_flush(connection: redis.Redis) -> None:

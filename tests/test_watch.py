@@ -179,7 +179,7 @@ def test_micro_batches_close_on_their_bytes_and_the_window_bounds_their_bytes(
     folder, _truth = digit_folder(40)
     sizes = {path.name: path.stat().st_size for path in folder.iterdir()}
     settings = runs.Settings(batch_size=50, batch_bytes=3 * max(sizes.values()), window=100)
-    watcher = Watcher(connection, folder, settings, WatchSettings(settle=0, max_delay=0), emit=lambda line, r: None)
+    watcher = Watcher(connection, folder, settings, WatchSettings(settle=0, max_delay=0), emit=lambda result: None)
     watcher.scan()
     watcher.scan()  # unchanged since the first look: ready
     assert len(watcher.ready) == len(sizes)

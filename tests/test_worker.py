@@ -61,8 +61,8 @@ def classify(connection: redis.Redis, folder: Path, batch_size: int = 16) -> dic
     run_id = send_folder(connection, folder, settings)
     deadline = time.monotonic() + 120
     records: dict[str, dict[str, Any]] = {}
-    for _line, record in follow(connection, run_id, should_stop=lambda: time.monotonic() > deadline):
-        records[record["path"]] = record
+    for result in follow(connection, run_id, should_stop=lambda: time.monotonic() > deadline):
+        records[result.path] = result.record
     return records
 
 
@@ -223,7 +223,7 @@ def test_our_job_asking_for_callbacks_or_webhooks_is_refused_and_nothing_runs(
                                 (1, "stopped_callback_name", "digits_hook.hook"), (2, "webhooks", webhooks)]:
         connection.hset(f"rq:job:{run_id}_b{batch}", field, value)
     start_workers(1)
-    records = {record["path"]: record for _line, record in follow(connection, run_id)}
+    records = {result.path: result.record for result in follow(connection, run_id)}
     assert set(records) == set(truth)
     assert all("refused: it asks for" in record["error"] for record in records.values())
     assert any("a webhook to 'http://127.0.0.1:" in record["error"] for record in records.values())
@@ -272,7 +272,7 @@ def test_nothing_on_the_queue_is_pickled(connection: redis.Redis, default_versio
         assert function == "worker.jobs.classify_batch" and instance is None
         assert args[0] == run_id
     start_workers(1)
-    [record for _line, record in follow(connection, run_id)]
+    [result.record for result in follow(connection, run_id)]
     for key in connection.scan_iter("*"):
         if connection.type(key) == b"string":
             value = connection.get(key)
@@ -419,7 +419,7 @@ def test_a_batch_stored_one_field_per_image_is_read_and_a_missing_field_fails_on
     connection.hset(payload, mapping={str(i): images[starts[i]:starts[i + 1]] for i in range(4)})
     connection.hdel(payload, "images", "sizes", "2")
     start_workers(1)
-    records = {record["path"]: record for _line, record in follow(connection, run_id)}
+    records = {result.path: result.record for result in follow(connection, run_id)}
     missing = sorted(truth)[2]
     assert records[missing]["error"] == f"{missing}: its bytes are missing from the batch payload (field 2)"
     assert all(r["error"] is None and r["digits"] == str(truth[p]) for p, r in records.items() if p != missing)
@@ -657,7 +657,7 @@ def test_a_shared_folder_run_is_read_from_the_workers_files_root(
     os.remove(today / "00004.png")
     (today / "00004.png").symlink_to(tmp_path / "secret.png")  # ... one out of it is not
     start_workers(1, ["--files-root", str(share), "--max-bytes", "100000"])  # the run's 5000 is lower
-    records = {record["path"]: record for _line, record in follow(connection, run_id)}
+    records = {result.path: result.record for result in follow(connection, run_id)}
     assert records["../../../secret.png"]["error"].startswith(
         "../../../secret.png: refused: it would be read outside the run's folder")
     assert records["00002.png"]["error"] == "00002.png: not a regular file (a pipe, socket or device is never read)"
@@ -679,7 +679,7 @@ def test_a_worker_without_files_root_fails_each_image_of_a_shared_folder_run_say
     folder, truth = digit_folder(3)
     run_id = send_folder(connection, folder, runs.Settings(batch_size=3, shared_folder="."))
     start_workers(1)
-    records = {record["path"]: record for _line, record in follow(connection, run_id)}
+    records = {result.path: result.record for result in follow(connection, run_id)}
     assert sorted(records) == sorted(truth)
     assert all(r["error"] == f"{p}: the run sends paths in a shared folder (enqueued with --shared-root), and this "
                "worker reads none: start it with --files-root" for p, r in records.items())
