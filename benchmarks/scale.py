@@ -6,8 +6,10 @@ Run: .venv/bin/python -m benchmarks.scale [--workers 1,2] [--images 40000] [--in
      [--producers 1] [--shared] [--batch-size 1024] [--plot docs/benchmarks-scale.png]
 
 "Feeds" is a worker's CPU per image over the producer's: how many busy workers one producer
-keeps fed. "Serves" is a worker's CPU per image over Redis': how many busy workers one Redis
-keeps up with. Both are CPU accounting in one run, so they hold whatever the core count.
+keeps fed; "steady" leaves out the producer's start-up (its CPU on an empty folder, measured in
+the same run: imports and connecting, 0.2 s that a long run spreads over more images).
+"Serves" is a worker's CPU per image over Redis': how many busy workers one Redis keeps up with.
+Both are CPU accounting in one run, so they hold whatever the core count.
 Under the table, each row's Redis time per image by command (INFO commandstats): what a change
 to the Redis traffic would save.
 """
@@ -38,6 +40,7 @@ class Row:
     ceiling: float
     decode: float
     producer_us: float
+    startup_us: float  # the producer's CPU on an empty folder, spread over this run's images
     worker_us: float
     redis_us: float
     commands: dict[str, float]  # Redis command -> µs of Redis time per image (INFO commandstats)
@@ -53,6 +56,10 @@ class Row:
     @property
     def feeds(self) -> float:
         return self.worker_us / self.producer_us
+
+    @property
+    def feeds_steady(self) -> float:
+        return self.worker_us / (self.producer_us - self.startup_us)
 
     @property
     def serves(self) -> float:
@@ -72,11 +79,13 @@ def measure(paths: list[Path], folder: Path, count: int, producers: int, shared:
             timed = end_to_end(server.url, folder, len(paths), batch_size, workers.parts(), producers, shared)
             redis_cpu = cpu_seconds(server.process.pid) - redis_before
             stats = connection.info("commandstats")
+            with tempfile.TemporaryDirectory() as empty:  # after Redis' figures are read: not in them
+                startup = end_to_end(server.url, Path(empty), 0, batch_size, {}, producers).cpu["producer"]
     per_image = 1e6 / len(paths)
     commands = {name.removeprefix("cmdstat_"): stat["usec"] / len(paths) for name, stat in stats.items()}
     return Row(count, timed.rate, in_process(paths, count, batch=batch_size), decode_floor(paths, count),
-               timed.cpu["producer"] * per_image, (timed.cpu["workers"] + timed.cpu["supervisor"]) * per_image,
-               redis_cpu * per_image, commands)
+               timed.cpu["producer"] * per_image, startup * per_image,
+               (timed.cpu["workers"] + timed.cpu["supervisor"]) * per_image, redis_cpu * per_image, commands)
 
 
 def render(rows: list[Row], what: str, producers: int, batch_size: int) -> str:
@@ -84,13 +93,15 @@ def render(rows: list[Row], what: str, producers: int, batch_size: int) -> str:
              "workers already running", "",
              "| workers | end to end, images/s | in-process ceiling, images/s | end to end / ceiling "
              "| plain Pillow decode, N processes, images/s | end to end / decode "
-             "| CPU µs per image: producer / workers / Redis | one producer feeds | one Redis serves |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| CPU µs per image: producer / workers / Redis | producer start-up, µs per image "
+             "| one producer feeds: all / steady | one Redis serves |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for row in rows:
         lines.append(f"| {row.workers} | {row.rate:,.0f} | {row.ceiling:,.0f} | {row.share:.0%} "
                      f"| {row.decode:,.0f} | {row.of_decode:.2f} "
                      f"| {row.producer_us:,.0f} / {row.worker_us:,.0f} / {row.redis_us:,.1f} "
-                     f"| {row.feeds:.1f} workers | {row.serves:.0f} workers |")
+                     f"| {row.startup_us:.1f} | {row.feeds:.1f} / {row.feeds_steady:.1f} workers "
+                     f"| {row.serves:.0f} workers |")
     lines.append("")
     for row in rows:  # where Redis' time goes: a script's time includes the commands it calls
         top = sorted(row.commands.items(), key=lambda item: -item[1])[:8]

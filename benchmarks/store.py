@@ -1,5 +1,7 @@
 """Redis CPU per stored result: the results script (digits/results.py) against a WATCH +
-MULTI/EXEC transaction doing the same writes, the design it would be replaced by.
+MULTI/EXEC transaction doing the same writes, the design it would be replaced by, and against
+the same script storing a batch's results as one value (JSON Lines) instead of one hash field
+an image: what a results schema keyed by batch would save Redis (docs/benchmarks.md).
 
 Run: .venv/bin/python -m benchmarks.store [--batches 800] [--rounds 2]
 
@@ -19,7 +21,7 @@ import redis
 from benchmarks.pipeline import machine
 from benchmarks.procs import cpu_seconds
 from digits import keys
-from digits.results import Record, encode_result, result_record, store_results
+from digits.results import STORE_SCRIPT, Record, encode_result, result_record, store_results
 from producer.redis_server import RedisServer
 
 SIZE = 256  # images a batch (the producer's default until 2026-12-06; per result, the size hardly matters)
@@ -51,6 +53,15 @@ def watch_store(connection: redis.Redis, run_id: str, batch: int, records: list[
     return True
 
 
+def one_value_store(connection: redis.Redis, run_id: str, batch: int, records: list[Record], ttl: int) -> bool:
+    """The results script, its hash given one field for the whole batch: `batch:<n>` -> JSON Lines."""
+    script = connection.register_script(STORE_SCRIPT)
+    lines = "\n".join(encode_result(r) for r in records)
+    return bool(script(keys=[keys.batch(run_id, batch), *keys.run_keys(run_id)],
+                       args=[ttl, batch, json.dumps([r["path"] for r in records]), "[]", "[]", "", 0, 0,
+                             f"batch:{batch}", lines]))
+
+
 def batch_records(batch: int) -> list[Record]:
     """A batch of single-digit results, each the size of a worker's (about 400 B of JSON)."""
     return [result_record(f"d{batch:05d}/{index:06d}.png", batch, code="7", digits="7", confidence=0.998704,
@@ -61,7 +72,7 @@ def batch_records(batch: int) -> list[Record]:
             for index in range(SIZE)]
 
 
-def cpu_per_result(store: Store, batches: int) -> float:
+def cpu_per_result(store: Store, batches: int, fields_a_batch: int = SIZE) -> float:
     """Redis CPU µs per result, storing `batches` batches with `store` on a fresh server."""
     with RedisServer() as server:
         assert server.process is not None
@@ -75,7 +86,7 @@ def cpu_per_result(store: Store, batches: int) -> float:
             if not store(connection, "r", batch, records[batch], TTL):
                 raise RuntimeError(f"batch {batch} was not stored")
         spent = cpu_seconds(server.process.pid) - before
-        if connection.hlen(keys.run_results("r")) != batches * SIZE:
+        if connection.hlen(keys.run_results("r")) != batches * fields_a_batch:
             raise RuntimeError("results missing")
     return spent * 1e6 / (batches * SIZE)
 
@@ -86,11 +97,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     print(f"machine: {machine()}; {args.batches} batches of {SIZE} results a round\n")
-    print("| round | results script, Redis CPU µs a result | WATCH + MULTI/EXEC | script / transaction |")
-    print("| ---: | ---: | ---: | ---: |")
+    print("| round | results script, Redis CPU µs a result | WATCH + MULTI/EXEC | script / transaction "
+          "| script, one value a batch | one value / script |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     for round_ in range(1, args.rounds + 1):
         script, watch = cpu_per_result(store_results, args.batches), cpu_per_result(watch_store, args.batches)
-        print(f"| {round_} | {script:.2f} | {watch:.2f} | {script / watch:.2f} |")
+        one_value = cpu_per_result(one_value_store, args.batches, fields_a_batch=1)
+        print(f"| {round_} | {script:.2f} | {watch:.2f} | {script / watch:.2f} | {one_value:.2f} "
+              f"| {one_value / script:.2f} |")
 
 
 if __name__ == "__main__":
