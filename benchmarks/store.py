@@ -1,11 +1,11 @@
-"""Redis CPU per stored result: the results script (digits/results.py) against a WATCH +
-MULTI/EXEC transaction doing the same writes, the design it would be replaced by, and against
-the same script storing a batch's results as one value (JSON Lines) instead of one hash field
-an image: what a results schema keyed by batch would save Redis (docs/benchmarks.md).
+"""Redis CPU per stored result: the transaction that stores a batch's results (digits/results.py)
+against the Lua script that did the same writes until 2026-12-06, and against the transaction
+storing a batch's results as one value (JSON Lines) instead of one hash field an image: what a
+results schema keyed by batch would save Redis (docs/benchmarks.md).
 
-Run: .venv/bin/python -m benchmarks.store [--batches 800] [--rounds 2]
+Run: .venv/bin/python -m benchmarks.store [--batches 200] [--rounds 2]
 
-Each round fills a fresh redis-server with payloads of 256 images of 300 B, stores a result
+Each round fills a fresh redis-server with payloads of 1,024 images of 300 B, stores a result
 of the worker's size for each, and reads the server's CPU time from /proc.
 """
 
@@ -21,45 +21,68 @@ import redis
 from benchmarks.pipeline import machine
 from benchmarks.procs import cpu_seconds
 from digits import keys
-from digits.results import STORE_SCRIPT, Record, encode_result, result_record, store_results
+from digits.results import Record, encode_result, result_record, store_results
 from producer.redis_server import RedisServer
 
-SIZE = 256  # images a batch (the producer's default until 2026-12-06; per result, the size hardly matters)
+SIZE = 1024  # images a batch: the producer's default (--batch-size)
 TTL = 3600
 Store = Callable[[redis.Redis, str, int, list[Record], int], bool]
 
+# The script store_results ran until 2026-12-06 (one round trip; Redis converts every argument to
+# Lua and back). KEYS: the payload, then keys.run_keys. ARGV: TTL, batch, paths (JSON), the
+# failed paths' count and paths, the flagged paths' count and paths, then path and result pairs.
+STORE_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 0
+end
+local failed_end = 4 + tonumber(ARGV[4])
+for first = 5, failed_end, 1000 do
+  redis.call('SADD', KEYS[4], unpack(ARGV, first, math.min(first + 999, failed_end)))
+end
+local review_end = failed_end + 1 + tonumber(ARGV[failed_end + 1])
+for first = failed_end + 2, review_end, 1000 do
+  redis.call('SADD', KEYS[6], unpack(ARGV, first, math.min(first + 999, review_end)))
+end
+for first = review_end + 1, #ARGV, 1000 do
+  redis.call('HSET', KEYS[3], unpack(ARGV, first, math.min(first + 999, #ARGV)))
+end
+redis.call('XADD', KEYS[5], '*', 'batch', ARGV[2], 'paths', ARGV[3])
+redis.call('DEL', KEYS[1])
+for i = 2, #KEYS do
+  redis.call('EXPIRE', KEYS[i], ARGV[1])
+end
+return 1
+"""
 
-def watch_store(connection: redis.Redis, run_id: str, batch: int, records: list[Record], ttl: int) -> bool:
-    """store_results' writes as an optimistic transaction: three round trips instead of one."""
+
+def script_store(connection: redis.Redis, run_id: str, batch: int, records: list[Record], ttl: int) -> bool:
+    paths = [r["path"] for r in records]
+    failed = [r["path"] for r in records if r["error"] is not None]
+    review = [r["path"] for r in records if r["review"]]
+    pairs: list[str] = []
+    for record in records:
+        pairs += (record["path"], encode_result(record))
+    stored = connection.register_script(STORE_SCRIPT)(
+        keys=[keys.batch(run_id, batch), *keys.run_keys(run_id)],
+        args=[ttl, batch, json.dumps(paths), len(failed), *failed, len(review), *review, *pairs])
+    return bool(stored)
+
+
+def one_value_store(connection: redis.Redis, run_id: str, batch: int, records: list[Record], ttl: int) -> bool:
+    """The transaction with the batch's results as one field, `batch:<n>` -> JSON Lines."""
     payload = keys.batch(run_id, batch)
     with connection.pipeline(transaction=True) as pipe:
         pipe.watch(payload)
         if not pipe.exists(payload):
             return False
         pipe.multi()
-        if failed := [r["path"] for r in records if r["error"] is not None]:
-            pipe.sadd(keys.run_failed(run_id), *failed)
-        if review := [r["path"] for r in records if r["review"]]:
-            pipe.sadd(keys.run_review(run_id), *review)
-        pipe.hset(keys.run_results(run_id), mapping={r["path"]: encode_result(r) for r in records})
+        pipe.hset(keys.run_results(run_id), f"batch:{batch}", "\n".join(encode_result(r) for r in records))
         pipe.xadd(keys.run_events(run_id), {"batch": batch, "paths": json.dumps([r["path"] for r in records])})
         pipe.delete(payload)
         for key in keys.run_keys(run_id)[1:]:
             pipe.expire(key, ttl)
-        try:
-            pipe.execute()
-        except redis.WatchError:
-            return False
+        pipe.execute()
     return True
-
-
-def one_value_store(connection: redis.Redis, run_id: str, batch: int, records: list[Record], ttl: int) -> bool:
-    """The results script, its hash given one field for the whole batch: `batch:<n>` -> JSON Lines."""
-    script = connection.register_script(STORE_SCRIPT)
-    lines = "\n".join(encode_result(r) for r in records)
-    return bool(script(keys=[keys.batch(run_id, batch), *keys.run_keys(run_id)],
-                       args=[ttl, batch, json.dumps([r["path"] for r in records]), "[]", "[]", "", 0, 0,
-                             f"batch:{batch}", lines]))
 
 
 def batch_records(batch: int) -> list[Record]:
@@ -93,18 +116,18 @@ def cpu_per_result(store: Store, batches: int, fields_a_batch: int = SIZE) -> fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batches", type=int, default=800)
+    parser.add_argument("--batches", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     print(f"machine: {machine()}; {args.batches} batches of {SIZE} results a round\n")
-    print("| round | results script, Redis CPU µs a result | WATCH + MULTI/EXEC | script / transaction "
-          "| script, one value a batch | one value / script |")
+    print("| round | Redis CPU µs a result: transaction (store_results) | Lua script (before) "
+          "| transaction / script | transaction, one value a batch | one value / transaction |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     for round_ in range(1, args.rounds + 1):
-        script, watch = cpu_per_result(store_results, args.batches), cpu_per_result(watch_store, args.batches)
+        transaction, script = cpu_per_result(store_results, args.batches), cpu_per_result(script_store, args.batches)
         one_value = cpu_per_result(one_value_store, args.batches, fields_a_batch=1)
-        print(f"| {round_} | {script:.2f} | {watch:.2f} | {script / watch:.2f} | {one_value:.2f} "
-              f"| {one_value / script:.2f} |")
+        print(f"| {round_} | {transaction:.2f} | {script:.2f} | {transaction / script:.2f} | {one_value:.2f} "
+              f"| {one_value / transaction:.2f} |")
 
 
 if __name__ == "__main__":

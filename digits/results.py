@@ -1,7 +1,7 @@
 """One result per image, stored in Redis so that any program can read it.
 
 A result is a JSON object with the same fields whether it succeeded or not (see
-docs/redis-keys.md). A batch's results are written in one step (a Lua script) together with the
+docs/redis-keys.md). A batch's results are written in one step (a transaction) together with the
 deletion of its payload, and only while that payload still exists: whoever finishes a
 batch first (a worker, or the producer reporting the batch as failed) writes its results,
 so every image gets exactly one result.
@@ -80,43 +80,17 @@ def decode_result(line: str | bytes) -> Record:
     return record
 
 
-# Runs in Redis as one step: the check that the payload is still there and every write after it.
-# KEYS: the payload, then keys.run_keys (run, results, failed, events, review, then the rest: they expire together).
-# ARGV: result TTL, batch index, the batch's paths (JSON), the event's summary (failed and review:
-# JSON lists of positions in paths; version: the model version of its readings, or empty), how
-# many paths failed, those paths, how many were flagged for review, those paths, then path and
-# result pairs. Lua's unpack takes at most ~8,000 values, hence slices of 1,000.
-STORE_SCRIPT = """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return 0
-end
-local failed_end = 7 + tonumber(ARGV[7])
-for first = 8, failed_end, 1000 do
-  redis.call('SADD', KEYS[4], unpack(ARGV, first, math.min(first + 999, failed_end)))
-end
-local review_end = failed_end + 1 + tonumber(ARGV[failed_end + 1])
-for first = failed_end + 2, review_end, 1000 do
-  redis.call('SADD', KEYS[6], unpack(ARGV, first, math.min(first + 999, review_end)))
-end
-for first = review_end + 1, #ARGV, 1000 do
-  redis.call('HSET', KEYS[3], unpack(ARGV, first, math.min(first + 999, #ARGV)))
-end
-redis.call('XADD', KEYS[5], '*', 'batch', ARGV[2], 'paths', ARGV[3], 'failed', ARGV[4], 'review', ARGV[5],
-           'version', ARGV[6])
-redis.call('DEL', KEYS[1])
-for i = 2, #KEYS do
-  redis.call('EXPIRE', KEYS[i], ARGV[1])
-end
-return 1
-"""
+ATTEMPTS = 10  # transactions a batch's results may try while its payload changes under them
 
 
 def store_results(connection: redis.Redis, run_id: str, batch: int,
                   records: list[dict[str, Any]], result_ttl: int) -> bool:
     """Write a batch's results, its event and the payload's deletion at once; False if already done.
 
-    One script, so the check and the writes are one step for Redis and one round trip for us
-    (a WATCH transaction took three). The event carries the batch's summary, so that a follower
+    One optimistic transaction: WATCH the payload, check it is there, then MULTI/EXEC every write
+    and its deletion, so whoever deletes it first wins and a loser writes nothing. Redis spends
+    about half the CPU a result that the Lua script doing the same cost (benchmarks.store), for
+    two more round trips a batch. The event carries the batch's summary, so that a follower
     counts and writes results without parsing them (every reading of a batch is by one model).
     """
     paths = [r["path"] for r in records]
@@ -125,14 +99,32 @@ def store_results(connection: redis.Redis, run_id: str, batch: int,
     versions = {r["model_version"] for r in records if r["model_version"]}
     if len(versions) > 1:
         raise ValueError(f"run {run_id} batch {batch}: readings by {len(versions)} model versions in one batch")
-    pairs: list[str] = []
-    for path, record in zip(paths, records, strict=True):
-        pairs += (path, encode_result(record))
-    stored = connection.register_script(STORE_SCRIPT)(
-        keys=[keys.batch(run_id, batch), *keys.run_keys(run_id)],
-        args=[result_ttl, batch, json.dumps(paths), json.dumps(failed), json.dumps(review), "".join(versions),
-              len(failed), *(paths[i] for i in failed), len(review), *(paths[i] for i in review), *pairs])
-    return bool(stored)
+    event = {"batch": batch, "paths": json.dumps(paths), "failed": json.dumps(failed), "review": json.dumps(review),
+             "version": "".join(versions)}
+    lines = {path: encode_result(record) for path, record in zip(paths, records, strict=True)}
+    payload = keys.batch(run_id, batch)
+    with connection.pipeline(transaction=True) as pipe:
+        for _attempt in range(ATTEMPTS):
+            try:
+                pipe.watch(payload)
+                if not pipe.exists(payload):
+                    return False
+                pipe.multi()
+                if failed:
+                    pipe.sadd(keys.run_failed(run_id), *(paths[i] for i in failed))
+                if review:
+                    pipe.sadd(keys.run_review(run_id), *(paths[i] for i in review))
+                if lines:
+                    pipe.hset(keys.run_results(run_id), mapping=lines)
+                pipe.xadd(keys.run_events(run_id), event)  # type: ignore[arg-type]
+                pipe.delete(payload)
+                for key in keys.run_keys(run_id)[1:]:
+                    pipe.expire(key, result_ttl)
+                pipe.execute()
+                return True
+            except redis.WatchError:
+                continue  # the payload changed between the check and the writes: look again
+    raise RuntimeError(f"run {run_id} batch {batch}: its payload changed under all {ATTEMPTS} attempts to store it")
 
 
 def event_results(connection: redis.Redis, run_id: str,

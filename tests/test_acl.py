@@ -66,8 +66,8 @@ def test_the_shipped_file_keeps_the_default_user_able_to_replay_the_aof() -> Non
 
 
 def test_shipped_acl_file_keeps_every_write_across_an_aof_restart(tmp_path: Path, digit_folder: MakeFolder) -> None:
-    """The registry (MULTI/EXEC), runs and RQ's jobs (MULTI/EXEC pipelines) and results (the Lua
-    script, replicated as MULTI/EXEC) written by the trainer, producer and worker users all come
+    """The registry (MULTI/EXEC), runs and RQ's jobs (MULTI/EXEC pipelines) and results (a WATCH
+    transaction) written by the trainer, producer and worker users all come
     back when Redis restarts from its AOF with deploy/users.acl."""
     folder, truth = digit_folder(10)
     (tmp_path / "redis").mkdir()

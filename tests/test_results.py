@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import pytest
@@ -113,9 +114,28 @@ def test_events_written_before_results_were_stored_once_still_read(connection: r
     assert [result.record["digits"] for result in results] == ["4", "5"]
 
 
-def test_the_script_survives_a_script_flush(connection: redis.Redis) -> None:
-    """A restarted Redis has no scripts cached: the client loads it again by itself."""
-    run_id = "results-flush"
-    make_payload(connection, run_id, 0, ["x.png"])
-    connection.script_flush()
-    assert store_results(connection, run_id, 0, [result_record("x.png", 0, digits="9")], TTL)
+def test_finishers_racing_on_the_same_batches_store_each_once(connection: redis.Redis) -> None:
+    """A worker and the producer's reaper finishing the same batches at the same moment, from two
+    threads: each batch is won by one of them, whose results alone are stored, with one event."""
+    run_id, count = "results-race", 60
+    for batch in range(count):
+        make_payload(connection, run_id, batch, [f"{batch}.png"])
+    wins: dict[str, list[int]] = {"worker": [], "reaper": []}
+    start = threading.Barrier(2)
+
+    def finish(name: str) -> None:
+        start.wait()
+        for batch in range(count):
+            if store_results(connection, run_id, batch, [result_record(f"{batch}.png", batch, worker=name)], TTL):
+                wins[name].append(batch)
+
+    threads = [threading.Thread(target=finish, args=(name,)) for name in wins]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(wins["worker"] + wins["reaper"]) == list(range(count))
+    assert connection.xlen(keys.run_events(run_id)) == count
+    for name, batches in wins.items():
+        for batch in batches:
+            assert json.loads(connection.hget(keys.run_results(run_id), f"{batch}.png") or "")["worker"] == name
