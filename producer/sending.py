@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from rq.job import Job, JobStatus
@@ -41,6 +41,14 @@ def chunks(items: Iterable[Found], size: int) -> Iterator[list[Found]]:
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
         yield chunk
+
+
+class Pass(NamedTuple):
+    """What one pass over the folder did."""
+
+    sent: int  # files sent in new batches
+    found: int  # files of the share found
+    adopted: int  # files in batches left open by an earlier pass or producer, seen through by this one
 
 
 class Sender:
@@ -72,16 +80,26 @@ class Sender:
         self.cursor = text(newest[0][0]) if newest else "0-0"  # batches finish after this event
 
     def deliver(self) -> int:
-        """Passes until one finds nothing left to send and every batch is finished; return the file count."""
-        while True:
-            sent, total = self.send_pass()
-            self.wait_for_open(0)
-            if sent == 0:
-                return total
+        """Passes until every file of the share has its result; return the file count.
 
-    def send_pass(self) -> tuple[int, int]:
-        """Send every file of the share without a result that no open batch holds; return (sent,
-        files found in the share)."""
+        A pass after which the run's results grew by exactly the files it sent and adopted is the
+        last: each of those has its result, and every other file it found had one already. The
+        pass that would check again (a walk and an HMGET of every path, 3.7 µs of the producer's
+        CPU a digit) is spared. When the count falls short (a Redis restart lost payloads or
+        results), or other producers add to the run, the next pass finds what is missing.
+        """
+        while True:
+            before = self.results_count()
+            done = self.send_pass()
+            self.wait_for_open(0)
+            if done.sent == 0 or self.results_count() == before + done.sent + done.adopted:
+                return done.found
+
+    def results_count(self) -> int:
+        return int(self.redis.hlen(keys.run_results(self.run_id)))
+
+    def send_pass(self) -> Pass:
+        """Send every file of the share without a result that no open batch holds."""
         held = self.adopt_open_batches()
         # A run with no batch open and no result yet (a new run's first pass) holds no result for
         # any file this pass finds, as a pass finds each file once: its files are sent unchecked,
@@ -110,7 +128,7 @@ class Sender:
             sent += taken
             waiting = waiting[taken:]
         finish_shares(self.redis, self.run_id, self.share, totals)
-        return sent, total
+        return Pass(sent, total, len(held))
 
     def files(self, totals: Counter[int]) -> Iterator[Found]:
         """The folder's files in this producer's share, counted by part as they are found."""
@@ -240,8 +258,7 @@ def enqueue_folder(connection: redis.Redis, run_id: str, root: Path, settings: S
                    share: Share | None = None) -> int:
     """One pass: send every file of root (or of its share) that has no result yet, under the
     window; return the count sent."""
-    sent, _total = Sender(connection, run_id, root, settings, share=share).send_pass()
-    return sent
+    return Sender(connection, run_id, root, settings, share=share).send_pass().sent
 
 
 def deliver(connection: redis.Redis, run_id: str, root: Path, settings: Settings,

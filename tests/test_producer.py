@@ -20,9 +20,11 @@ import redis
 from digits import keys
 from digits.connection import text
 from digits.files import read_inside, real_name
+from digits.queueing import job_id
 from producer import runs
 from producer.files import Found, read, walk
 from producer.following import follow
+from producer.sending import deliver
 from producer.status import run_status
 from tests.conftest import ROOT, MakeFolder, WorkerPool, send_folder
 
@@ -128,6 +130,45 @@ def test_window_bounds_images_held_in_redis(connection: redis.Redis, default_ver
     measure(100_000)
     assert 0 < peaks["window 100"] <= 100, peaks
     assert peaks["window 100000"] > 500, peaks  # without a tight window the queue really fills
+
+
+def test_a_run_whose_results_all_arrive_is_walked_once(connection: redis.Redis, default_version: str,
+                                                       start_workers: StartWorkers, digit_folder: MakeFolder) -> None:
+    """Every file sent got its result: no second pass walks the folder and asks Redis for every
+    path's result again (a tenth of the producer's CPU a digit)."""
+    folder, truth = digit_folder(120)
+    start_workers(1)
+    settings = runs.Settings(batch_size=25)
+    run_id = runs.create_run(connection, folder, settings)
+    connection.config_resetstat()
+    assert deliver(connection, run_id, folder, settings) == len(truth)
+    assert connection.hlen(keys.run_results(run_id)) == len(truth)
+    assert "cmdstat_hmget" not in connection.info("commandstats")
+
+
+def test_files_whose_batch_redis_lost_are_sent_again_by_the_next_pass(
+        connection: redis.Redis, default_version: str, start_workers: StartWorkers, digit_folder: MakeFolder) -> None:
+    """A batch lost with its job (as by a Redis restart from an older AOF) leaves the results short of
+    what the pass sent: the next pass finds its files and sends them again, once."""
+    folder, truth = digit_folder(60)
+    settings = runs.Settings(batch_size=20)
+    run_id = runs.create_run(connection, folder, settings)
+    delivered: list[int] = []
+    sender = threading.Thread(target=lambda: delivered.append(deliver(connection, run_id, folder, settings)))
+    sender.start()
+    deadline = time.monotonic() + 30
+    while connection.hget(keys.run(run_id), "batches") != b"3":
+        assert time.monotonic() < deadline, "the batches were not sent"
+        time.sleep(0.05)
+    lost = json.loads(connection.hget(keys.batch(run_id, 1), "paths") or "[]")
+    connection.delete(keys.batch(run_id, 1), f"rq:job:{job_id(run_id, 1)}")
+    connection.lrem(f"rq:queue:{settings.queue}", 0, job_id(run_id, 1))
+    start_workers(1)
+    sender.join(timeout=120)
+    assert delivered == [len(truth)]
+    assert connection.hlen(keys.run_results(run_id)) == len(truth)
+    assert all(connection.hexists(keys.run_results(run_id), path) for path in lost)
+    assert connection.xlen(keys.run_events(run_id)) == 3  # the lost files went in a batch of their own
 
 
 def test_a_batch_of_large_files_holds_fewer_and_the_window_bounds_its_batches(
