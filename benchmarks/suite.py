@@ -7,9 +7,10 @@ On MNIST test digits (28 x 28 PNG) and on generated postal crops (5 digits, abou
 (a) the in-process limit on 1 and 2 cores; (b) `digits-producer run` end to end through a
 private Redis with 1 and 2 workers (and a batch-size sweep for the plot); (c) the naive
 baseline, one RQ job per image on RQ's default fork-per-job `rq worker` (on a subset);
-(d) a Keras `model.predict` script. Then the latency of one image, worker RSS, and producer
-and Redis memory over a flat folder of many files (hard links). Prints Markdown tables and the
-targets of the issue, met or not.
+(d) a Keras `model.predict` script; (e) a plain Pillow decode of the same files in 2
+processes, the least any reader of them spends (the decode floor). Then the latency of one
+image, worker RSS, and producer and Redis memory over a flat folder of many files (hard
+links). Prints Markdown tables and the targets of the issue, met or not.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from benchmarks.inputs import link_folder, write_crops, write_digits
 from benchmarks.latency import one_image_latencies, percentiles
 from benchmarks.memory import MemoryRun, producer_memory
 from benchmarks.naive import naive
-from benchmarks.pipeline import BATCH, ROOT, Timed, Workers, end_to_end, in_process, machine
+from benchmarks.pipeline import BATCH, ROOT, Timed, Workers, decode_floor, end_to_end, in_process, machine
 from digits.connection import connect
 from digits.registry import DEFAULT_MODEL_DIR, Registry
 from producer.redis_server import RedisServer
@@ -55,6 +56,7 @@ class Report:
     naive_counts: dict[str, int]
     naive_workers: int
     in_process: dict[str, dict[int, float]] = field(default_factory=dict)  # input -> cores -> rate
+    decode: dict[str, float] = field(default_factory=dict)  # input -> plain decode rate, 2 processes
     end_to_end: dict[str, dict[int, Timed]] = field(default_factory=dict)  # input -> workers -> run
     sweep: dict[int, dict[int, float]] = field(default_factory=dict)  # workers -> batch size -> rate (MNIST)
     naive: dict[str, float] = field(default_factory=dict)
@@ -113,6 +115,8 @@ def measure(args: argparse.Namespace, scratch: Path) -> Report:
         for cores in (1, 2):
             say(f"(a) in-process, {name}, {cores} core(s)")
             report.in_process[name][cores] = in_process(files[name], cores)
+        say(f"(e) plain Pillow decode, {name}, 2 processes")
+        report.decode[name] = decode_floor(files[name], 2)
 
     warm = link_folder([*files["mnist"][:64], *files["crops"][:8]], scratch / "warm", 72)
     sizes = [int(s) for s in args.batch_sizes.split(",")]
@@ -182,6 +186,8 @@ def render(report: Report) -> str:
     ]
     if keras:
         rates.append(("(d) Keras `model.predict` script", {n: keras[n]["rate"] for n in INPUTS}))
+    if report.decode:
+        rates.append(("(e) plain Pillow decode, 2 processes (the decode floor)", report.decode))
     lines += [row([label, *(f"{values[n]:,.0f}" if values[n] >= 10 else f"{values[n]:.1f}" for n in INPUTS)])
               for label, values in rates]
     startup = [t.wall - t.inside for n in INPUTS for t in e2e[n].values()]
@@ -259,6 +265,16 @@ def targets(report: Report) -> list[list[str]]:
                         for n in INPUTS)],
             {n: ip[n][2] / keras[n] for n in INPUTS}, "{:.2f}x"))
     rows.append(judged("second worker adds >= 1.5x", {n: two[n] / e2e[n][1].rate for n in INPUTS}, 1.5, "{:.2f}x"))
+    if report.decode:
+        of_decode = {n: two[n] / report.decode[n] for n in INPUTS}
+        inside_decode = {n: e2e[n][2].inside_rate / report.decode[n] for n in INPUTS}
+        rows.append(ceiling(
+            ["end to end, 2 workers >= 0.30 of the decode floor (e)",
+             "wall " + " / ".join(f"{of_decode[n]:.2f}" for n in INPUTS) + "; without the command's start-up "
+             + " / ".join(f"{inside_decode[n]:.2f}" for n in INPUTS),
+             " / ".join("yes" if of_decode[n] >= 0.3 else "without start-up" if inside_decode[n] >= 0.3 else "no"
+                        for n in INPUTS)],
+            {n: ip[n][2] / report.decode[n] for n in INPUTS}, "{:.2f}"))
     p50 = report.latency[0] * 1000
     small, big = report.memory[0], report.memory[-1]
     growth = big.producer_peak - small.producer_peak
