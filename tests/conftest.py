@@ -360,6 +360,17 @@ def replace_layer(index: int, **changes: Any) -> Damage:
     return damage
 
 
+def set_cell(name: str, line: int, column: int, value: bytes) -> Damage:
+    """A layer file with one cell (0-based line of the CSV, column) replaced, e.g. by b"nan"."""
+    def damage(_layers: list[dict[str, Any]], files: dict[str, bytes]) -> None:
+        lines = files[name].splitlines(keepends=True)
+        cells = lines[line].split(b",")
+        cells[column] = value
+        lines[line] = b",".join(cells)
+        files[name] = b"".join(lines)
+    return damage
+
+
 def reshape_file(name: str, rows: int, columns: int) -> Damage:
     def damage(_layers: list[dict[str, Any]], files: dict[str, bytes]) -> None:
         from digits.theta import to_csv

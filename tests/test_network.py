@@ -12,7 +12,7 @@ import pytest
 from digits.manifest import ManifestError, check_manifest, layer_specs
 from digits.network import Network, load_model, max_pool
 from digits.theta import Model, ThetaError, parse_pair, to_csv
-from tests.conftest import CNN_LAYERS, cnn_manifest, random_cnn, replace_layer, reshape_file
+from tests.conftest import CNN_LAYERS, cnn_manifest, random_cnn, replace_layer, reshape_file, set_cell
 
 
 def digits(count: int, seed: int = 0) -> np.ndarray[Any, np.dtype[np.float32]]:
@@ -97,14 +97,6 @@ def test_stride_two_valid_convolution_and_ragged_pool() -> None:
     np.testing.assert_allclose(model.probabilities(x), np.array(expected), atol=1e-5)
 
 
-def non_finite(_layers: list[dict[str, Any]], files: dict[str, bytes]) -> None:
-    lines = files["layer2.csv"].splitlines(keepends=True)
-    cells = lines[5].split(b",")
-    cells[3] = b"inf"
-    lines[5] = b",".join(cells)
-    files["layer2.csv"] = b"".join(lines)
-
-
 def conv_after_dense(layers: list[dict[str, Any]], _files: dict[str, bytes]) -> None:
     layers.insert(5, {"op": "maxpool", "size": 2})
 
@@ -118,7 +110,8 @@ BAD_LAYERS: list[tuple[str, Any, type[Exception], str]] = [
      r"v/layer4\.csv, layer 6: 7 outputs, the model must end in 10 classes"),
     ("unknown operation", replace_layer(1, op="avgpool"), ManifestError,
      r"layers\[2\]: unknown operation 'avgpool'"),
-    ("non-finite value", non_finite, ThetaError, r"v/layer2\.csv: row 6, column 4: inf is not a finite"),
+    ("non-finite value", set_cell("layer2.csv", 5, 3, b"inf"), ThetaError,
+     r"v/layer2\.csv: row 6, column 4: inf is not a finite"),
     ("unknown activation", replace_layer(0, activation="gelu"), ManifestError,
      r"layers\[1\]: activation 'gelu' is not one of"),
     ("softmax before the end", replace_layer(4, activation="softmax"), ManifestError,

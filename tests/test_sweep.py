@@ -19,7 +19,7 @@ from digits.registry import DEFAULT_MODEL_DIR, Registry
 from digits.strip import MARGIN, STRIP_HEIGHT, Strip
 from digits.sweep import ALPHABET, BLANK, Frames, best_path, load_strip_reader, read_strip
 from digits.theta import ThetaError, to_csv
-from tests.conftest import STRIP_LAYERS, Digits, random_strips, replace_layer, reshape_file, strips_manifest
+from tests.conftest import STRIP_LAYERS, Digits, random_strips, replace_layer, reshape_file, set_cell, strips_manifest
 
 SEED_PAIR = {name: gzip.decompress((DEFAULT_MODEL_DIR / f"{name}.gz").read_bytes())
              for name in ("theta1.csv", "theta2.csv")}
@@ -86,14 +86,6 @@ def dense_layer(layers: list[dict[str, Any]], _files: dict[str, bytes]) -> None:
     layers[4] = {"op": "dense", "file": "strip3.csv", "activation": "relu"}
 
 
-def non_finite(_layers: list[dict[str, Any]], files: dict[str, bytes]) -> None:
-    lines = files["strip2.csv"].splitlines(keepends=True)
-    cells = lines[3].split(b",")
-    cells[1] = b"nan"
-    lines[3] = b",".join(cells)
-    files["strip2.csv"] = b"".join(lines)
-
-
 BAD_STRIPS: list[tuple[str, Any, type[Exception], str]] = [
     ("a dense layer", dense_layer, ManifestError, r"strip_layers\[5\] is dense"),
     ("softmax before the end", replace_layer(2, activation="softmax"), ManifestError,
@@ -107,7 +99,8 @@ BAD_STRIPS: list[tuple[str, Any, type[Exception], str]] = [
      r"v/strip4\.csv, strip layer 6: 7 row\(s\) of 12 channels, a strip reader must end in one row of 12"),
     ("not the alphabet and a blank", reshape_file("strip4.csv", 17, 10), ThetaError,
      r"v/strip4\.csv, strip layer 6: 1 row\(s\) of 10 channels"),
-    ("a non-finite value", non_finite, ThetaError, r"v/strip2\.csv: row 4, column 2: nan is not a finite"),
+    ("a non-finite value", set_cell("strip2.csv", 3, 1, b"nan"), ThetaError,
+     r"v/strip2\.csv: row 4, column 2: nan is not a finite"),
     ("a digit model's file", replace_layer(0, file="theta1.csv"), ManifestError,
      r"strip_layers name a file the digit model's layers name too"),
 ]
