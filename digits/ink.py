@@ -20,6 +20,8 @@ from PIL import Image
 from scipy import ndimage
 
 from digits.arrays import Box, Floats, Mask
+from digits.defaults import MAX_PIECES
+from digits.images import MIN_CONTRAST, ImageError
 
 WORK_HEIGHT = 96  # crops are read at most this tall: each digit ends up 20 pixels high anyway
 PAPER_WINDOW = 0.75  # the paper's level is read over windows this share of the crop's height ...
@@ -83,6 +85,32 @@ def halo(piece: Piece) -> Piece:
     grown = ndimage.binary_dilation(np.pad(piece.mask, 1), structure=np.ones((3, 3), dtype=bool))
     return Piece(grown, piece.left - 1, piece.top - 1)
 
+
+
+@dataclass(frozen=True)
+class Cleaned:
+    """A crop's ink, cleaned: what cutting (digits.segment) and the strip (digits.strip) start from."""
+
+    ink: Floats  # bright ink on zero paper, at working size
+    scale: float  # working size over the image's size
+    binary: Mask  # the ink binarised, lines removed
+    pieces: list[Piece]  # its pieces, without specks and rules
+
+
+def clean(grey: Floats) -> Cleaned:
+    """Steps 1-3 above on a crop (greyscale in [0, 1], any polarity); ImageError for a blank crop,
+    one holding only lines or specks, or one in more than MAX_PIECES pieces (noise, or a page)."""
+    ink, scale = read_ink(grey)
+    if float(ink.max()) < MIN_CONTRAST:
+        raise ImageError("no digits found: the crop is blank")
+    binary = remove_lines(binarise(ink))
+    pieces = drop_rules(components(binary))
+    if not pieces:
+        raise ImageError("no digits found: the crop holds only lines or specks")
+    if len(pieces) > MAX_PIECES:
+        raise ImageError(f"no code found: {len(pieces)} separate pieces of ink, over the limit of {MAX_PIECES} "
+                         f"(noise, or a page rather than a crop)")
+    return Cleaned(ink, scale, binary, pieces)
 
 
 def read_ink(grey: Floats) -> tuple[Floats, float]:

@@ -26,18 +26,13 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from digits.arrays import Box, Floats, Mask
-from digits.defaults import MAX_PIECES
-from digits.images import FIELD, MIN_CONTRAST, ImageError, centre_many, fit_box
+from digits.images import FIELD, ImageError, centre_many, fit_box
 from digits.ink import (
     Piece,
-    binarise,
-    components,
-    drop_rules,
+    clean,
     halo,
     is_hyphen,
     is_optional,
-    read_ink,
-    remove_lines,
     stacks,
     stroke_width,
     union,
@@ -92,16 +87,8 @@ def cuts(grey: Floats, find_hyphens: bool = True) -> list[Cut]:
     primitives, in one or two ways (`seams`); blank crops raise ImageError. `find_hyphens=False`
     (a format known to have none) keeps every flat mid-band blob as ink: a digit's loose stroke
     then stays with its digit instead of being set aside as a separator."""
-    ink, scale = read_ink(grey)
-    if float(ink.max()) < MIN_CONTRAST:
-        raise ImageError("no digits found: the crop is blank")
-    binary = remove_lines(binarise(ink))
-    pieces = drop_rules(components(binary))
-    if not pieces:
-        raise ImageError("no digits found: the crop holds only lines or specks")
-    if len(pieces) > MAX_PIECES:
-        raise ImageError(f"no code found: {len(pieces)} separate pieces of ink, over the limit of {MAX_PIECES} "
-                         f"(noise, or a page rather than a crop)")
+    cleaned = clean(grey)
+    ink, scale, binary, pieces = cleaned.ink, cleaned.scale, cleaned.binary, cleaned.pieces
     tallest = max(p.height for p in pieces)
     band_top = min(p.box[1] for p in pieces if p.height >= 0.5 * tallest)
     band_bottom = max(p.box[3] for p in pieces if p.height >= 0.5 * tallest)

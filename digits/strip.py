@@ -17,9 +17,8 @@ from PIL import Image
 from scipy import ndimage
 
 from digits.arrays import Floats
-from digits.defaults import MAX_PIECES
-from digits.images import MIN_CONTRAST, ImageError
-from digits.ink import binarise, components, drop_rules, read_ink, remove_lines
+from digits.images import ImageError
+from digits.ink import clean
 
 STRIP_HEIGHT = 28  # pixels: the reading network's input height
 INK_HEIGHT = 20  # the ink's height within it, centred
@@ -45,17 +44,10 @@ class Strip:
 def strip_of(grey: Floats) -> Strip:
     """The crop's ink (greyscale in [0, 1], any polarity) as a strip; ImageError for a blank crop
     or one too long to be a code."""
-    ink, scale = read_ink(grey)
-    if float(ink.max()) < MIN_CONTRAST:
-        raise ImageError("no digits found: the crop is blank")
-    pieces = drop_rules(components(remove_lines(binarise(ink))))
-    if not pieces:
-        raise ImageError("no digits found: the crop holds only lines or specks")
-    if len(pieces) > MAX_PIECES:
-        raise ImageError(f"no code found: {len(pieces)} separate pieces of ink, over the limit of {MAX_PIECES} "
-                         f"(noise, or a page rather than a crop)")
+    cleaned = clean(grey)
+    ink, scale = cleaned.ink, cleaned.scale
     kept = np.zeros(ink.shape, dtype=bool)
-    for piece in pieces:
+    for piece in cleaned.pieces:
         left, top, right, bottom = piece.box
         kept[top:bottom, left:right] |= piece.mask
     kept = ndimage.binary_dilation(kept)  # the faint edge of each stroke, which binarising left out
