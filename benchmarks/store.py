@@ -85,14 +85,16 @@ def one_value_store(connection: redis.Redis, run_id: str, batch: int, records: l
     return True
 
 
+def worker_record(path: str, batch: int) -> Record:
+    """A single digit's result, the size of a worker's (about 400 B of JSON)."""
+    return result_record(path, batch, code="7", digits="7", confidence=0.998704, review=False, confidences=[0.998704],
+                         probabilities=[[0.0, 1e-06, 0.000123, 2.3e-05, 0.0, 0.0, 0.0, 0.998704, 0.000234, 0.001012]],
+                         boxes=[[3, 2, 25, 26]], model_version="20261202-185054-best-9cd7ddc5",
+                         model_sha256="9" * 64, worker="host.1234.ab12cd")
+
+
 def batch_records(batch: int) -> list[Record]:
-    """A batch of single-digit results, each the size of a worker's (about 400 B of JSON)."""
-    return [result_record(f"d{batch:05d}/{index:06d}.png", batch, code="7", digits="7", confidence=0.998704,
-                          review=False, confidences=[0.998704],
-                          probabilities=[[0.0, 1e-06, 0.000123, 2.3e-05, 0.0, 0.0, 0.0, 0.998704, 0.000234, 0.001012]],
-                          boxes=[[3, 2, 25, 26]], model_version="20261202-185054-best-9cd7ddc5",
-                          model_sha256="9" * 64, worker="host.1234.ab12cd")
-            for index in range(SIZE)]
+    return [worker_record(f"d{batch:05d}/{index:06d}.png", batch) for index in range(SIZE)]
 
 
 def cpu_per_result(store: Store, batches: int, fields_a_batch: int = SIZE) -> float:
