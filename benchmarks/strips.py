@@ -25,6 +25,7 @@ from benchmarks.postal import SEED_VALIDATION, error_curve
 from digits.arrays import Floats
 from digits.defaults import REVIEW_THRESHOLD
 from digits.images import ImageError, decode
+from digits.ink import clean
 from digits.network import Recogniser, load_model_dir
 from digits.pattern import Pattern, parse_pattern
 from digits.reading import lattice_of, read
@@ -82,7 +83,7 @@ def readings(grey: Floats, strips: StripReader, model: Recogniser, expect: Patte
     found: dict[str, tuple[str | None, float]] = {}
     started = time.perf_counter()
     try:
-        strip = strip_of(grey)
+        strip = strip_of(clean(grey))
         cleaned = time.perf_counter()
         seconds["ink"] += cleaned - started
         reading = read_strip(strip, strips, REVIEW_THRESHOLD, expect)

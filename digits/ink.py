@@ -89,8 +89,10 @@ def halo(piece: Piece) -> Piece:
 
 @dataclass(frozen=True)
 class Cleaned:
-    """A crop's ink, cleaned: what cutting (digits.segment) and the strip (digits.strip) start from."""
+    """A crop's ink, cleaned: what cutting (digits.segment) and the strip (digits.strip) start from,
+    so that a crop read both ways (digits.sweep.read_crop) is cleaned once."""
 
+    shape: tuple[int, int]  # the crop's (rows, columns), before working size
     ink: Floats  # bright ink on zero paper, at working size
     scale: float  # working size over the image's size
     binary: Mask  # the ink binarised, lines removed
@@ -110,7 +112,7 @@ def clean(grey: Floats) -> Cleaned:
     if len(pieces) > MAX_PIECES:
         raise ImageError(f"no code found: {len(pieces)} separate pieces of ink, over the limit of {MAX_PIECES} "
                          f"(noise, or a page rather than a crop)")
-    return Cleaned(ink, scale, binary, pieces)
+    return Cleaned((grey.shape[0], grey.shape[1]), ink, scale, binary, pieces)
 
 
 def read_ink(grey: Floats) -> tuple[Floats, float]:

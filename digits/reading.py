@@ -37,6 +37,7 @@ import numpy.typing as npt
 
 from digits.arrays import Box, Floats
 from digits.images import ImageError, View, normalise_many, viewed
+from digits.ink import clean
 from digits.network import Recogniser
 from digits.pattern import Pattern
 from digits.segment import Lattice, lattice
@@ -96,13 +97,18 @@ def lattices_of(greys: list[Floats], expect: Pattern | None = None) -> list[Latt
             singles.setdefault(grey.shape, []).append(index)
             continue
         try:
-            found[index] = lattice(grey, find_hyphens=expect is None or expect.hyphenated)
+            found[index] = lattice(clean(grey), find_hyphens=finds_hyphens(expect))
         except ImageError as exc:
             found[index] = exc
     for indices in singles.values():
         for index, normalised in zip(indices, normalise_many(np.stack([greys[i] for i in indices])), strict=True):
             found[index] = normalised if isinstance(normalised, ImageError) else single_lattice(*normalised)
     return [found[index] for index in range(len(greys))]
+
+
+def finds_hyphens(expect: Pattern | None) -> bool:
+    """Whether cutting sets flat mid-band blobs aside as hyphens: not for a hint without one."""
+    return expect is None or expect.hyphenated
 
 
 def single_lattice(field: Floats, box: Box) -> Lattice:

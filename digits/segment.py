@@ -28,8 +28,8 @@ from scipy import ndimage
 from digits.arrays import Box, Floats, Mask
 from digits.images import FIELD, ImageError, centre_many, fit_box
 from digits.ink import (
+    Cleaned,
     Piece,
-    clean,
     halo,
     is_hyphen,
     is_optional,
@@ -76,18 +76,17 @@ class Cut:
     optional: frozenset[int]  # primitives that reading may leave out as noise
 
 
-def cut(grey: Floats) -> Cut:
+def cut(cleaned: Cleaned) -> Cut:
     """The first of a crop's cuts (`cuts`): the one the default model's candidate digits were
     trained on (trainer.crops)."""
-    return cuts(grey)[0]
+    return cuts(cleaned)[0]
 
 
-def cuts(grey: Floats, find_hyphens: bool = True) -> list[Cut]:
-    """Binarise and clean a crop (greyscale in [0, 1], any polarity) and cut its ink into
-    primitives, in one or two ways (`seams`); blank crops raise ImageError. `find_hyphens=False`
-    (a format known to have none) keeps every flat mid-band blob as ink: a digit's loose stroke
-    then stays with its digit instead of being set aside as a separator."""
-    cleaned = clean(grey)
+def cuts(cleaned: Cleaned, find_hyphens: bool = True) -> list[Cut]:
+    """Cut a crop's cleaned ink (digits.ink.clean) into primitives, in one or two ways (`seams`);
+    ImageError if it holds no digits. `find_hyphens=False` (a format known to have none) keeps
+    every flat mid-band blob as ink: a digit's loose stroke then stays with its digit instead of
+    being set aside as a separator."""
     ink, scale, binary, pieces = cleaned.ink, cleaned.scale, cleaned.binary, cleaned.pieces
     tallest = max(p.height for p in pieces)
     band_top = min(p.box[1] for p in pieces if p.height >= 0.5 * tallest)
@@ -128,11 +127,11 @@ def cut_pieces(labels: npt.NDArray[np.intp], ink: Floats, scale: float, size: fl
     return Cut(ink, scale, size, [part for part, _ in parts], hyphens, optional)
 
 
-def lattice(grey: Floats, find_hyphens: bool = True) -> Lattice:
+def lattice(cleaned: Cleaned, find_hyphens: bool = True) -> Lattice:
     """The candidate digits of a crop, normalised, with their boxes in the image's pixels: those
     of each of its cuts (`cuts`), one after the other (`Lattice.starts`); a candidate two cuts
     share is normalised once."""
-    found_cuts = cuts(grey, find_hyphens)
+    found_cuts = cuts(cleaned, find_hyphens)
     shared = found_cuts[0]  # the cuts differ only in their primitives: same ink, scale, size, hyphens
     spans: list[tuple[int, int]] = []
     merged: list[Piece] = []
@@ -149,7 +148,7 @@ def lattice(grey: Floats, find_hyphens: bool = True) -> Lattice:
         merged += found_merged
         optional |= {total + index for index in found.optional}
         total += len(found.primitives)
-    boxes = [original_box(piece.box, shared.scale, grey.shape) for piece in merged]
+    boxes = [original_box(piece.box, shared.scale, cleaned.shape) for piece in merged]
     centres = [((h.box[0] + h.box[2]) / 2) / shared.scale for h in shared.hyphens]
     widths = np.array([piece.width / shared.size for piece in merged], dtype=np.float32)
     heights = np.array([piece.height / shared.size for piece in merged], dtype=np.float32)

@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from digits.arrays import Floats
 from digits.images import ImageError
-from digits.ink import clean
+from digits.ink import Cleaned
 
 STRIP_HEIGHT = 28  # pixels: the reading network's input height
 INK_HEIGHT = 20  # the ink's height within it, centred
@@ -41,10 +41,8 @@ class Strip:
         return self.left + (column - MARGIN) * self.step
 
 
-def strip_of(grey: Floats) -> Strip:
-    """The crop's ink (greyscale in [0, 1], any polarity) as a strip; ImageError for a blank crop
-    or one too long to be a code."""
-    cleaned = clean(grey)
+def strip_of(cleaned: Cleaned) -> Strip:
+    """A crop's cleaned ink (digits.ink.clean) as a strip; ImageError for one too long to be a code."""
     ink, scale = cleaned.ink, cleaned.scale
     kept = np.zeros(ink.shape, dtype=bool)
     for piece in cleaned.pieces:

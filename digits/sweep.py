@@ -24,10 +24,12 @@ import numpy.typing as npt
 
 from digits.arrays import Box, Floats
 from digits.images import ImageError
+from digits.ink import clean
 from digits.manifest import Layer, parse_manifest, strip_layer_specs
 from digits.network import Recogniser, Step, chain, run
 from digits.pattern import Pattern
-from digits.reading import Reading, lattice_of, place_separators, read
+from digits.reading import Reading, finds_hyphens, place_separators, read
+from digits.segment import lattice
 from digits.strip import INK_HEIGHT, MARGIN, MAX_ASPECT, STRIP_HEIGHT, Strip, strip_of
 from digits.theta import ThetaError, parse_theta, read_files
 
@@ -201,11 +203,12 @@ def read_crop(grey: Floats, reader: StripReader, model: Recogniser, review_thres
     the two readings is kept and its confidence cut by DISAGREED: two readers that work
     differently rarely make the same mistake, so a disagreement is the surest sign of an error
     (docs/postal.md)."""
-    reading = read_strip(strip_of(grey), reader, review_threshold, expect)
+    cleaned = clean(grey)  # once for both readers: most of a strip reading's time (docs/benchmarks.md)
+    reading = read_strip(strip_of(cleaned), reader, review_threshold, expect)
     if reading.confidence >= CHECK_BELOW:
         return reading
     try:
-        second: Reading | None = read([lattice_of(grey, expect)], model, review_threshold, expect)[0]
+        second: Reading | None = read([lattice(cleaned, finds_hyphens(expect))], model, review_threshold, expect)[0]
     except ImageError:
         second = None
     if second is not None and second.code == reading.code:

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from digits.images import ImageError, decode
-from digits.ink import Piece
+from digits.ink import Piece, clean
 from digits.pattern import Pattern, parse_pattern
 from digits.reading import Reading, lattice_of, lattices_of, read
 from digits.registry import DEFAULT_MODEL_DIR
@@ -117,7 +117,7 @@ def test_a_hint_without_a_hyphen_keeps_a_flat_blob_as_ink() -> None:
         ring(grey, (48, x), 22, 6)
     grey[45:52, 155:185] = 0.1  # the blob, between the second and third rings
     blob = (155, 45, 185, 52)
-    assert lattice(grey).hyphens == [170.0]
+    assert lattice(clean(grey)).hyphens == [170.0]
     assert lattice_of(grey, parse_pattern("#-##")).hyphens == [170.0]  # the hint has one
     for hint in ("3", "###", "# ##"):
         lat = lattice_of(grey, parse_pattern(hint))
@@ -203,7 +203,7 @@ def test_touching_digits_are_cut_where_they_touch_and_separate_ones_are_not() ->
     first, second = ring(grey, (48, 40), 22, 6), ring(grey, (48, 84), 22, 6)
     lone = ring(grey, (48, 170), 22, 6)
     grey[25:72, 240:247] = 0.1
-    found = cut(grey)
+    found = cut(clean(grey))
     _, merged = candidates(found)
 
     def share(piece: Piece, drawn: npt.NDArray[np.bool_]) -> float:
@@ -222,7 +222,7 @@ def test_a_candidate_knows_the_paper_inside_it() -> None:
     grey = np.full((96, 300), 0.92, np.float32)
     ring(grey, (48, 60), 22, 6)
     ring(grey, (48, 118), 22, 6)  # ink in columns 36-84 and 94-142
-    lat = lattice(grey)
+    lat = lattice(clean(grey))
     assert lat.gaps is not None and len(lat.gaps) == len(lat.spans)
     across = [gap for (left, _, right, _), gap in zip(lat.boxes, lat.gaps, strict=True) if left < 85 and right > 94]
     within = [gap for (left, _, right, _), gap in zip(lat.boxes, lat.gaps, strict=True) if right <= 86 or left >= 93]
@@ -238,7 +238,7 @@ def test_slanted_touching_digits_get_a_second_cut_and_the_lattice_holds_both(mni
     counts = []
     for crop in batch:
         grey = decode(png_bytes(crop))
-        found, lat = cuts(grey), lattice(grey)
+        found, lat = cuts(clean(grey)), lattice(clean(grey))
         counts.append(len(found))
         assert len(lat.starts) == len(found) and lat.starts[0] == 0
         assert lat.primitives == sum(len(f.primitives) for f in found)
@@ -255,5 +255,5 @@ def test_noise_crops_are_refused_before_the_costly_work() -> None:
     salt = np.where(np.random.default_rng(0).random((100, 300)) < 0.05, 0.0, 1.0).astype(np.float32)
     started = time.perf_counter()
     with pytest.raises(ImageError, match=r"1081 separate pieces of ink, over the limit of 120"):
-        lattice(salt)
+        lattice(clean(salt))
     assert time.perf_counter() - started < 5

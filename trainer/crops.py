@@ -25,6 +25,7 @@ from PIL import Image
 
 from digits.arrays import Bytes, Mask
 from digits.images import decode
+from digits.ink import clean
 from digits.segment import Cut, candidates, cut, fields
 from trainer.synth import FORMATS, Crop, make_crop, png_bytes
 
@@ -87,7 +88,7 @@ def judge(shared: npt.NDArray[np.float64], area: float, digit_ink: npt.NDArray[n
 
 def label_crop(crop: Crop) -> Candidates:
     """The reader's candidates for one crop, each labelled by whose ink it holds."""
-    found = cut(decode(png_bytes(crop)))
+    found = cut(clean(decode(png_bytes(crop))))
     masks = digit_masks(crop, found)
     owned = np.zeros((len(found.primitives), len(masks)))  # primitive x digit: shared pixels
     for p, primitive in enumerate(found.primitives):

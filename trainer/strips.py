@@ -23,6 +23,7 @@ import numpy.typing as npt
 
 from digits.arrays import Bytes
 from digits.images import ImageError
+from digits.ink import clean
 from digits.manifest import Layer
 from digits.strip import STRIP_HEIGHT, strip_of
 from digits.sweep import ALPHABET, BLANK, best_path
@@ -80,7 +81,7 @@ def strip_task(task: tuple[Bytes, Bytes, int, int, tuple[str, ...]]) -> Strips:
         crop = make_crop(rng, images, labels, formats[int(rng.integers(len(formats)))],
                          inverted=bool(rng.random() < INVERTED_SHARE))
         try:
-            pixels = strip_of(crop.image.astype(np.float32) / 255.0).pixels
+            pixels = strip_of(clean(crop.image.astype(np.float32) / 255.0)).pixels
         except ImageError:
             continue
         found.append((np.round(pixels * 255.0).astype(np.uint8), crop.code))
