@@ -30,10 +30,20 @@ from digits.network import Recogniser, load_model_dir
 from digits.pattern import Pattern, parse_pattern
 from digits.reading import lattice_of, read
 from digits.strip import strip_of
-from digits.sweep import StripReader, load_strip_reader_dir, read_crop, read_strip
+from digits.sweep import (
+    BLANK,
+    HYPHEN,
+    StripReader,
+    best_path,
+    labelling_probability,
+    load_strip_reader_dir,
+    read_crop,
+    read_strip,
+)
 from trainer.synth import generate, png_bytes
 
 SHARES = (0.10, 0.20, 0.30, 0.40, 0.50, 0.58)
+MEASURES = ("peaks", "best path", "labelling", "peaks x surest blank")  # ways to rank the strip reader's codes
 
 
 def main() -> None:
@@ -51,20 +61,23 @@ def main() -> None:
     _, _, images, labels = load().split()
     crops = generate(args.crops, images, labels, formats=("5",), seed=SEED_VALIDATION)
     codes: dict[str, list[str | None]] = {"strip": [], "cut": [], "workers": []}
-    sure: dict[str, list[float]] = {"strip": [], "cut": [], "workers": []}
+    sure: dict[str, list[float]] = {"strip": [], "cut": [], "workers": [], **{m: [] for m in MEASURES}}
     seconds = {"ink": 0.0, "strip network": 0.0, "cutting": 0.0}
     for crop in crops:
         grey = decode(png_bytes(crop))
         for name, reading in readings(grey, strips, model, expect, seconds).items():
             codes[name].append(reading[0])
             sure[name].append(reading[1])
+        for name, value in measures(grey, strips, expect).items():
+            sure[name].append(value)
     truth = [crop.code for crop in crops]
     right = {name: np.array([c == t for c, t in zip(found, truth, strict=True)]) for name, found in codes.items()}
     agree = np.array([a is not None and a == b for a, b in zip(codes["strip"], codes["cut"], strict=True)])
     ranked = {"strip reader alone": (right["strip"], np.array(sure["strip"])),
               "cutting alone": (right["cut"], np.array(sure["cut"])),
               "as workers read (read_crop)": (right["workers"], np.array(sure["workers"])),
-              "both ways always, disagreements first": (right["strip"], np.array(sure["strip"]) + 10 * agree)}
+              "both ways always, disagreements first": (right["strip"], np.array(sure["strip"]) + 10 * agree),
+              **{f"strip reader alone, ranked by {m}": (right["strip"], np.array(sure[m])) for m in MEASURES}}
     print(f"machine: {machine()}")
     print(f"model: {args.model}; {len(crops)} 5-digit crops of validation digits"
           f"{f', --expect {args.expect}' if args.expect else ''}\n")
@@ -104,6 +117,26 @@ def readings(grey: Floats, strips: StripReader, model: Recogniser, expect: Patte
     except ImageError:
         found["workers"] = (None, -1.0)
     return found
+
+
+def measures(grey: Floats, strips: StripReader, expect: Pattern | None) -> dict[str, float]:
+    """Ways to rank the strip reader's codes by how sure it is, each a log-probability: the
+    product of the digits' peaks (as read_strip), of every frame on the best path (blanks too: a
+    doubtful blank is a digit perhaps missed), the labelling's probability summed over all its
+    alignments (CTC's forward pass), and the peaks times the least sure blank."""
+    try:
+        log_probabilities = strips.frames(strip_of(clean(grey)).pixels).log_probabilities
+    except ImageError:
+        return {m: -np.inf for m in MEASURES}
+    symbols = best_path(log_probabilities, expect.digits if expect else None)
+    if not symbols:
+        return {m: -np.inf for m in MEASURES}
+    frames = log_probabilities.astype(np.float64)
+    peaks = float(sum(frames[t, s] for s, t in symbols if s != HYPHEN))
+    blanks = frames[frames.argmax(axis=1) == BLANK, BLANK]
+    return {"peaks": peaks, "best path": float(frames.max(axis=1).sum()) if expect is None else peaks,
+            "labelling": float(np.log(max(labelling_probability(log_probabilities, [s for s, _ in symbols]), 1e-300))),
+            "peaks x surest blank": peaks + float(blanks.min() if len(blanks) else 0.0)}
 
 
 if __name__ == "__main__":
