@@ -8,7 +8,7 @@ classification): the network learns where each symbol is from the code alone, so
 a cut. Strips are batched by width (each batch padded to its widest with blank columns, as a
 strip's margin is), which keeps a batch's padding small. With `distort`, each batch is bent
 afresh every epoch (distort_strips): the reader then no longer learns its 200,000 strips by heart
-(training loss 0.40 after 8 epochs instead of 0.008), but it read no more validation codes
+(training loss 0.39 after 8 epochs instead of 0.008), but it read no more validation codes
 (93.9% against 94.2%) in 1.6 times the training time, so the recipe leaves it off
 (docs/training.md).
 """
