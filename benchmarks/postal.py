@@ -161,7 +161,7 @@ def plot(results: list[Scored], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(6, 4))
+    figure, axes = plt.subplots(figsize=(7, 4 + 0.2 * len(results)))  # the legend goes under the axes
     for result in results:
         rejects, errors = result.curve
         axes.plot(100 * rejects, 100 * errors, label=f"{result.name} ({result.crops} crops)")
@@ -172,10 +172,9 @@ def plot(results: list[Scored], path: Path, title: str) -> None:
     axes.set_title(title, fontsize=9)
     axes.set_ylim(bottom=0)
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.15))  # long model names: never over the curves
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(figure)
 
 
