@@ -43,6 +43,7 @@ NOMINAL_WIDTH = INK_HEIGHT + 2 * MARGIN  # a one-digit strip: the narrowest a re
 WIDEST = round(MAX_ASPECT * INK_HEIGHT) + 2 * MARGIN  # the widest strip digits.strip makes
 CHECK_BELOW = 0.99  # a code read less surely than this (a third of them) is read by cutting too ...
 DISAGREED = 0.01  # ... and its confidence multiplied by this where the two readings differ
+INKED = 0.05  # a strip column with ink at least this strong (of the strongest) holds part of a digit
 MAX_MACS_PER_COLUMN = 2_000_000  # multiply-adds per column of the widest strip (the trained reader: 0.33 M)
 
 
@@ -242,11 +243,19 @@ def read_crop(grey: Floats, reader: StripReader, model: Recogniser, review_thres
 
 
 def digit_boxes(centres: list[float], strip: Strip) -> list[Box]:
-    """Each digit's box in the crop: from halfway to its left neighbour to halfway to its right
-    one (half a digit's usual width at the ends), the ink's rows top to bottom."""
+    """Each digit's box in the crop: its ink's columns between halfway to its left neighbour and
+    halfway to its right one (half a digit's usual width at the ends; the whole slot where it has
+    no ink), the ink's rows top to bottom. Boxes tight to the ink keep the blank columns between
+    digits, by which place_separators finds a ZIP+4's space."""
     if not centres:
         return []
     half = 0.35 * (strip.bottom - strip.top)
     edges = [centres[0] - half, *((a + b) / 2 for a, b in pairwise(centres)), centres[-1] + half]
-    return [(max(0, round(edges[i])), strip.top, max(round(edges[i]) + 1, round(edges[i + 1])), strip.bottom)
-            for i in range(len(centres))]
+    inked = np.flatnonzero(strip.pixels.max(axis=0) > INKED)
+    starts = strip.left + (inked - MARGIN) * strip.step  # where each inked strip column starts in the crop
+    boxes: list[Box] = []
+    for low, high in pairwise(edges):
+        inside = starts[(starts >= low) & (starts < high)]
+        left, right = (float(inside[0]), float(inside[-1]) + strip.step) if len(inside) else (low, high)
+        boxes.append((max(0, round(left)), strip.top, max(round(left) + 1, round(right)), strip.bottom))
+    return boxes

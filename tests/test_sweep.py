@@ -221,6 +221,24 @@ def test_a_reading_puts_each_digit_where_its_frame_is(monkeypatch: pytest.Monkey
     assert read_strip(strip, reader, 0.1).review is False
 
 
+def test_a_zip4_written_with_a_space_is_read_with_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Digits' boxes hold to their ink, so the blank columns after a ZIP+4's fifth digit make its
+    space, as in cutting; evenly spaced digits get none."""
+    reader = load_strip_reader({**SEED_PAIR, **random_strips()}, {"strip_layers": STRIP_LAYERS}, "v")
+    assert reader is not None
+    for path, code in (("_1_2_3_4_5___6_7_8_9_", "12345 6789"), ("_1_2_3_4_5_6_7_8_9_", "123456789")):
+        centres = 13.5 + 4.0 * np.arange(len(path), dtype=np.float64)
+        monkeypatch.setattr(reader, "frames", lambda _pixels, p=path, c=centres: Frames(frames(p), c))
+        pixels = np.zeros((STRIP_HEIGHT, 4 * len(path) + 24), np.float32)
+        for t, symbol in enumerate(path):
+            if symbol != "_":
+                pixels[4:24, round(centres[t]) - 1:round(centres[t]) + 2] = 1.0  # a stroke 3 columns wide
+        strip = Strip(pixels, left=100.0, step=2.0, top=10, bottom=50)
+        reading = read_strip(strip, reader, review_threshold=0.9)
+        assert reading.code == code
+        assert all(box[2] - box[0] <= 8 for box in reading.boxes)  # 3 strip columns of ink, 2 crop columns each
+
+
 def test_a_strip_reader_costlier_than_the_limit_is_refused_before_any_crop() -> None:
     layers = [{"op": "conv", "file": "s1.csv", "kernel": 7, "stride": 1, "padding": "same", "activation": "relu"},
               {"op": "conv", "file": "s2.csv", "kernel": 7, "stride": 1, "padding": "same", "activation": "relu"},
