@@ -29,7 +29,7 @@ from digits.ink import clean
 from digits.network import Recogniser, load_model_dir
 from digits.pattern import Pattern, parse_pattern
 from digits.reading import lattice_of, read
-from digits.strip import strip_of
+from digits.strip import Strip, strip_of
 from digits.sweep import (
     BLANK,
     HYPHEN,
@@ -65,10 +65,11 @@ def main() -> None:
     seconds = {"ink": 0.0, "strip network": 0.0, "cutting": 0.0}
     for crop in crops:
         grey = decode(png_bytes(crop))
-        for name, reading in readings(grey, strips, model, expect, seconds).items():
+        found, strip = readings(grey, strips, model, expect, seconds)
+        for name, reading in found.items():
             codes[name].append(reading[0])
             sure[name].append(reading[1])
-        for name, value in measures(grey, strips, expect).items():
+        for name, value in measures(strip, strips, expect).items():
             sure[name].append(value)
     truth = [crop.code for crop in crops]
     right = {name: np.array([c == t for c, t in zip(found, truth, strict=True)]) for name, found in codes.items()}
@@ -90,10 +91,11 @@ def main() -> None:
 
 
 def readings(grey: Floats, strips: StripReader, model: Recogniser, expect: Pattern | None,
-             seconds: dict[str, float]) -> dict[str, tuple[str | None, float]]:
+             seconds: dict[str, float]) -> tuple[dict[str, tuple[str | None, float]], Strip | None]:
     """One crop's code and confidence read each way (None, -1 where it raises ImageError), timing
-    the ink cleaning, the strip network and cutting apart."""
+    the ink cleaning, the strip network and cutting apart; and its strip (None if it has none)."""
     found: dict[str, tuple[str | None, float]] = {}
+    strip: Strip | None = None
     started = time.perf_counter()
     try:
         strip = strip_of(clean(grey))
@@ -116,18 +118,18 @@ def readings(grey: Floats, strips: StripReader, model: Recogniser, expect: Patte
         found["workers"] = (served.code, served.confidence)
     except ImageError:
         found["workers"] = (None, -1.0)
-    return found
+    return found, strip
 
 
-def measures(grey: Floats, strips: StripReader, expect: Pattern | None) -> dict[str, float]:
+def measures(strip: Strip | None, strips: StripReader, expect: Pattern | None) -> dict[str, float]:
     """Ways to rank the strip reader's codes by how sure it is, each a log-probability: the
-    product of the digits' peaks (as read_strip), of every frame on the best path (blanks too: a
-    doubtful blank is a digit perhaps missed), the labelling's probability summed over all its
-    alignments (CTC's forward pass), and the peaks times the least sure blank."""
-    try:
-        log_probabilities = strips.frames(strip_of(clean(grey)).pixels).log_probabilities
-    except ImageError:
+    product of the digits' peaks (read_strip's confidence before 2026-12-07), of every frame on
+    the best path (blanks too: a doubtful blank is a digit perhaps missed), the code's
+    probability summed over all its alignments (read_strip's now), and the peaks times the
+    least sure blank."""
+    if strip is None:
         return {m: -np.inf for m in MEASURES}
+    log_probabilities = strips.frames(strip.pixels).log_probabilities
     symbols = best_path(log_probabilities, expect.digits if expect else None)
     if not symbols:
         return {m: -np.inf for m in MEASURES}

@@ -142,7 +142,7 @@ def paper_level(ink: Floats) -> Floats:
 
 def otsu(values: Floats) -> float:
     """The threshold that best separates two classes of values in [0, 1], over 128 levels."""
-    levels = 128  # np.histogram's bins over [0, 1], counted by bincount: the same counts in a seventh of the time
+    levels = 128  # np.histogram's bins over [0, 1], counted by bincount: the same counts in a third of the time
     edges = np.linspace(0.0, 1.0, levels + 1)
     counts = np.bincount(np.minimum((values * levels).astype(np.intp), levels - 1), minlength=levels)
     weights = counts.astype(np.float64)

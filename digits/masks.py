@@ -1,8 +1,9 @@
 """Growing and shrinking a binary mask by a pixel, by array shifts.
 
 scipy.ndimage's binary_dilation and binary_erosion give the same masks, but their set-up costs
-more than the work on masks the size of a crop or a digit: 0.76 ms against 0.09 to grow a
-crop's ink by two pixels, and a reading grows every piece of every cut (docs/benchmarks.md).
+more than the work on masks the size of a crop or a digit: 0.35 ms against 0.04 to grow a
+crop's ink by two pixels, and a reading grows every piece of every cut (`python -m
+benchmarks.masks`, docs/benchmarks.md).
 """
 
 from __future__ import annotations

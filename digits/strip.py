@@ -11,8 +11,10 @@ strips of generated crops (trainer.strips) and reads a strip in one pass (digits
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image
 
 from digits.arrays import Floats
@@ -23,6 +25,7 @@ from digits.masks import grow
 STRIP_HEIGHT = 28  # pixels: the reading network's input height
 INK_HEIGHT = 20  # the ink's height within it, centred
 MARGIN = 12  # blank columns on either side: the network's window reaches this far past the ink
+Columns = TypeVar("Columns", float, npt.NDArray[np.float64])  # a strip column, or an array of them
 MAX_ASPECT = 24.0  # a strip's ink at most this many times wider than tall (a 10-digit ZIP+4 is ~10)
 
 
@@ -36,8 +39,8 @@ class Strip:
     top: int  # the ink's rows in the crop, bottom exclusive
     bottom: int
 
-    def crop_column(self, column: float) -> float:
-        """Where a strip column lies in the crop."""
+    def crop_column(self, column: Columns) -> Columns:
+        """Where a strip column (or an array of them) lies in the crop."""
         return self.left + (column - MARGIN) * self.step
 
 

@@ -252,7 +252,7 @@ def digit_boxes(centres: list[float], strip: Strip) -> list[Box]:
     half = 0.35 * (strip.bottom - strip.top)
     edges = [centres[0] - half, *((a + b) / 2 for a, b in pairwise(centres)), centres[-1] + half]
     inked = np.flatnonzero(strip.pixels.max(axis=0) > INKED)
-    starts = strip.left + (inked - MARGIN) * strip.step  # where each inked strip column starts in the crop
+    starts = strip.crop_column(inked.astype(np.float64))  # where each inked strip column starts in the crop
     boxes: list[Box] = []
     for low, high in pairwise(edges):
         inside = starts[(starts >= low) & (starts < high)]
