@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +17,19 @@ import redis
 from digits.network import load_model, load_model_dir
 from digits.registry import DEFAULT_MODEL_DIR, PLOT_FILES, Registry
 from digits.theta import Model, load_dir
-from tests.conftest import ROOT, Digits
+from tests.conftest import Digits
 from trainer import mnist
 
 SAVETXT_LINE = re.compile(r"^-?\d\.\d{18}e[+-]\d{2}(,-?\d\.\d{18}e[+-]\d{2})*$")
 
 
 def trainer(redis_url: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "trainer", *args, "--redis-url", redis_url],
-                          cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+    """`python -m trainer ARGS` in a working directory of its own: a run's default checkpoints
+    (.checkpoints/ there) used to land in the checkout, where two test runs at once trained the
+    same recipe into the same files and one failed (h5py could not create its backup)."""
+    with tempfile.TemporaryDirectory(prefix="trainer-") as cwd:
+        return subprocess.run([sys.executable, "-m", "trainer", *args, "--redis-url", redis_url],
+                              cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def test_mnist_is_the_official_data_and_split(mnist_test: Digits) -> None:
