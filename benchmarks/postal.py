@@ -11,7 +11,8 @@ worker's own code path: PNG bytes -> decode -> lattice_of -> read, a batch of 64
 or, for a model with a strip reader, PNG bytes -> decode -> read_crop, crop by crop.
 "wrong count" is the share of crops read with the wrong number of digits (a failed cut), split
 into too few (a touching pair read as one, a piece left out) and too many; the other wrong
-codes have the right number of digits and at least one of them wrong. Rejecting a share of
+codes have the right number of digits and at least one of them wrong, or only a separator
+wrong (its own column: a ZIP+4's space missed or one written where there is none). Rejecting a share of
 crops means setting aside the least confident ones; the error rate is over the crops kept.
 "review" is the share that the workers' default review threshold flags, with the error rate
 over the crops it lets through. A crop that raises ImageError counts as wrong (too few digits)
@@ -62,6 +63,7 @@ class Scored:
     digits: float  # share of true digits read right, position by position where the lengths agree
     too_few: float  # share of crops read with fewer digits than they hold (or none: an error)
     too_many: float  # share of crops read with more digits than they hold
+    separators: float  # share of crops with every digit right but a separator wrong (a ZIP+4's missed space)
     errors: dict[float, float]  # reject rate -> error rate over the crops kept
     reviewed: float  # share of crops flagged for review at the default review threshold
     review_error: float  # error rate over the crops not flagged
@@ -135,7 +137,7 @@ def error_curve(right: npt.NDArray[np.bool_], confidence: npt.NDArray[np.float64
 def score(name: str, crops: list[Crop], readings: list[Reading | None], seconds: float) -> Scored:
     right = np.array([r is not None and r.code == c.code for r, c in zip(readings, crops, strict=True)])
     confidence = np.array([r.confidence if r is not None else -1.0 for r in readings])
-    digits_right = digits_total = too_few = too_many = 0
+    digits_right = digits_total = too_few = too_many = separators = 0
     for reading, crop in zip(readings, crops, strict=True):
         truth = "".join(c for c in crop.code if c.isdigit())
         read_count = len(reading.digits) if reading is not None else 0
@@ -144,12 +146,13 @@ def score(name: str, crops: list[Crop], readings: list[Reading | None], seconds:
         too_many += read_count > len(truth)
         if reading is not None and read_count == len(truth):
             digits_right += sum(a == b for a, b in zip(reading.digits, truth, strict=True))
+            separators += reading.digits == truth and reading.code != crop.code
     rejects = np.linspace(0.0, 0.3, 61)
     errors = error_curve(right, confidence, np.array(REJECTS))
     reviewed = np.array([r is None or r.review for r in readings])
     review_error = float((~right & ~reviewed).sum() / max(1, (~reviewed).sum()))
     return Scored(name, len(crops), float(right.mean()), digits_right / digits_total,
-                  too_few / len(crops), too_many / len(crops),
+                  too_few / len(crops), too_many / len(crops), separators / len(crops),
                   dict(zip(REJECTS, (float(e) for e in errors), strict=True)), float(reviewed.mean()),
                   review_error, len(crops) / seconds, (rejects, error_curve(right, confidence, rejects)))
 
@@ -179,14 +182,15 @@ def plot(results: list[Scored], path: Path, title: str) -> None:
 
 
 def table(results: list[Scored]) -> str:
-    head = ("| set | crops | whole code | digits | wrong count (too few / too many) | "
+    head = ("| set | crops | whole code | digits | wrong count (too few / too many) | only a separator wrong | "
             + " | ".join(f"error @ {r:.0%} reject" for r in REJECTS))
     lines = [head + f" | review @ {REVIEW_THRESHOLD} (error of the rest) | crops/s (1 core) |",
-             "|" + "---|" * (7 + len(REJECTS))]
+             "|" + "---|" * (8 + len(REJECTS))]
     for r in results:
         errors = " | ".join(f"{100 * r.errors[x]:.2f}%" for x in REJECTS)
         lines.append(f"| {r.name} | {r.crops} | {100 * r.whole:.2f}% | {100 * r.digits:.2f}% "
                      f"| {100 * (r.too_few + r.too_many):.2f}% ({100 * r.too_few:.2f} / {100 * r.too_many:.2f}) "
+                     f"| {100 * r.separators:.2f}% "
                      f"| {errors} | {100 * r.reviewed:.2f}% ({100 * r.review_error:.2f}%) "
                      f"| {r.rate:.1f} |")
     return "\n".join(lines)
