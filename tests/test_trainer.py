@@ -19,6 +19,7 @@ from digits.registry import DEFAULT_MODEL_DIR, PLOT_FILES, Registry
 from digits.theta import Model, load_dir
 from tests.conftest import Digits
 from trainer import mnist
+from trainer.calibrate import TEMPERATURES
 
 SAVETXT_LINE = re.compile(r"^-?\d\.\d{18}e[+-]\d{2}(,-?\d\.\d{18}e[+-]\d{2})*$")
 
@@ -151,6 +152,7 @@ def test_a_short_strips_run_publishes_the_base_digit_model_with_a_strip_reader(
     assert manifest["files"]["theta1.csv"] == base["files"]["theta1.csv"]
     assert manifest["hyperparameters"]["strips"]["crops"] == 64
     assert 0.0 <= manifest["metrics"]["strips"]["validation_whole_codes"] <= 1.0
+    assert manifest["metrics"]["strips"]["temperature"] in TEMPERATURES  # calibrated on the validation strips
     assert Registry(connection).current() == version
     readers = Registry(connection).load(version)
     assert readers.strips is not None and readers.model.architecture == "dense1024-dense10"

@@ -14,7 +14,7 @@ from digits.connection import Group, connect, redis_url_option
 from digits.registry import Registry, RegistryError, build_manifest, write_dir
 from digits.theta import ThetaError
 from trainer.options import version_options
-from trainer.strips_cli import strips
+from trainer.strips_cli import calibrate, strips
 
 if TYPE_CHECKING:
     from trainer.keyed import KeyedSet
@@ -110,6 +110,7 @@ def train(preset: str, steps: int | None, hidden: int | None, learning_rate: flo
 
 
 main.add_command(strips)
+main.add_command(calibrate)
 
 
 def corrections_of(directories: tuple[Path, ...]) -> list[KeyedSet]:

@@ -67,7 +67,8 @@ class TrainedStrips:
     history: dict[str, list[float]]  # per epoch: loss, validation whole codes
     best_epoch: int
     validation_whole: float
-    seconds: float  # generating and training
+    temperature: float  # the last layer's logits divided by this (trainer.calibrate)
+    seconds: float  # generating, training and calibrating
 
 
 def generate_strips(images: Bytes, labels: Bytes, count: int, seed: int, formats: tuple[str, ...] = FORMATS,
@@ -221,7 +222,9 @@ def train_strips(train: Strips, validation: Strips, recipe: StripRecipe,
 
 def fit_strips(train_images: Bytes, train_labels: Bytes, validation_images: Bytes, validation_labels: Bytes,
                recipe: StripRecipe, report: Callable[[str], None] = print) -> TrainedStrips:
-    """Generate the strips, train, and export the reader's layer files (strip1.csv, ...)."""
+    """Generate the strips, train, export the reader's layer files (strip1.csv, ...) and
+    calibrate its confidence on the validation strips (trainer.calibrate)."""
+    from trainer.calibrate import calibrate
     from trainer.train import export_layers
 
     started = time.perf_counter()
@@ -234,5 +237,7 @@ def fit_strips(train_images: Bytes, train_labels: Bytes, validation_images: Byte
     files, layers = export_layers(net)
     renamed = {name: f"strip{number}.csv" for number, name in enumerate(files, start=1)}
     layers = [replace(layer, file=renamed[layer.file]) if layer.file else layer for layer in layers]
-    return TrainedStrips({renamed[name]: data for name, data in files.items()}, layers, history, best_epoch,
-                         history["validation_whole"][best_epoch - 1], time.perf_counter() - started)
+    calibrated, temperature, _ = calibrate({renamed[name]: data for name, data in files.items()}, layers, validation)
+    report(f"temperature {temperature}: the last layer's logits divided by it")
+    return TrainedStrips(calibrated, layers, history, best_epoch, history["validation_whole"][best_epoch - 1],
+                         temperature, time.perf_counter() - started)

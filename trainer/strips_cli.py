@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +40,6 @@ def strips(base: Path | None, crops: int | None, epochs: int | None, learning_ra
     from digits.manifest import parse_manifest
     from digits.network import load_model
     from digits.registry import DEFAULT_MODEL_DIR
-    from digits.sweep import load_strip_reader
     from digits.theta import read_files
     from trainer import mnist
     from trainer.strips import StripRecipe, fit_strips
@@ -71,6 +71,7 @@ def strips(base: Path | None, crops: int | None, epochs: int | None, learning_ra
                               metrics={**base_manifest.get("metrics", {}), "strips": {
                                   "validation_whole_codes": trained.validation_whole,
                                   "best_epoch": trained.best_epoch,
+                                  "temperature": trained.temperature,
                                   "train_seconds": round(trained.seconds, 1),
                                   "history": trained.history}})
     for field in ("layers", "hidden"):
@@ -78,10 +79,19 @@ def strips(base: Path | None, crops: int | None, epochs: int | None, learning_ra
             manifest[field] = base_manifest[field]
     manifest["strip_layers"] = [layer.as_json() for layer in trained.layers]
     manifest["base_version"] = base_manifest["version"]
-    load_strip_reader(files, manifest, "trained")  # the exported files load as they will in a worker
-    plots = {name: (base / name).read_bytes() for name in PLOT_FILES if (base / name).is_file()}
     click.echo(f"validation codes read whole {trained.validation_whole:.2%} (epoch {trained.best_epoch}), "
                f"{trained.seconds:.0f} s", err=True)
+    release(files, manifest, base, out, registry, promote)
+
+
+def release(files: dict[str, bytes], manifest: dict[str, Any], plots_from: Path, out: Path | None,
+            registry: Registry | None, promote: bool) -> None:
+    """Check that a strip version's files load as they will in a worker, then write it to --out
+    and publish it; print its version id."""
+    from digits.sweep import load_strip_reader
+
+    load_strip_reader(files, manifest, manifest["version"])
+    plots = {name: (plots_from / name).read_bytes() for name in PLOT_FILES if (plots_from / name).is_file()}
     if out is not None:
         write_dir(out, files, manifest, plots)
         click.echo(f"wrote {out}", err=True)
@@ -89,6 +99,48 @@ def strips(base: Path | None, crops: int | None, epochs: int | None, learning_ra
         version = registry.publish(files, manifest, promote=promote, plots=plots)
         click.echo(f"published {version}" + (" (current)" if promote else ""), err=True)
     click.echo(manifest["version"])
+
+
+@click.command()
+@click.argument("model", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@version_options
+def calibrate(model: Path, mnist_dir: Path | None, out: Path | None, publish: bool, promote: bool,
+              redis_url: str) -> None:
+    """Calibrate the strip reader of version directory MODEL (trained before strips were
+    calibrated, or a calibrated one again: its temperature is then about 1) on the crops of MNIST
+    validation digits its training chose the epoch on, and publish it as a new version."""
+    from digits.manifest import parse_manifest, strip_layer_specs
+    from digits.network import load_model
+    from digits.theta import read_files
+    from trainer import mnist
+    from trainer.calibrate import calibrate as calibrated
+    from trainer.strips import generate_strips
+
+    where = str(model / "manifest.json")
+    manifest = parse_manifest((model / "manifest.json").read_bytes(), where)
+    if "strip_layers" not in manifest:
+        raise click.UsageError(f"{where}: the version has no strip reader (no strip_layers)")
+    layers = strip_layer_specs(manifest["strip_layers"], where)
+    files = read_files(model, [*model_files(manifest), *(layer.file for layer in layers if layer.file)])
+    registry = Registry(connect(redis_url)) if publish else None
+    if registry is not None:
+        registry.redis.ping()
+    recipe = manifest.get("hyperparameters", {}).get("strips", {})
+    _, _, validation_images, validation_labels = mnist.load(mnist_dir).split()
+    validation = generate_strips(validation_images, validation_labels, int(recipe.get("validation_crops", 1000)),
+                                 int(recipe.get("seed", 0)) + 1, formats=("5",), workers=os.cpu_count() or 1)
+    files, temperature, _ = calibrated(files, layers, validation)
+    click.echo(f"temperature {temperature}: the last strip layer's logits divided by it", err=True)
+    metrics = manifest.get("metrics", {})
+    strips_metrics = {**metrics.get("strips", {}),
+                      "temperature": round(float(metrics.get("strips", {}).get("temperature", 1.0)) * temperature, 4)}
+    new = build_manifest(files, load_model(files, manifest, where), layers=None, preset=str(manifest.get("preset")),
+                         hyperparameters=manifest.get("hyperparameters", {}),
+                         metrics={**metrics, "strips": strips_metrics})
+    for field in ("layers", "hidden", "strip_layers", "base_version"):
+        if field in manifest:
+            new[field] = manifest[field]
+    release(files, new, model, out, registry, promote)
 
 
 def strip_hyperparameters(recipe: StripRecipe) -> dict[str, Any]:
