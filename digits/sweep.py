@@ -11,8 +11,9 @@ exactly the expected count of digits (a Viterbi search over frames, counts and s
 A digit's probabilities are those of the frame where its symbol peaks. The code's confidence is
 the probability of its symbols summed over every alignment of them to the frames (CTC's forward
 pass): a digit the best path dropped or merged leaves its trace in the frames around it, which
-the product of the digits' peaks (the confidence before 2026-12-07) never saw. On validation
-crops it halved the error among the codes kept at 20-50% set aside (docs/benchmarks.md).
+the product of the digits' peaks never saw. On validation crops it halved the error among the
+codes kept at 20-50% set aside, and with a hint it ranks codes at least as well as the peaks
+once the reader is calibrated (trainer.calibrate; docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ BLANK = len(ALPHABET)
 HYPHEN = ALPHABET.index("-")
 NOMINAL_WIDTH = INK_HEIGHT + 2 * MARGIN  # a one-digit strip: the narrowest a reader must take
 WIDEST = round(MAX_ASPECT * INK_HEIGHT) + 2 * MARGIN  # the widest strip digits.strip makes
-CHECK_BELOW = 0.99  # a code read less surely than this (a third of them) is read by cutting too ...
+CHECK_BELOW = 0.95  # a code read less surely than this (a third, calibrated) is read by cutting too ...
 DISAGREED = 0.01  # ... and its confidence multiplied by this where the two readings differ
 INKED = 0.05  # a strip column with ink at least this strong (of the strongest) holds part of a digit
 MAX_MACS_PER_COLUMN = 2_000_000  # multiply-adds per column of the widest strip (the trained reader: 0.33 M)
@@ -219,15 +220,15 @@ def labelling_probability(log_probabilities: Floats, labels: list[int]) -> float
 
 
 def read_crop(grey: Floats, reader: StripReader, model: Recogniser, review_threshold: float,
-              expect: Pattern | None = None) -> Reading:
-    """A crop's code as the strip reader reads it. A code it reads less surely than CHECK_BELOW is
-    read again by cutting (digits.reading, the digit model); where the two disagree, the surer of
-    the two readings is kept and its confidence cut by DISAGREED: two readers that work
+              expect: Pattern | None = None, check_below: float = CHECK_BELOW) -> Reading:
+    """A crop's code as the strip reader reads it. A code it reads less surely than `check_below`
+    is read again by cutting (digits.reading, the digit model); where the two disagree, the surer
+    of the two readings is kept and its confidence cut by DISAGREED: two readers that work
     differently rarely make the same mistake, so a disagreement is the surest sign of an error
     (docs/postal.md)."""
     cleaned = clean(grey)  # once for both readers: most of a strip reading's time (docs/benchmarks.md)
     reading = read_strip(strip_of(cleaned), reader, review_threshold, expect)
-    if reading.confidence >= CHECK_BELOW:
+    if reading.confidence >= check_below:
         return reading
     try:
         second: Reading | None = read([lattice(cleaned, finds_hyphens(expect))], model, review_threshold, expect)[0]

@@ -281,12 +281,14 @@ def test_an_unsure_code_is_read_by_cutting_too_and_a_disagreement_marks_it(
     assert agreed.code == cut_code and agreed.confidence == pytest.approx(agreed_confidence) and not agreed.review
     cut_confidence = read([lattice_of(grey)], model, 0.9)[0].confidence
     other = cut_code[:-1] + str((int(cut_code[-1]) + 1) % 10)
-    for wanted in (0.5 * cut_confidence, min(0.98, 1.1 * cut_confidence)):
+    for wanted in (0.5 * cut_confidence, min(CHECK_BELOW - 0.01, 1.1 * cut_confidence)):
         strip_confidence = saying(other, wanted)
         assert strip_confidence < CHECK_BELOW
         disagreed = read_crop(grey, reader, model, 0.5)
         surer = max(strip_confidence, cut_confidence)
         assert disagreed.code == (cut_code if cut_confidence > strip_confidence else other)  # the surer reading
         assert disagreed.confidence == pytest.approx(surer * DISAGREED, rel=1e-3) and disagreed.review
+    unchecked = read_crop(grey, reader, model, 0.5, check_below=strip_confidence)  # as sure as asked: not cut
+    assert unchecked.code == other and unchecked.confidence == pytest.approx(strip_confidence)
     assert saying(other, CHECK_BELOW + 0.005) >= CHECK_BELOW
     assert read_crop(grey, reader, model, 0.5).confidence >= CHECK_BELOW  # sure: not read by cutting
