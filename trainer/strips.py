@@ -83,6 +83,12 @@ def generate_strips(images: Bytes, labels: Bytes, count: int, seed: int, formats
         return [strip for part in pool.map(strip_task, tasks) for strip in part]
 
 
+def validation_strips(images: Bytes, labels: Bytes, count: int, seed: int, workers: int = 1) -> Strips:
+    """The strips of 5-digit crops of validation digits that choose a recipe's epoch and its
+    temperature (trainer.calibrate): the same for the same recipe seed."""
+    return generate_strips(images, labels, count, seed + 1, formats=("5",), workers=workers)
+
+
 def strip_task(task: tuple[Bytes, Bytes, int, int, tuple[str, ...]]) -> Strips:
     images, labels, count, seed, formats = task
     rng = np.random.default_rng(seed)
@@ -229,8 +235,8 @@ def fit_strips(train_images: Bytes, train_labels: Bytes, validation_images: Byte
 
     started = time.perf_counter()
     train = generate_strips(train_images, train_labels, recipe.crops, recipe.seed, workers=recipe.workers)
-    validation = generate_strips(validation_images, validation_labels, recipe.validation_crops, recipe.seed + 1,
-                                 formats=("5",), workers=recipe.workers)
+    validation = validation_strips(validation_images, validation_labels, recipe.validation_crops, recipe.seed,
+                                   recipe.workers)
     report(f"{len(train)} training strips, {len(validation)} validation strips "
            f"({time.perf_counter() - started:.0f} s)")
     net, history, best_epoch = train_strips(train, validation, recipe, report)

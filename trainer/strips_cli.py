@@ -114,7 +114,7 @@ def calibrate(model: Path, mnist_dir: Path | None, out: Path | None, publish: bo
     from digits.theta import read_files
     from trainer import mnist
     from trainer.calibrate import calibrate as calibrated
-    from trainer.strips import generate_strips
+    from trainer.strips import validation_strips
 
     where = str(model / "manifest.json")
     manifest = parse_manifest((model / "manifest.json").read_bytes(), where)
@@ -127,8 +127,8 @@ def calibrate(model: Path, mnist_dir: Path | None, out: Path | None, publish: bo
         registry.redis.ping()
     recipe = manifest.get("hyperparameters", {}).get("strips", {})
     _, _, validation_images, validation_labels = mnist.load(mnist_dir).split()
-    validation = generate_strips(validation_images, validation_labels, int(recipe.get("validation_crops", 1000)),
-                                 int(recipe.get("seed", 0)) + 1, formats=("5",), workers=os.cpu_count() or 1)
+    validation = validation_strips(validation_images, validation_labels, int(recipe.get("validation_crops", 1000)),
+                                   int(recipe.get("seed", 0)), workers=os.cpu_count() or 1)
     files, temperature, _ = calibrated(files, layers, validation)
     click.echo(f"temperature {temperature}: the last strip layer's logits divided by it", err=True)
     metrics = manifest.get("metrics", {})
