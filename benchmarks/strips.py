@@ -5,7 +5,8 @@ Run: .venv/bin/python -m benchmarks.strips --model DIR [--crops 1000] [--expect 
 DIR is a version with a strip reader (`digits-trainer strips --out DIR`). Each crop is read four
 ways: by the strip reader alone, by cutting alone (the version's digit model), as workers read it
 (`digits.sweep.read_crop`: cutting too where the strip reader is under CHECK_BELOW, or each
-`--check-below`), and both ways always (a disagreement flagged first). The table gives whole
+`--check-below`, each row with the share of crops it also cut), and both ways always (a
+disagreement flagged first). The table gives whole
 codes and the error over the codes kept when the least sure share is set aside (10% to 58%:
 cutting's share at the review threshold 0.9), then the milliseconds a crop spends cleaning its
 ink, in the strip network and its best path, and being cut and read. Validation crops only:
@@ -82,8 +83,10 @@ def main() -> None:
     agree = np.array([a is not None and a == b for a, b in zip(codes["strip"], codes["cut"], strict=True)])
     ranked = {"strip reader alone": (right["strip"], np.array(sure["strip"])),
               "cutting alone": (right["cut"], np.array(sure["cut"])),
-              "as workers read (read_crop)": (right["workers"], np.array(sure["workers"])),
-              **{f"as workers read, {name[9:]}": (right[name], np.array(sure[name])) for name in served[1:]},
+              f"as workers read (read_crop: {np.mean(np.array(sure['strip']) < CHECK_BELOW):.0%} cut)":
+                  (right["workers"], np.array(sure["workers"])),
+              **{f"as workers read, {name[9:]} ({np.mean(np.array(sure['strip']) < check):.0%} cut)":
+                 (right[name], np.array(sure[name])) for name, check in zip(served[1:], checks, strict=True)},
               "both ways always, disagreements first": (right["strip"], np.array(sure["strip"]) + 10 * agree),
               **{f"strip reader alone, ranked by {m}": (right["strip"], np.array(sure[m])) for m in MEASURES}}
     served_rows = {"strip reader alone", "cutting alone", *(name for name in ranked if name.startswith("as workers"))}

@@ -201,7 +201,7 @@ def read_strip(strip: Strip, reader: StripReader, review_threshold: float, expec
     return Reading(code, probabilities, boxes, confidence, confidence < review_threshold)
 
 
-def labelling_probability(log_probabilities: Floats, labels: list[int]) -> float:
+def labelling_probability(log_probabilities: npt.NDArray[np.floating[Any]], labels: list[int]) -> float:
     """P(labels | frames): the probability of every frame-by-frame path that writes `labels`
     (repeats merged, blanks dropped), by CTC's forward pass in log space."""
     frames = log_probabilities.astype(np.float64)

@@ -28,7 +28,7 @@ def code_loss(frames: list[Floats], codes: list[list[int]], temperature: float) 
     for log_probabilities, code in zip(frames, codes, strict=True):
         scaled = log_probabilities.astype(np.float64) / temperature
         scaled -= np.logaddexp.reduce(scaled, axis=1, keepdims=True)
-        total -= np.log(max(labelling_probability(scaled.astype(np.float32), code), 1e-300))
+        total -= np.log(max(labelling_probability(scaled, code), 1e-300))
     return total / max(len(frames), 1)
 
 

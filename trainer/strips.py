@@ -243,7 +243,9 @@ def fit_strips(train_images: Bytes, train_labels: Bytes, validation_images: Byte
     files, layers = export_layers(net)
     renamed = {name: f"strip{number}.csv" for number, name in enumerate(files, start=1)}
     layers = [replace(layer, file=renamed[layer.file]) if layer.file else layer for layer in layers]
-    calibrated, temperature, _ = calibrate({renamed[name]: data for name, data in files.items()}, layers, validation)
-    report(f"temperature {temperature}: the last layer's logits divided by it")
+    calibrated, temperature, losses = calibrate({renamed[name]: data for name, data in files.items()}, layers,
+                                                validation)
+    report(f"temperature {temperature}: the last layer's logits divided by it (code loss on the validation "
+           f"strips {losses[1.0]:.3f} at 1.0, {losses[temperature]:.3f} now)")
     return TrainedStrips(calibrated, layers, history, best_epoch, history["validation_whole"][best_epoch - 1],
                          temperature, time.perf_counter() - started)

@@ -129,12 +129,14 @@ def calibrate(model: Path, mnist_dir: Path | None, out: Path | None, publish: bo
     _, _, validation_images, validation_labels = mnist.load(mnist_dir).split()
     validation = validation_strips(validation_images, validation_labels, int(recipe.get("validation_crops", 1000)),
                                    int(recipe.get("seed", 0)), workers=os.cpu_count() or 1)
-    files, temperature, _ = calibrated(files, layers, validation)
-    click.echo(f"temperature {temperature}: the last strip layer's logits divided by it", err=True)
+    files, temperature, losses = calibrated(files, layers, validation)
+    click.echo(f"temperature {temperature}: the last strip layer's logits divided by it (code loss on the "
+               f"validation strips {losses[1.0]:.3f} at 1.0, {losses[temperature]:.3f} now)", err=True)
     metrics = manifest.get("metrics", {})
     strips_metrics = {**metrics.get("strips", {}),
                       "temperature": round(float(metrics.get("strips", {}).get("temperature", 1.0)) * temperature, 4)}
-    new = build_manifest(files, load_model(files, manifest, where), layers=None, preset=str(manifest.get("preset")),
+    new = build_manifest(files, load_model(files, manifest, where), layers=None,
+                         preset=str(manifest.get("preset", "strips")),
                          hyperparameters=manifest.get("hyperparameters", {}),
                          metrics={**metrics, "strips": strips_metrics})
     for field in ("layers", "hidden", "strip_layers", "base_version"):
