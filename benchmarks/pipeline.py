@@ -37,10 +37,9 @@ from digits.connection import connect
 from digits.defaults import BATCH_SIZE, REVIEW_THRESHOLD
 from digits.images import ImageError, decode, normalise
 from digits.network import Recogniser, load_model_dir
-from digits.reading import is_single, lattices_of, read
+from digits.readers import read_images
 from digits.registry import DEFAULT_MODEL_DIR, Registry
-from digits.segment import Lattice
-from digits.sweep import load_strip_reader_dir, read_crop
+from digits.sweep import load_strip_reader_dir
 from producer.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,12 +67,8 @@ def classify_files(paths: list[Path], model_dir: Path = DEFAULT_MODEL_DIR, batch
         greys = []
         for path in paths[start:start + batch]:
             with contextlib.suppress(ImageError):  # the worker gives it an error result: nothing to classify
-                grey = decode(path.read_bytes())
-                if strips is None or is_single(grey, None):
-                    greys.append(grey)
-                else:  # a crop, read by the version's strip reader
-                    read_crop(grey, strips, model, REVIEW_THRESHOLD)
-        read([found for found in lattices_of(greys) if isinstance(found, Lattice)], model, REVIEW_THRESHOLD)
+                greys.append(decode(path.read_bytes()))
+        read_images(greys, model, strips, REVIEW_THRESHOLD)
     return time.perf_counter() - started
 
 

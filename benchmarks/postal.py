@@ -35,15 +35,17 @@ import numpy.typing as npt
 from PIL import Image
 
 from benchmarks.pipeline import machine
+from digits.arrays import Floats
 from digits.defaults import REVIEW_THRESHOLD
 from digits.images import ImageError, centre_many, decode
 from digits.ink import halo, read_ink, tight
 from digits.network import Recogniser, load_model_dir
 from digits.pattern import Pattern, parse_pattern
-from digits.reading import Reading, lattice_of, read
+from digits.readers import read_images
+from digits.reading import Reading, read
 from digits.registry import DEFAULT_MODEL_DIR
 from digits.segment import Lattice, candidate_ink
-from digits.sweep import StripReader, load_strip_reader_dir, read_crop
+from digits.sweep import StripReader, load_strip_reader_dir
 from trainer.synth import FORMATS, Crop, generate, png_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,25 +80,18 @@ def read_all(crops: list[Crop], model: Recogniser, strips: StripReader | None,
     blobs = [png_bytes(crop) for crop in crops]
     readings: list[Reading | None] = []
     started = time.perf_counter()
-    if strips is not None:
-        for data in blobs:
-            try:
-                readings.append(read_crop(decode(data), strips, model, REVIEW_THRESHOLD, expect))
-            except ImageError:
-                readings.append(None)
-        return readings, time.perf_counter() - started
     for start in range(0, len(blobs), BATCH):
-        lattices: list[Lattice] = []
-        found: list[int] = []
+        greys: list[Floats] = []
+        decoded: list[int] = []
         for index, data in enumerate(blobs[start:start + BATCH]):
             try:
-                lattices.append(lattice_of(decode(data), expect))
-                found.append(index)
+                greys.append(decode(data))
+                decoded.append(index)
             except ImageError:
                 pass
         batch: list[Reading | None] = [None] * len(blobs[start:start + BATCH])
-        for index, reading in zip(found, read(lattices, model, REVIEW_THRESHOLD, expect), strict=True):
-            batch[index] = reading
+        for index, found in zip(decoded, read_images(greys, model, strips, REVIEW_THRESHOLD, expect), strict=True):
+            batch[index] = None if isinstance(found, ImageError) else found
         readings += batch
     return readings, time.perf_counter() - started
 

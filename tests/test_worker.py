@@ -110,9 +110,9 @@ def test_corrupt_image_fails_alone(connection: redis.Redis, default_version: str
 def test_a_batch_of_crops_is_read_a_block_at_a_time_in_order(
         connection: redis.Redis, default_version: str, start_workers: StartWorkers, tmp_path: Path,
         mnist_test: Digits) -> None:
-    """60 crops of about 40 candidate digits each: one batch, read in several blocks of about
-    BLOCK_ROWS candidates so that its fields are never all held at once. Every crop's result is
-    its own (most read right), and a broken file in the middle fails alone."""
+    """60 crops of about 40 candidate digits each: one batch, read a block of decoded pixels at a
+    time (worker.jobs.DECODED_PIXELS, about 33 crops) so that its fields are never all held at
+    once. Every crop's result is its own (most read right), and a broken file in the middle fails alone."""
     images, labels = mnist_test
     crops = generate(60, images, labels, seed=3)
     assert sum(len(lattice_of(decode(png_bytes(c))).spans) for c in crops) > 2 * BLOCK_ROWS

@@ -19,16 +19,15 @@ from digits.files import UnsafePath, inside, read_in_folder
 from digits.images import FIELD, ImageError, decode
 from digits.pattern import Pattern, parse_pattern
 from digits.payload import batch_images, batch_options, batch_paths
-from digits.reading import Reading, is_single, lattices_of, read
+from digits.readers import read_images
+from digits.reading import Reading
 from digits.results import Record, result_record, store_results
-from digits.segment import Lattice
-from digits.sweep import read_crop
 from digits.theta import BLOCK_ROWS
 from worker import metrics
 from worker.serving import Loaded, Serving
 
 log = logging.getLogger(__name__)
-DECODED_PIXELS = 256 * FIELD * FIELD  # decoded pixels cut together: a default batch of MNIST digits, ~9 crops
+DECODED_PIXELS = BLOCK_ROWS * FIELD * FIELD  # decoded pixels read together: a default batch of MNIST digits, ~36 crops
 
 
 def classify_batch(run_id: str, batch: int, result_ttl: int, *, serving: Serving) -> dict[str, int]:
@@ -71,18 +70,15 @@ def classify_batch(run_id: str, batch: int, result_ttl: int, *, serving: Serving
 
 def read_batch(images: BatchImages, batch: int, expect: Pattern | None, threshold: float,
                max_pixels: int, loaded: Loaded, worker: str) -> list[Record]:
-    """Each image's result: failed alone if it cannot be decoded or holds no digit. Images are
-    cut about DECODED_PIXELS at a time (single digits of one size normalised together) and their
-    candidate digits read about BLOCK_ROWS at a time, and let go: a batch of long crops (40
+    """Each image's result: failed alone if it cannot be decoded or holds no code. Images are
+    decoded and read about DECODED_PIXELS at a time and let go (single digits of one size
+    normalised together, their candidates read in one product): a batch of long crops (40
     candidates each) never holds all its fields at once."""
     records: list[Record] = []
     decoded: list[tuple[int, Floats]] = []
-    lattices: list[Lattice] = []
-    good: list[int] = []
+    read_paths: list[str] = []
     readings: list[Reading] = []
-    swept: list[int] = []  # images read by the strip reader, and their readings
-    swept_readings: list[Reading] = []
-    pixels = candidates = 0
+    pixels = 0
     paths = images.paths
     for index, path in enumerate(paths):
         try:
@@ -90,43 +86,17 @@ def read_batch(images: BatchImages, batch: int, expect: Pattern | None, threshol
             pixels += decoded[-1][1].size
         except ImageError as exc:
             records.append(result_record(path, batch, error=f"{path}: {exc}", worker=worker))
-        last = index == len(paths) - 1
-        if pixels >= DECODED_PIXELS or last:
-            if loaded.strips is not None:  # crops are read by the version's strip reader, in one pass each
-                decoded = read_strips(decoded, paths, batch, expect, threshold, loaded, worker, records,
-                                      swept, swept_readings)
-            for (image, _), found in zip(decoded, lattices_of([grey for _, grey in decoded], expect), strict=True):
+        if pixels >= DECODED_PIXELS or index == len(paths) - 1:
+            greys = [grey for _, grey in decoded]
+            for (image, _), found in zip(decoded, read_images(greys, loaded.model, loaded.strips, threshold, expect),
+                                         strict=True):
                 if isinstance(found, ImageError):
                     records.append(result_record(paths[image], batch, error=f"{paths[image]}: {found}", worker=worker))
                 else:
-                    lattices.append(found)
-                    candidates += len(found.spans)
-                    good.append(image)
+                    read_paths.append(paths[image])
+                    readings.append(found)
             decoded, pixels = [], 0
-        if candidates >= BLOCK_ROWS or last:
-            readings += read(lattices, loaded.model, threshold, expect)
-            lattices, candidates = [], 0
-    return records + reading_records([paths[index] for index in good + swept], batch, readings + swept_readings,
-                                     loaded.version, loaded.sha256, worker)
-
-
-def read_strips(decoded: list[tuple[int, Floats]], paths: list[str], batch: int, expect: Pattern | None,
-                threshold: float, loaded: Loaded, worker: str, records: list[Record], swept: list[int],
-                readings: list[Reading]) -> list[tuple[int, Floats]]:
-    """Read the crops among decoded images with the strip reader (their readings and indices added
-    to `readings` and `swept`, their errors to `records`); the single digits, left to the digit model."""
-    assert loaded.strips is not None
-    singles = []
-    for image, grey in decoded:
-        if is_single(grey, expect):
-            singles.append((image, grey))
-            continue
-        try:
-            readings.append(read_crop(grey, loaded.strips, loaded.model, threshold, expect))
-            swept.append(image)
-        except ImageError as exc:
-            records.append(result_record(paths[image], batch, error=f"{paths[image]}: {exc}", worker=worker))
-    return singles
+    return records + reading_records(read_paths, batch, readings, loaded.version, loaded.sha256, worker)
 
 
 @dataclass(frozen=True)
