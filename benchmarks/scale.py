@@ -11,12 +11,17 @@ the same run: imports and connecting, 0.2 s that a long run spreads over more im
 "Serves" is a worker's CPU per image over Redis': how many busy workers one Redis keeps up with.
 Both are CPU accounting in one run, so they hold whatever the core count.
 Under the table, each row's Redis time per image by command (INFO commandstats): what a change
-to the Redis traffic would save.
+to the Redis traffic would save; and the file floor: the CPU a file of one process doing nothing
+but the producer's file work (listing the folder, reading each file), and of a bare open, read
+and close. A producer that sends the bytes pays it for every image, so a worker's CPU per image
+over it bounds how many workers one producer can feed on this machine, whatever else it saves.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +33,7 @@ from benchmarks.procs import cpu_seconds
 from digits import defaults
 from digits.connection import connect
 from digits.registry import DEFAULT_MODEL_DIR, Registry
+from producer.files import read, walk
 from producer.redis_server import RedisServer
 
 
@@ -88,7 +94,51 @@ def measure(paths: list[Path], folder: Path, count: int, producers: int, shared:
                (timed.cpu["workers"] + timed.cpu["supervisor"]) * per_image, redis_cpu * per_image, commands)
 
 
-def render(rows: list[Row], what: str, producers: int, batch_size: int) -> str:
+@dataclass(frozen=True)
+class FileFloor:
+    """CPU µs a file (user and kernel) of one process doing only a producer's file work, best of three passes."""
+
+    listing_us: float  # producer.files.walk: the folder's names, sorted, each file's kind and display name
+    reading_us: float  # producer.files.read: open, fstat, read and close, bounded
+    bare_us: float  # os.open, os.read and os.close, nothing else
+
+    @property
+    def sending_us(self) -> float:
+        """Listing and reading: what a producer sending the bytes pays a file before any other work."""
+        return self.listing_us + self.reading_us
+
+
+def cpu_now() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def bare_read(path: str) -> None:
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        os.read(handle, 1 << 16)
+    finally:
+        os.close(handle)
+
+
+def file_floor(folder: Path) -> FileFloor:
+    """The file floor of this folder, its files already in the page cache (as the producer finds them)."""
+    passes = []
+    for _ in range(3):
+        started = cpu_now()
+        found = list(walk(folder))
+        listed = cpu_now()
+        for each in found:
+            read(each)
+        reading = cpu_now()
+        for each in found:
+            bare_read(each.path)
+        passes.append((listed - started, reading - listed, cpu_now() - reading))
+    per_file = 1e6 / max(len(found), 1)
+    return FileFloor(*(min(column) * per_file for column in zip(*passes, strict=True)))
+
+
+def render(rows: list[Row], what: str, producers: int, batch_size: int, floor: FileFloor) -> str:
     lines = [f"machine: {machine()}", f"input: {what}; {producers} producer process(es), batches of {batch_size}; "
              "workers already running", "",
              "| workers | end to end, images/s | in-process ceiling, images/s | end to end / ceiling "
@@ -107,6 +157,10 @@ def render(rows: list[Row], what: str, producers: int, batch_size: int) -> str:
         top = sorted(row.commands.items(), key=lambda item: -item[1])[:8]
         lines.append(f"{row.workers} workers, Redis commands, µs per image: {sum(row.commands.values()):.1f} in all; "
                      + ", ".join(f"{name} {us:.2f}" for name, us in top))
+    lines.append(f"file floor, CPU µs a file in one process: listing {floor.listing_us:.1f}, reading "
+                 f"{floor.reading_us:.1f} (a bare open, read and close: {floor.bare_us:.1f}); a producer sending "
+                 "the bytes feeds at most " + ", ".join(f"{row.worker_us / floor.sending_us:.1f}" for row in rows)
+                 + " workers (each row's worker CPU per image over listing and reading)")
     return "\n".join(lines)
 
 
@@ -143,8 +197,9 @@ def main() -> None:
             paths, (width, height) = write_crops(folder, args.images)
             what = f"{len(paths):,} generated 5-digit postal crops, about {width:.0f} x {height:.0f} PNG"
         rows = [measure(paths, folder, count, args.producers, args.shared, args.batch_size) for count in counts]
+        floor = file_floor(folder)
     how = "; sent by path (--shared-root)" if args.shared else ""
-    table = render(rows, what + how, args.producers, args.batch_size)
+    table = render(rows, what + how, args.producers, args.batch_size, floor)
     print(table)
     if args.plot:
         plot(rows, f"{what}\n{machine()}", args.plot)
