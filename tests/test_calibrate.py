@@ -80,13 +80,15 @@ def test_digits_trainer_calibrate_publishes_a_cooled_version(redis_url: str, con
     from tests.test_trainer import trainer
 
     strip_files = random_strips()
-    write_dir(tmp_path / "v", {**SEED_PAIR, **strip_files}, strips_manifest(SEED_PAIR, strip_files, "v"), {})
+    manifest = strips_manifest(SEED_PAIR, strip_files, "v")
+    manifest.setdefault("hyperparameters", {})["strips"] = {"validation_crops": 100, "seed": 0}  # as trained: 1,000
+    write_dir(tmp_path / "v", {**SEED_PAIR, **strip_files}, manifest, {})
     done = trainer(redis_url, "calibrate", str(tmp_path / "v"), "--out", str(tmp_path / "cooled"))
     assert done.returncode == 0, done.stderr
     version = done.stdout.strip().splitlines()[-1]
-    manifest = Registry(connection).manifest(version)
-    temperature = manifest["metrics"]["strips"]["temperature"]
-    assert temperature in TEMPERATURES and version != "v" and manifest["strip_layers"] == STRIP_LAYERS
+    published = Registry(connection).manifest(version)
+    temperature = published["metrics"]["strips"]["temperature"]
+    assert temperature in TEMPERATURES and version != "v" and published["strip_layers"] == STRIP_LAYERS
     cooled_files = {p.name: p.read_bytes() for p in (tmp_path / "cooled").glob("*.csv")}
     assert cooled_files["strip4.csv"] == cooled(strip_files["strip4.csv"], temperature, "strip4.csv")
     assert all(cooled_files[name] == data for name, data in {**SEED_PAIR, **strip_files}.items()
