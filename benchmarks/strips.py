@@ -9,7 +9,8 @@ ways: by the strip reader alone, by cutting alone (the version's digit model), a
 disagreement flagged first). The table gives whole
 codes and the error over the codes kept when the least sure share is set aside (10% to 58%:
 cutting's share at the review threshold 0.9), then the milliseconds a crop spends cleaning its
-ink, in the strip network and its best path, and being cut and read. Validation crops only:
+ink, in the strip network and its best path, and being cut and read; last, the digits the strip
+reader left out, by how close each was to its neighbour (in its frames). Validation crops only:
 the reader is tuned on these, never on the test crops of benchmarks.postal.
 """
 
@@ -42,7 +43,7 @@ from digits.sweep import (
     read_crop,
     read_strip,
 )
-from trainer.synth import generate, png_bytes
+from trainer.synth import Crop, generate, png_bytes
 
 SHARES = (0.10, 0.20, 0.30, 0.40, 0.50, 0.58)
 MEASURES = ("peaks", "best path", "labelling", "peaks x surest blank")  # ways to rank the strip reader's codes
@@ -70,6 +71,7 @@ def main() -> None:
     sure: dict[str, list[float]] = {"strip": [], "cut": [], **{name: [] for name in served},
                                     **{m: [] for m in MEASURES}}
     seconds = {"ink": 0.0, "strip network": 0.0, "cutting": 0.0}
+    spacing: list[tuple[float, bool]] = []  # each digit's frames to its nearest neighbour; missed by the strip reader
     for crop in crops:
         grey = decode(png_bytes(crop))
         found, strip = readings(grey, strips, model, expect, seconds, checks)
@@ -78,6 +80,8 @@ def main() -> None:
             sure[name].append(reading[1])
         for name, value in measures(strip, strips, expect).items():
             sure[name].append(value)
+        if strip is not None:
+            spacing += digit_spacing(crop, strip, strips.frame_step, found["strip"][0])
     truth = [crop.code for crop in crops]
     right = {name: np.array([c == t for c, t in zip(found, truth, strict=True)]) for name, found in codes.items()}
     agree = np.array([a is not None and a == b for a, b in zip(codes["strip"], codes["cut"], strict=True)])
@@ -103,6 +107,12 @@ def main() -> None:
                   if name in served_rows else "")  # the other rows rank by scores, not probabilities
         print(f"| {name} | {correct.mean():.2%} | " + " | ".join(f"{e:.2%}" for e in errors) + f" | {review} |")
     print("\nms a crop, one core: " + ", ".join(f"{name} {1000 * s / len(crops):.1f}" for name, s in seconds.items()))
+    print("\ndigits the strip reader alone left out (it read one digit fewer, the rest right), by how far the "
+          "digit's centre is from its nearest neighbour's, in frames:")
+    print("| frames to the nearest digit | digits | left out |\n| --- | ---: | ---: |")
+    for low, high in ((0, 3), (3, 4), (4, 5), (5, 6), (6, np.inf)):
+        held = [missed for apart, missed in spacing if low <= apart < high]
+        print(f"| {low} to {high} | {len(held)} | {sum(held)} ({sum(held) / max(len(held), 1):.2%}) |")
 
 
 def readings(grey: Floats, strips: StripReader, model: Recogniser, expect: Pattern | None,
@@ -136,6 +146,17 @@ def readings(grey: Floats, strips: StripReader, model: Recogniser, expect: Patte
         except ImageError:
             found[name] = (None, -1.0)
     return found, strip
+
+
+def digit_spacing(crop: Crop, strip: Strip, frame_step: float, read: str | None) -> list[tuple[float, bool]]:
+    """Each digit of the crop: how many of the reader's frames its centre is from its nearest
+    neighbour's, and whether the reading left it out (read one digit fewer, the others right)."""
+    truth = "".join(c for c in crop.code if c.isdigit())
+    digits = "".join(c for c in read or "" if c.isdigit())
+    centres = np.array([(left + right) / 2 for left, _, right, _ in crop.boxes]) / strip.step / frame_step
+    left_out = next((i for i in range(len(truth)) if truth[:i] + truth[i + 1:] == digits), None)
+    return [(float(np.min(np.abs(np.delete(centres, i) - centres[i]))) if len(centres) > 1 else np.inf, i == left_out)
+            for i in range(len(truth))]
 
 
 def measures(strip: Strip | None, strips: StripReader, expect: Pattern | None) -> dict[str, float]:
