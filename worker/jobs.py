@@ -27,7 +27,7 @@ from worker import metrics
 from worker.serving import Loaded, Serving
 
 log = logging.getLogger(__name__)
-DECODED_PIXELS = BLOCK_ROWS * FIELD * FIELD  # decoded pixels read together: a default batch of MNIST digits, ~36 crops
+DECODED_PIXELS = BLOCK_ROWS * FIELD * FIELD  # decoded pixels read together: a default batch of MNIST digits, ~33 crops
 
 
 def classify_batch(run_id: str, batch: int, result_ttl: int, *, serving: Serving) -> dict[str, int]:
