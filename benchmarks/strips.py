@@ -71,7 +71,7 @@ def main() -> None:
     sure: dict[str, list[float]] = {"strip": [], "cut": [], **{name: [] for name in served},
                                     **{m: [] for m in MEASURES}}
     seconds = {"ink": 0.0, "strip network": 0.0, "cutting": 0.0}
-    spacing: list[tuple[float, bool]] = []  # each digit's frames to its nearest neighbour; missed by the strip reader
+    spacing: list[tuple[float, bool, bool]] = []  # each digit: frames to its nearest neighbour, left out, twinned
     for crop in crops:
         grey = decode(png_bytes(crop))
         found, strip = readings(grey, strips, model, expect, seconds, checks)
@@ -109,10 +109,13 @@ def main() -> None:
     print("\nms a crop, one core: " + ", ".join(f"{name} {1000 * s / len(crops):.1f}" for name, s in seconds.items()))
     print("\ndigits the strip reader alone left out (it read one digit fewer, the rest right), by how far the "
           "digit's centre is from its nearest neighbour's, in frames:")
-    print("| frames to the nearest digit | digits | left out |\n| --- | ---: | ---: |")
+    print("| frames to the nearest digit | digits | left out | of which beside the same digit (a repeat merged) |")
+    print("| --- | ---: | ---: | ---: |")
     for low, high in ((0, 3), (3, 4), (4, 5), (5, 6), (6, np.inf)):
-        held = [missed for apart, missed in spacing if low <= apart < high]
-        print(f"| {low} to {high} | {len(held)} | {sum(held)} ({sum(held) / max(len(held), 1):.2%}) |")
+        held = [(missed, twin) for apart, missed, twin in spacing if low <= apart < high]
+        missed = sum(m for m, _ in held)
+        print(f"| {low} to {high} | {len(held)} | {missed} ({missed / max(len(held), 1):.2%}) "
+              f"| {sum(m and t for m, t in held)} |")
 
 
 def readings(grey: Floats, strips: StripReader, model: Recogniser, expect: Pattern | None,
@@ -148,15 +151,16 @@ def readings(grey: Floats, strips: StripReader, model: Recogniser, expect: Patte
     return found, strip
 
 
-def digit_spacing(crop: Crop, strip: Strip, frame_step: float, read: str | None) -> list[tuple[float, bool]]:
+def digit_spacing(crop: Crop, strip: Strip, frame_step: float, read: str | None) -> list[tuple[float, bool, bool]]:
     """Each digit of the crop: how many of the reader's frames its centre is from its nearest
-    neighbour's, and whether the reading left it out (read one digit fewer, the others right)."""
+    neighbour's, whether the reading left it out (read one digit fewer, the others right), and
+    whether a neighbour is the same digit (a repeat that CTC must split with a blank)."""
     truth = "".join(c for c in crop.code if c.isdigit())
     digits = "".join(c for c in read or "" if c.isdigit())
     centres = np.array([(left + right) / 2 for left, _, right, _ in crop.boxes]) / strip.step / frame_step
     left_out = next((i for i in range(len(truth)) if truth[:i] + truth[i + 1:] == digits), None)
-    return [(float(np.min(np.abs(np.delete(centres, i) - centres[i]))) if len(centres) > 1 else np.inf, i == left_out)
-            for i in range(len(truth))]
+    return [(float(np.min(np.abs(np.delete(centres, i) - centres[i]))) if len(centres) > 1 else np.inf, i == left_out,
+             truth[i] in truth[max(i - 1, 0):i] + truth[i + 1:i + 2]) for i in range(len(truth))]
 
 
 def measures(strip: Strip | None, strips: StripReader, expect: Pattern | None) -> dict[str, float]:
