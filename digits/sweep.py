@@ -100,6 +100,11 @@ class StripReader:
         return Frames(np.log(np.maximum(out, 1e-30)).astype(np.float32), centres)
 
 
+def symbols(code: str) -> list[int]:
+    """A code as the reader's symbols: digits and hyphens (a space is only a wider gap, not a symbol)."""
+    return [ALPHABET.index(c) for c in code if c != " "]
+
+
 def load_strip_reader(files: dict[str, bytes], manifest: dict[str, Any] | None, where: str) -> StripReader | None:
     """A version's strip reader, checked whole (ThetaError naming the file and the layer); None
     for a version without `strip_layers`."""

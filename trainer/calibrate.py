@@ -16,7 +16,7 @@ import numpy as np
 
 from digits.arrays import Bytes, Floats
 from digits.manifest import Layer
-from digits.sweep import ALPHABET, StripReader, labelling_probability, load_strip_reader
+from digits.sweep import StripReader, labelling_probability, load_strip_reader, symbols
 from digits.theta import parse_theta, to_csv
 
 TEMPERATURES = tuple(round(0.5 + 0.1 * step, 1) for step in range(36))  # 0.5 to 4.0
@@ -41,6 +41,12 @@ def choose_temperature(reader: StripReader, strips: list[tuple[Floats, list[int]
     return min(losses, key=lambda temperature: losses[temperature]), losses
 
 
+def loss_summary(temperature: float, losses: dict[float, float]) -> str:
+    """What calibrating did, for the trainer's output: the temperature and the code loss before and after."""
+    return (f"temperature {temperature}: the last strip layer's logits divided by it (code loss on the validation "
+            f"strips {losses[1.0]:.3f} at 1.0, {losses[temperature]:.3f} now)")
+
+
 def cooled(layer_file: bytes, temperature: float, where: str) -> bytes:
     """A layer file (bias row, then weights) with every value divided by the temperature."""
     return to_csv(parse_theta(layer_file, where) / temperature)
@@ -52,8 +58,7 @@ def calibrate(files: dict[str, bytes], strip_layers: list[Layer], validation: li
     validation strips (uint8 pixels, ink 255, and their codes); the temperature and each loss."""
     reader = load_strip_reader(files, {"strip_layers": [layer.as_json() for layer in strip_layers]}, "calibrating")
     assert reader is not None
-    strips = [((pixels / 255.0).astype(np.float32), [ALPHABET.index(c) for c in code if c != " "])
-              for pixels, code in validation]
+    strips = [((pixels / 255.0).astype(np.float32), symbols(code)) for pixels, code in validation]
     temperature, losses = choose_temperature(reader, strips)
     last = strip_layers[-1].file
     assert last is not None

@@ -31,7 +31,7 @@ from digits.images import ImageError
 from digits.ink import clean
 from digits.manifest import Layer
 from digits.strip import STRIP_HEIGHT, strip_of
-from digits.sweep import ALPHABET, BLANK, best_path
+from digits.sweep import BLANK, best_path, symbols
 from trainer.synth import make_crop
 
 FORMATS = ("4", "5", "5", "5", "6", "5+4")  # drawn uniformly: five-digit codes half the time
@@ -102,11 +102,6 @@ def strip_task(task: tuple[Bytes, Bytes, int, int, tuple[str, ...]]) -> Strips:
             continue
         found.append((np.round(pixels * 255.0).astype(np.uint8), crop.code))
     return found
-
-
-def symbols(code: str) -> list[int]:
-    """A code as the reader's symbols: digits and hyphens (a space is only a wider gap, not a symbol)."""
-    return [ALPHABET.index(c) for c in code if c != " "]
 
 
 def batches(strips: Strips, rng: np.random.Generator | None) -> Iterator[tuple[npt.NDArray[np.float32], list[int]]]:
@@ -230,7 +225,7 @@ def fit_strips(train_images: Bytes, train_labels: Bytes, validation_images: Byte
                recipe: StripRecipe, report: Callable[[str], None] = print) -> TrainedStrips:
     """Generate the strips, train, export the reader's layer files (strip1.csv, ...) and
     calibrate its confidence on the validation strips (trainer.calibrate)."""
-    from trainer.calibrate import calibrate
+    from trainer.calibrate import calibrate, loss_summary
     from trainer.train import export_layers
 
     started = time.perf_counter()
@@ -245,7 +240,6 @@ def fit_strips(train_images: Bytes, train_labels: Bytes, validation_images: Byte
     layers = [replace(layer, file=renamed[layer.file]) if layer.file else layer for layer in layers]
     calibrated, temperature, losses = calibrate({renamed[name]: data for name, data in files.items()}, layers,
                                                 validation)
-    report(f"temperature {temperature}: the last layer's logits divided by it (code loss on the validation "
-           f"strips {losses[1.0]:.3f} at 1.0, {losses[temperature]:.3f} now)")
+    report(loss_summary(temperature, losses))
     return TrainedStrips(calibrated, layers, history, best_epoch, history["validation_whole"][best_epoch - 1],
                          temperature, time.perf_counter() - started)

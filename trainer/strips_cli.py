@@ -114,6 +114,7 @@ def calibrate(model: Path, mnist_dir: Path | None, out: Path | None, publish: bo
     from digits.theta import read_files
     from trainer import mnist
     from trainer.calibrate import calibrate as calibrated
+    from trainer.calibrate import loss_summary
     from trainer.strips import validation_strips
 
     where = str(model / "manifest.json")
@@ -130,8 +131,7 @@ def calibrate(model: Path, mnist_dir: Path | None, out: Path | None, publish: bo
     validation = validation_strips(validation_images, validation_labels, int(recipe.get("validation_crops", 1000)),
                                    int(recipe.get("seed", 0)), workers=os.cpu_count() or 1)
     files, temperature, losses = calibrated(files, layers, validation)
-    click.echo(f"temperature {temperature}: the last strip layer's logits divided by it (code loss on the "
-               f"validation strips {losses[1.0]:.3f} at 1.0, {losses[temperature]:.3f} now)", err=True)
+    click.echo(loss_summary(temperature, losses), err=True)
     metrics = manifest.get("metrics", {})
     strips_metrics = {**metrics.get("strips", {}),
                       "temperature": round(float(metrics.get("strips", {}).get("temperature", 1.0)) * temperature, 4)}
