@@ -66,7 +66,7 @@ def main() -> None:
         parser.error(f"{args.model} has no strip reader (strip_layers in its manifest)")
     _, _, images, labels = load().split()
     crops = generate(args.crops, images, labels, formats=("5",), seed=SEED_VALIDATION)
-    served = ["workers", *(f"workers, check below {check}" for check in checks)]
+    served = ["workers", *(f"check below {check}" for check in checks)]  # read_crop as workers do, at each threshold
     codes: dict[str, list[str | None]] = {"strip": [], "cut": [], **{name: [] for name in served}}
     sure: dict[str, list[float]] = {"strip": [], "cut": [], **{name: [] for name in served},
                                     **{m: [] for m in MEASURES}}
@@ -89,7 +89,7 @@ def main() -> None:
               "cutting alone": (right["cut"], np.array(sure["cut"])),
               f"as workers read (read_crop: {np.mean(np.array(sure['strip']) < CHECK_BELOW):.0%} cut)":
                   (right["workers"], np.array(sure["workers"])),
-              **{f"as workers read, {name[9:]} ({np.mean(np.array(sure['strip']) < check):.0%} cut)":
+              **{f"as workers read, {name} ({np.mean(np.array(sure['strip']) < check):.0%} cut)":
                  (right[name], np.array(sure[name])) for name, check in zip(served[1:], checks, strict=True)},
               "both ways always, disagreements first": (right["strip"], np.array(sure["strip"]) + 10 * agree),
               **{f"strip reader alone, ranked by {m}": (right["strip"], np.array(sure[m])) for m in MEASURES}}
@@ -142,7 +142,7 @@ def readings(grey: Floats, strips: StripReader, model: Recogniser, expect: Patte
     except ImageError:
         found["cut"] = (None, -1.0)
     seconds["cutting"] += time.perf_counter() - started
-    for name, check in (("workers", CHECK_BELOW), *((f"workers, check below {c}", c) for c in checks)):
+    for name, check in (("workers", CHECK_BELOW), *((f"check below {c}", c) for c in checks)):
         try:
             served = read_crop(grey, strips, model, REVIEW_THRESHOLD, expect, check)
             found[name] = (served.code, served.confidence)
