@@ -33,6 +33,7 @@ from PIL import Image
 from benchmarks.inputs import write_crops, write_digits
 from benchmarks.procs import cpu_seconds, reset_peak, spawned_children, status_kb
 from digits import keys
+from digits.arrays import Floats
 from digits.connection import connect
 from digits.defaults import BATCH_SIZE, REVIEW_THRESHOLD
 from digits.images import ImageError, decode, normalise
@@ -41,6 +42,7 @@ from digits.readers import read_images
 from digits.registry import DEFAULT_MODEL_DIR, Registry
 from digits.sweep import load_strip_reader_dir
 from producer.redis_server import RedisServer
+from worker.jobs import DECODED_PIXELS
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = BATCH_SIZE  # the producer's default batch size
@@ -59,16 +61,22 @@ def machine() -> str:
 
 
 def classify_files(paths: list[Path], model_dir: Path = DEFAULT_MODEL_DIR, batch: int = BATCH) -> float:
-    """Decode, cut and classify in batches (the producer's default size) exactly as a worker does, without Redis
-    or RQ; return the seconds it took (model already loaded)."""
+    """Decode, cut and classify in batches (the producer's default size) exactly as a worker does, a
+    block of DECODED_PIXELS at a time, without Redis or RQ; return the seconds it took (model
+    already loaded)."""
     model, strips = load_model_dir(model_dir), load_strip_reader_dir(model_dir)
     started = time.perf_counter()
     for start in range(0, len(paths), batch):
-        greys = []
-        for path in paths[start:start + batch]:
+        chunk = paths[start:start + batch]
+        greys: list[Floats] = []
+        pixels = 0
+        for index, path in enumerate(chunk):
             with contextlib.suppress(ImageError):  # the worker gives it an error result: nothing to classify
                 greys.append(decode(path.read_bytes()))
-        read_images(greys, model, strips, REVIEW_THRESHOLD)
+                pixels += greys[-1].size
+            if pixels >= DECODED_PIXELS or index == len(chunk) - 1:
+                read_images(greys, model, strips, REVIEW_THRESHOLD)
+                greys, pixels = [], 0
     return time.perf_counter() - started
 
 
