@@ -3,6 +3,7 @@ and a redis-server locked down with the shipped ACL file (deploy/users.acl)."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import secrets
@@ -319,6 +320,8 @@ def cnn_manifest(files: dict[str, bytes], version: str) -> dict[str, Any]:
                           preset="test-cnn", version=version)
 
 
+SEED_PAIR = {name: gzip.decompress((DEFAULT_MODEL_DIR / f"{name}.gz").read_bytes())  # the bundled pair, seed format
+             for name in ("theta1.csv", "theta2.csv")}
 STRIP_LAYERS: list[dict[str, Any]] = [  # the strip reader's layer list (trainer/strips.py), narrower
     {"op": "conv", "file": "strip1.csv", "kernel": 3, "stride": 1, "padding": "same", "activation": "relu"},
     {"op": "maxpool", "size": 2},

@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 import numpy as np
 import redis
 
-from digits.arrays import Floats
-from digits.registry import DEFAULT_MODEL_DIR
 from digits.strip import STRIP_HEIGHT
-from digits.sweep import ALPHABET, BLANK, best_path, load_strip_reader
+from digits.sweep import best_path, load_strip_reader
 from digits.theta import parse_theta, to_csv
-from tests.conftest import STRIP_LAYERS, random_strips
+from tests.conftest import SEED_PAIR, STRIP_LAYERS, random_strips
+from tests.test_sweep import frames as sure_frames
 from trainer.calibrate import TEMPERATURES, choose_temperature, code_loss, cooled
-
-SEED_PAIR = {name: gzip.decompress((DEFAULT_MODEL_DIR / f"{name}.gz").read_bytes())
-             for name in ("theta1.csv", "theta2.csv")}
-
-
-def sure_frames(path: str, sure: float) -> Floats:
-    """Log-probabilities of frames that each say one symbol ('_' is the blank) this surely."""
-    probabilities = np.full((len(path), BLANK + 1), (1.0 - sure) / BLANK)
-    for t, symbol in enumerate(path):
-        probabilities[t, BLANK if symbol == "_" else ALPHABET.index(symbol)] = sure
-    frames: Floats = np.log(probabilities).astype(np.float32)
-    return frames
 
 
 def test_an_overconfident_reader_is_cooled_and_an_honest_one_is_not() -> None:

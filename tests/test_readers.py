@@ -4,8 +4,6 @@ place, a bad image failing alone."""
 
 from __future__ import annotations
 
-import gzip
-
 import numpy as np
 
 from digits.arrays import Floats
@@ -16,12 +14,10 @@ from digits.reading import Reading, lattices_of, read
 from digits.registry import DEFAULT_MODEL_DIR
 from digits.segment import Lattice
 from digits.sweep import load_strip_reader, read_crop
-from tests.conftest import STRIP_LAYERS, Digits, random_strips
+from tests.conftest import SEED_PAIR, STRIP_LAYERS, Digits, random_strips
 from trainer.synth import generate, png_bytes
 
 THRESHOLD = 0.9
-SEED_PAIR = {name: gzip.decompress((DEFAULT_MODEL_DIR / f"{name}.gz").read_bytes())
-             for name in ("theta1.csv", "theta2.csv")}
 
 
 def images(mnist_test: Digits) -> list[Floats]:

@@ -5,7 +5,6 @@ frames as CTC writes them."""
 from __future__ import annotations
 
 import copy
-import gzip
 import itertools
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,16 @@ from digits.registry import DEFAULT_MODEL_DIR, Registry
 from digits.strip import MARGIN, STRIP_HEIGHT, Strip
 from digits.sweep import ALPHABET, BLANK, Frames, best_path, labelling_probability, load_strip_reader, read_strip
 from digits.theta import ThetaError, to_csv
-from tests.conftest import STRIP_LAYERS, Digits, random_strips, replace_layer, reshape_file, set_cell, strips_manifest
-
-SEED_PAIR = {name: gzip.decompress((DEFAULT_MODEL_DIR / f"{name}.gz").read_bytes())
-             for name in ("theta1.csv", "theta2.csv")}
+from tests.conftest import (
+    SEED_PAIR,
+    STRIP_LAYERS,
+    Digits,
+    random_strips,
+    replace_layer,
+    reshape_file,
+    set_cell,
+    strips_manifest,
+)
 
 
 def frames(path: str, sure: float = 0.9) -> np.ndarray[Any, np.dtype[np.float32]]:
