@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from digits.defaults import MAX_KERNEL, MAX_LAYERS, MAX_MANIFEST_BYTES
 
@@ -42,19 +42,29 @@ class Layer:
 
     op: str
     file: str | None = None
-    kernel: int = 0  # conv: the side of its square kernel
-    stride: int = 1  # conv
+    kernel: tuple[int, int] = (0, 0)  # conv: its window's (height, width)
+    stride: int = 1  # conv, along both axes
     padding: str = "valid"  # conv: "same" keeps the side (at stride 1), as in Keras
     activation: str = "linear"  # conv and dense
-    size: int = 0  # maxpool: the side of its window, which is also its stride
+    size: tuple[int, int] = (0, 0)  # maxpool: its window's (height, width), which is also its stride
 
     def as_json(self) -> dict[str, Any]:
         if self.op == "maxpool":
-            return {"op": self.op, "size": self.size}
+            return {"op": self.op, "size": side_or_pair(self.size)}
         if self.op == "dense":
             return {"op": self.op, "file": self.file, "activation": self.activation}
-        return {"op": self.op, "file": self.file, "kernel": self.kernel, "stride": self.stride,
+        return {"op": self.op, "file": self.file, "kernel": side_or_pair(self.kernel), "stride": self.stride,
                 "padding": self.padding, "activation": self.activation}
+
+
+def side_or_pair(window: tuple[int, int]) -> int | list[int]:
+    """A window as the manifest writes it: one number for a square, [height, width] otherwise."""
+    return window[0] if window[0] == window[1] else list(window)
+
+
+def window_name(window: tuple[int, int]) -> str:
+    """A window as an architecture names it: "3" for 3x3, "7x13" otherwise."""
+    return str(window[0]) if window[0] == window[1] else f"{window[0]}x{window[1]}"
 
 
 def parse_manifest(raw: bytes | str, where: str) -> dict[str, Any]:
@@ -110,6 +120,10 @@ def layer_specs(raw: Any, where: str) -> list[Layer]:
     """A manifest's `layers`, each checked on its own (how they chain is checked against the files
     when they load: digits/network.py); the last is the dense softmax over the 10 classes."""
     layers = layer_list(raw, "layers", where)
+    for number, layer in enumerate(layers, start=1):
+        if layer.kernel[0] != layer.kernel[1] or layer.size[0] != layer.size[1]:
+            raise ManifestError(f"{where}: layers[{number}]'s window is not square; a digit model's are (the "
+                                f"browser page reads them), only strip_layers' may be [height, width]")
     last = layers[-1]
     if last.op != "dense" or last.activation != "softmax":
         raise ManifestError(f"{where}: layers[{len(layers)}] is not a dense softmax over the classes, "
@@ -152,7 +166,7 @@ def layer_spec(entry: Any, where: str) -> Layer:
     if op not in OPERATIONS:
         raise ManifestError(f"{where}: unknown operation {op!r} (known: {', '.join(OPERATIONS)})")
     if op == "maxpool":
-        return Layer(op, size=whole(entry, "size", 2, 4, where))
+        return Layer(op, size=window(entry, "size", 2, 4, where))
     file, activation = entry.get("file"), entry.get("activation")
     if not isinstance(file, str) or not LAYER_FILE.match(file):
         raise ManifestError(f"{where}: file {file!r} is not a layer file name (lowercase letters, digits, '_' or "
@@ -161,15 +175,30 @@ def layer_spec(entry: Any, where: str) -> Layer:
         raise ManifestError(f"{where}: activation {activation!r} is not one of {', '.join(ACTIVATIONS)}")
     if op == "dense":
         return Layer(op, file, activation=activation)
-    kernel = whole(entry, "kernel", 1, MAX_KERNEL, where)
+    kernel = window(entry, "kernel", 1, MAX_KERNEL, where)
     padding = entry.get("padding")
     if padding not in PADDINGS:
         raise ManifestError(f"{where}: padding {padding!r} is not one of {', '.join(PADDINGS)}")
-    return Layer(op, file, kernel, whole(entry, "stride", 1, kernel, where), padding, activation)
+    return Layer(op, file, kernel, whole(entry, "stride", 1, min(kernel), where), padding, activation)
+
+
+def window(entry: dict[str, Any], field: str, smallest: int, high: int, where: str) -> tuple[int, int]:
+    """A window's (height, width): one whole number from smallest to high (a square), or a
+    [height, width] pair of sides from 1 to high with one of them at least smallest."""
+    value: Any = entry.get(field)
+    pair: list[Any] = value if isinstance(value, list) and len(value) == 2 else [value, value]
+    if not all(is_whole(side, 1, high) for side in pair) or max(pair) < smallest:
+        raise ManifestError(f"{where}: {field} {value!r} is not a whole number from {smallest} to {high} or a "
+                            f"[height, width] pair of them (a side of a pair may be 1)")
+    return pair[0], pair[1]
+
+
+def is_whole(value: Any, low: int, high: int) -> TypeGuard[int]:
+    return not isinstance(value, bool) and isinstance(value, int) and low <= value <= high
 
 
 def whole(entry: dict[str, Any], field: str, low: int, high: int, where: str) -> int:
-    value = entry.get(field)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+    value: Any = entry.get(field)
+    if not is_whole(value, low, high):
         raise ManifestError(f"{where}: {field} {value!r} is not a whole number from {low} to {high}")
     return value

@@ -1,8 +1,8 @@
 """N-layer models in the theta contract, and the one way to load any version's files.
 
 Each weighted layer is one CSV in the seed's format: row 0 is the bias, then the weight matrix.
-A convolution's matrix is its im2col form, (kernel * kernel * c_in) rows in (dy, dx, channel)
-order by c_out columns: Keras' (k, k, c_in, c_out) kernel reshaped. Digits enter as 28x28x1
+A convolution's matrix is its im2col form, (kernel_h * kernel_w * c_in) rows in (dy, dx, channel)
+order by c_out columns: Keras' (kh, kw, c_in, c_out) kernel reshaped. Digits enter as 28x28x1
 pixels in [0, 1]; a dense layer after an image flattens it in (row, column, channel) order, as
 Keras' Flatten does. The manifest's `layers` gives the order and the operations
 (digits/manifest.py); without it, a version is the seed's pair and loads as `Model`.
@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from digits.arrays import Floats
 from digits.defaults import BLOCK_FLOATS, MAX_FLOATS_PER_DIGIT, MAX_MACS_PER_DIGIT
-from digits.manifest import THETA_FILES, Layer, layer_specs, model_files, parse_manifest
+from digits.manifest import THETA_FILES, Layer, layer_specs, model_files, parse_manifest, window_name
 from digits.theta import N_CLASSES, N_INPUT, Model, ThetaError, parse_pair, parse_theta, read_files
 
 SIDE = 28  # digits are SIDE x SIDE x 1
@@ -91,9 +91,7 @@ class Network:
     @property
     def architecture(self) -> str:
         """E.g. "conv3x16-pool2-conv3x32-pool2-dense128-dense10"."""
-        return "-".join(f"pool{s.layer.size}" if s.layer.op == "maxpool" else
-                        f"conv{s.layer.kernel}x{s.shape[2]}" if s.layer.op == "conv" else f"dense{s.shape[2]}"
-                        for s in self.steps)
+        return "-".join(step_name(s) for s in self.steps)
 
     def probabilities(self, pixels: npt.NDArray[np.floating[Any]]) -> Floats:
         """Map an (n, 784) batch of pixels in [0, 1] to (n, 10) class probabilities, a block of
@@ -123,21 +121,21 @@ def chain(layers: list[Layer], weights: dict[str, npt.NDArray[np.float64]], wher
         if layer.op != "dense" and number > 1 and layers[number - 2].op == "dense":
             raise ThetaError(f"{label}: needs an image, and layer {number - 1} is dense")
         if layer.op == "maxpool":
-            if layer.size > min(height, width):
-                raise ThetaError(f"{label}: a {layer.size}x{layer.size} pool does not fit its "
-                                 f"{height}x{width} input")
-            shape = (height // layer.size, width // layer.size, channels)
+            pool_h, pool_w = layer.size
+            if pool_h > height or pool_w > width:
+                raise ThetaError(f"{label}: a {pool_h}x{pool_w} pool does not fit its {height}x{width} input")
+            shape = (height // pool_h, width // pool_w, channels)
             steps.append(Step(layer, empty, empty, shape))
             continue
         assert layer.file is not None  # a conv or dense layer (digits/manifest.py)
         matrix = weights[layer.file]
         if layer.op == "conv":
-            inputs = layer.kernel * layer.kernel * channels
-            out_h, out_w = (conv_side(side, layer) for side in (height, width))
+            kernel_h, kernel_w = layer.kernel
+            inputs = kernel_h * kernel_w * channels
+            out_h, out_w = conv_sides((height, width), layer)
             if min(out_h, out_w) < 1:
-                raise ThetaError(f"{label}: a {layer.kernel}x{layer.kernel} kernel does not fit its "
-                                 f"{height}x{width} input")
-            need = f"a {layer.kernel}x{layer.kernel} convolution of {channels} channel(s) needs"
+                raise ThetaError(f"{label}: a {kernel_h}x{kernel_w} kernel does not fit its {height}x{width} input")
+            need = f"a {kernel_h}x{kernel_w} convolution of {channels} channel(s) needs"
             positions = out_h * out_w
         else:
             inputs = height * width * channels
@@ -161,7 +159,7 @@ def run(steps: list[Step], a: Floats) -> Floats:
         if step.layer.op == "maxpool":
             a = max_pool(a, step.layer.size)
         elif step.layer.op == "conv":
-            out_h, out_w = (conv_side(side, step.layer) for side in a.shape[1:3])
+            out_h, out_w = conv_sides(a.shape[1:3], step.layer)
             columns = im2col(a, step.layer.kernel, step.layer.stride, step.layer.padding)
             a = activate(columns @ step.weights, step.bias, step.layer.activation).reshape(
                 len(a), out_h, out_w, step.shape[2])
@@ -170,37 +168,47 @@ def run(steps: list[Step], a: Floats) -> Floats:
     return a
 
 
-def conv_side(side: int, layer: Layer) -> int:
-    """A convolution's output side, as Keras computes it."""
+def step_name(step: Step) -> str:
+    """A layer as an architecture names it: "conv3x16" (a 3x3 window, 16 channels), "pool2", "dense128"."""
+    if step.layer.op == "maxpool":
+        return f"pool{window_name(step.layer.size)}"
+    if step.layer.op == "conv":
+        return f"conv{window_name(step.layer.kernel)}x{step.shape[2]}"
+    return f"dense{step.shape[2]}"
+
+
+def conv_sides(sides: tuple[int, ...], layer: Layer) -> tuple[int, int]:
+    """A convolution's output (height, width), as Keras computes them."""
     if layer.padding == "same":
-        return -(-side // layer.stride)
-    return (side - layer.kernel) // layer.stride + 1
+        return -(-sides[0] // layer.stride), -(-sides[1] // layer.stride)
+    return ((sides[0] - layer.kernel[0]) // layer.stride + 1, (sides[1] - layer.kernel[1]) // layer.stride + 1)
 
 
-def im2col(a: Floats, kernel: int, stride: int, padding: str) -> Floats:
-    """Every kernel x kernel window of (n, h, w, c) images as one row, in (dy, dx, c) order:
-    stride tricks give the windows without copying; the reshape makes the one copy."""
+def im2col(a: Floats, kernel: tuple[int, int], stride: int, padding: str) -> Floats:
+    """Every (height, width) kernel window of (n, h, w, c) images as one row, in (dy, dx, c)
+    order: stride tricks give the windows without copying; the reshape makes the one copy."""
     if padding == "same":  # as TensorFlow: the odd pixel of padding goes after
         pads = [(0, 0)]
-        for side in a.shape[1:3]:
-            total = max((-(-side // stride) - 1) * stride + kernel - side, 0)
+        for side, window in zip(a.shape[1:3], kernel, strict=True):
+            total = max((-(-side // stride) - 1) * stride + window - side, 0)
             pads.append((total // 2, total - total // 2))
         a = np.pad(a, [*pads, (0, 0)])
-    windows = np.lib.stride_tricks.sliding_window_view(a, (kernel, kernel), axis=(1, 2))[:, ::stride, ::stride]
+    windows = np.lib.stride_tricks.sliding_window_view(a, kernel, axis=(1, 2))[:, ::stride, ::stride]
     n, out_h, out_w = windows.shape[:3]
     columns: Floats = windows.transpose(0, 1, 2, 4, 5, 3).reshape(n * out_h * out_w, -1)
     return columns
 
 
-def max_pool(a: Floats, size: int) -> Floats:
-    """Non-overlapping size x size maxima, a ragged edge dropped (Keras' "valid" pooling): the
-    maximum of size * size strided views, 3x quicker than a max over reshaped axes."""
-    height, width = a.shape[1] // size * size, a.shape[2] // size * size
-    pooled: Floats = a[:, 0:height:size, 0:width:size]
-    for dy in range(size):
-        for dx in range(size):
+def max_pool(a: Floats, size: tuple[int, int]) -> Floats:
+    """Non-overlapping (height, width) maxima, a ragged edge dropped (Keras' "valid" pooling): the
+    maximum of height * width strided views, 3x quicker than a max over reshaped axes."""
+    size_h, size_w = size
+    height, width = a.shape[1] // size_h * size_h, a.shape[2] // size_w * size_w
+    pooled: Floats = a[:, 0:height:size_h, 0:width:size_w]
+    for dy in range(size_h):
+        for dx in range(size_w):
             if dy or dx:
-                pooled = np.maximum(pooled, a[:, dy:height:size, dx:width:size])
+                pooled = np.maximum(pooled, a[:, dy:height:size_h, dx:width:size_w])
     return pooled
 
 

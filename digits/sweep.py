@@ -2,10 +2,10 @@
 
 A strip reader is convolutions and pools only, so it runs on a strip of any width: every window
 of the strip shares the work of its neighbours, where the lattice of cuts (digits.reading) reads
-each candidate digit on its own. Its output is a frame every few strip columns (4 for the
-trained reader: two 2x2 pools), each a distribution over ALPHABET and a blank; a code is the
-frames' best path with repeats merged and blanks dropped, as connectionist temporal
-classification (CTC) trains it (trainer.strips). With a hint, the path is the best one with
+each candidate digit on its own. Its output is a frame every few strip columns (the product of
+its pools' widths: 4 for two 2x2 pools, 2 where the second is 2x1), each a distribution over
+ALPHABET and a blank; a code is the frames' best path with repeats merged and blanks dropped,
+as connectionist temporal classification (CTC) trains it (trainer.strips). With a hint, the path is the best one with
 exactly the expected count of digits (a Viterbi search over frames, counts and symbols).
 
 A digit's probabilities are those of the frame where its symbol peaks. The code's confidence is
@@ -30,7 +30,7 @@ from digits.arrays import Box, Floats
 from digits.images import ImageError
 from digits.ink import clean
 from digits.manifest import Layer, parse_manifest, strip_layer_specs
-from digits.network import Recogniser, Step, chain, run
+from digits.network import Recogniser, Step, chain, run, step_name
 from digits.pattern import Pattern
 from digits.reading import Reading, finds_hyphens, place_separators, read
 from digits.segment import lattice
@@ -78,8 +78,9 @@ class StripReader:
             raise ThetaError(f"{where}: {macs:.0f} multiply-adds per strip column, over the limit "
                              f"of {MAX_MACS_PER_COLUMN}")
         step, offset = 1.0, 0.0  # where a frame's window is centred: through each layer's stride and window
-        for layer in layers:
-            window, stride = (layer.size, layer.size) if layer.op == "maxpool" else (layer.kernel, layer.stride)
+        for layer in layers:  # along the strip: each window's width
+            window, stride = (layer.size[1], layer.size[1]) if layer.op == "maxpool" else \
+                (layer.kernel[1], layer.stride)
             if layer.op == "maxpool" or layer.padding == "valid":
                 offset += step * (window - 1) / 2
             step *= stride
@@ -87,8 +88,7 @@ class StripReader:
 
     @property
     def architecture(self) -> str:
-        return "strip:" + "-".join(f"pool{s.layer.size}" if s.layer.op == "maxpool" else
-                                   f"conv{s.layer.kernel}x{s.shape[2]}" for s in self.steps)
+        return "strip:" + "-".join(step_name(s) for s in self.steps)
 
     def frames(self, strip: Floats) -> Frames:
         """The frames of one (STRIP_HEIGHT, width) strip; one narrower than NOMINAL_WIDTH (a lone

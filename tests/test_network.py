@@ -91,7 +91,7 @@ def test_stride_two_valid_convolution_and_ragged_pool() -> None:
     for digit in x.reshape(-1, 28, 28).astype(np.float64):
         conv = np.array([[[np.sum(digit[2 * y:2 * y + 5, 2 * x_:2 * x_ + 5].reshape(-1) * c[1:, k]) + c[0, k]
                            for k in range(4)] for x_ in range(12)] for y in range(12)])
-        pooled = max_pool(np.maximum(conv, 0)[None], 3)[0]
+        pooled = max_pool(np.maximum(conv, 0)[None], (3, 3))[0]
         logits = pooled.reshape(-1) @ d[1:] + d[0]
         expected.append(np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum())
     np.testing.assert_allclose(model.probabilities(x), np.array(expected), atol=1e-5)
@@ -120,7 +120,10 @@ BAD_LAYERS: list[tuple[str, Any, type[Exception], str]] = [
      r"layers\[6\] is not a dense softmax"),
     ("a file name with a path", replace_layer(0, file="../x.csv"), ManifestError,
      r"layers\[1\]: file '\.\./x\.csv' is not a layer file name"),
-    ("a kernel too big", replace_layer(0, kernel=9), ManifestError, r"layers\[1\]: kernel 9 is not a whole number"),
+    ("a kernel too big", replace_layer(0, kernel=16), ManifestError, r"layers\[1\]: kernel 16 is not a whole number"),
+    ("a window not square", replace_layer(1, size=[2, 1]), ManifestError,
+     r"layers\[2\]'s window is not square; a digit model's are"),
+    ("a 1x1 pool", replace_layer(1, size=[1, 1]), ManifestError, r"layers\[2\]: size \[1, 1\] is not a whole number"),
     ("a pool after a dense layer", conv_after_dense, ThetaError, r"layer 6 \(maxpool\): needs an image, and layer 5"),
 ]
 

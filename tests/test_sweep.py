@@ -71,6 +71,19 @@ def test_frames_are_centred_where_their_window_is() -> None:
     np.testing.assert_allclose(found.centres, 13.5 + 4 * np.arange(100 // 4 - 6))
 
 
+def test_a_frame_every_two_columns_from_a_2x1_pool_and_a_7x13_window() -> None:
+    """The manifest's [height, width] windows: the second pool halves the height only, so the
+    frames come every 2 strip columns, each centred where its 13-column window is."""
+    layers = copy.deepcopy(STRIP_LAYERS)
+    layers[3]["size"], layers[4]["kernel"] = [2, 1], [7, 13]
+    files = {**random_strips(), "strip3.csv": to_csv(np.random.default_rng(1).normal(size=(7 * 13 * 8 + 1, 16)))}
+    reader = load_strip_reader({**SEED_PAIR, **files}, {"strip_layers": layers}, "v")
+    assert reader is not None and reader.architecture == "strip:conv3x4-pool2-conv3x8-pool2x1-conv7x13x16-conv1x12"
+    found = reader.frames(np.zeros((STRIP_HEIGHT, 100), dtype=np.float32))
+    assert found.log_probabilities.shape == (100 // 2 - 12, BLANK + 1)
+    np.testing.assert_allclose(found.centres, 12.5 + 2 * np.arange(100 // 2 - 12))
+
+
 def test_a_strip_narrower_than_one_digit_is_read_not_refused() -> None:
     """A wide crop holding one thin stroke makes a strip narrower than the layers need: it is
     widened with blank columns, read, and its frames still start at the strip's left."""
@@ -110,6 +123,8 @@ BAD_STRIPS: list[tuple[str, Any, type[Exception], str]] = [
      r"v/strip2\.csv: row 4, column 2: nan is not a finite"),
     ("a digit model's file", replace_layer(0, file="theta1.csv"), ManifestError,
      r"strip_layers name a file the digit model's layers name too"),
+    ("a window wider than the limit", replace_layer(4, kernel=[7, 16]), ManifestError,
+     r"strip_layers\[5\]: kernel \[7, 16\] is not a whole number from 1 to 15 or a \[height, width\] pair"),
 ]
 
 
@@ -146,9 +161,11 @@ def test_a_strip_version_is_published_exported_and_imported_unchanged(connection
     assert registry.manifest("strips-2")["model_sha256"] == manifest["model_sha256"]
 
 
-def test_the_numpy_forward_pass_is_the_keras_model_it_was_exported_from(mnist_test: Digits) -> None:
+@pytest.mark.parametrize("frame_step", [4, 2])
+def test_the_numpy_forward_pass_is_the_keras_model_it_was_exported_from(mnist_test: Digits, frame_step: int) -> None:
     """A strip reader trained for a moment by the trainer's own code (TensorFlow), exported to
-    CSVs: NumPy's frames equal Keras' softmax within 1e-5 on strips of several widths."""
+    CSVs: NumPy's frames equal Keras' softmax within 1e-5 on strips of several widths, with a
+    frame every 4 columns and every 2 (a 2x1 pool and a 7x13 window)."""
     import tensorflow as tf
 
     from trainer.strips import StripRecipe, generate_strips, train_strips
@@ -156,12 +173,12 @@ def test_the_numpy_forward_pass_is_the_keras_model_it_was_exported_from(mnist_te
 
     images, labels = mnist_test
     strips = generate_strips(images, labels, 96, seed=5)
-    recipe = StripRecipe(crops=96, epochs=1, channels=(4, 8, 16), seed=1, workers=1)
+    recipe = StripRecipe(crops=96, epochs=1, channels=(4, 8, 16), seed=1, workers=1, frame_step=frame_step)
     net, history, best_epoch = train_strips(strips[:64], strips[64:], recipe, report=lambda _line: None)
     assert best_epoch == 1 and len(history["loss"]) == 1
     files, layers = export_layers(net)
     reader = load_strip_reader({**SEED_PAIR, **files}, {"strip_layers": [layer.as_json() for layer in layers]}, "k")
-    assert reader is not None
+    assert reader is not None and reader.frame_step == frame_step
     for pixels, _code in strips[64:72]:
         strip = pixels.astype(np.float32) / 255.0
         want = tf.nn.softmax(net(strip[None, :, :, None])[0, 0]).numpy()

@@ -38,7 +38,8 @@ FORMATS = ("4", "5", "5", "5", "6", "5+4")  # drawn uniformly: five-digit codes 
 INVERTED_SHARE = 0.05  # light ink on dark paper
 PART = 5000  # crops generated per task, each task seeded on its own
 BATCH = 32
-WIDTH_STEP = 4  # a batch is padded to a multiple of the network's frame step
+WIDTH_STEP = 4  # a batch is padded to a multiple of every recipe's frame step
+FRAME_STEPS = {4: ((2, 2), (7, 7)), 2: ((2, 1), (7, 13))}  # columns between frames: second pool, last window
 ELASTIC_ALPHA, ELASTIC_SIGMA = 34.0, 4.5  # pixels: the digit trainer's elastic field (trainer.distort) ...
 STRETCH = 0.12  # ... each strip's ink wider or narrower by up to this share, about its centre ...
 STROKE = 0.3  # ... and a bolder or finer pen: up to this share of a 3 x 3 grey dilation or erosion
@@ -53,7 +54,8 @@ class StripRecipe:
     crops: int = 200_000
     epochs: int = 8
     learning_rate: float = 2e-3
-    channels: tuple[int, int, int] = (32, 64, 256)  # conv 3x3, pool, conv 3x3, pool, conv 7x7 across the strip
+    channels: tuple[int, int, int] = (32, 64, 256)  # conv 3x3, pool, conv 3x3, pool, conv across the strip
+    frame_step: int = 4  # strip columns between frames: 4 or 2 (network)
     seed: int = 0
     validation_crops: int = 1000  # crops of validation digits that choose the epoch
     distort: bool = False  # bend each training batch afresh every epoch (distort_strips)
@@ -142,10 +144,17 @@ def distort_strips(x: npt.NDArray[np.float32], rng: np.random.Generator) -> npt.
 
 
 def network(recipe: StripRecipe) -> Any:
-    """Two 3x3 convolutions with 2x2 pools, then a 7x7 convolution that spans the strip's height
-    (its 7 rows of features) and sees about two digits' width, and a 1x1 one over the symbols."""
+    """Two 3x3 convolutions with pools, then a convolution that spans the strip's height (its 7
+    rows of features) and about two digits' width (28 strip columns), and a 1x1 one over the
+    symbols. A frame every 4 columns: two 2x2 pools and a 7x7 window. A frame every 2: the
+    second pool 2x1 and a 7x13 window, the same width in pixels; it leaves out fewer digits close
+    to their neighbour (docs/benchmarks.md), for about twice the last convolution's work."""
     import tensorflow as tf
 
+    if recipe.frame_step not in FRAME_STEPS:
+        raise ValueError(f"frame step {recipe.frame_step}: a strip reader has a frame every "
+                         f"{' or '.join(map(str, FRAME_STEPS))} columns")
+    second_pool, last_window = FRAME_STEPS[recipe.frame_step]
     first, second, across = recipe.channels
     layers = tf.keras.layers
     return tf.keras.Sequential([
@@ -153,8 +162,8 @@ def network(recipe: StripRecipe) -> Any:
         layers.Conv2D(first, 3, padding="same", activation="relu"),
         layers.MaxPooling2D(2),
         layers.Conv2D(second, 3, padding="same", activation="relu"),
-        layers.MaxPooling2D(2),
-        layers.Conv2D(across, 7, padding="valid", activation="relu"),
+        layers.MaxPooling2D(second_pool),
+        layers.Conv2D(across, last_window, padding="valid", activation="relu"),
         layers.Conv2D(BLANK + 1, 1),
     ])
 

@@ -155,14 +155,15 @@ def export_pair(net: Any, mean: float, std: float) -> tuple[dict[str, bytes], No
 
 def export_layers(net: Any) -> tuple[dict[str, bytes], list[Layer]]:
     """One CSV per convolution or dense layer, bias row on top (a kernel as its im2col matrix:
-    Keras' (k, k, c_in, c_out) reshaped to (k * k * c_in, c_out)), and the manifest's layer list.
+    Keras' (kh, kw, c_in, c_out) reshaped to (kh * kw * c_in, c_out)), and the manifest's layer list.
     The last dense layer's logits become the softmax."""
     files: dict[str, bytes] = {}
     layers: list[Layer] = []
     for keras_layer in net.layers:
         kind = type(keras_layer).__name__
         if kind == "MaxPooling2D":
-            layers.append(Layer("maxpool", size=int(keras_layer.pool_size[0])))
+            height, width = keras_layer.pool_size
+            layers.append(Layer("maxpool", size=(int(height), int(width))))
             continue
         if kind not in ("Conv2D", "Dense"):
             continue  # Reshape, Flatten, Dropout: nothing at inference
@@ -173,7 +174,8 @@ def export_layers(net: Any) -> tuple[dict[str, bytes], list[Layer]]:
         if kind == "Dense":
             layers.append(Layer("dense", name, activation=activation))
         else:
-            layers.append(Layer("conv", name, kernel=int(kernel.shape[0]), stride=int(keras_layer.strides[0]),
+            layers.append(Layer("conv", name, kernel=(int(kernel.shape[0]), int(kernel.shape[1])),
+                                stride=int(keras_layer.strides[0]),
                                 padding=keras_layer.padding, activation=activation))
     layers[-1] = replace(layers[-1], activation="softmax")
     return files, layers
