@@ -15,6 +15,8 @@ MAX_PIECES = 120  # separate pieces of ink in a crop (generated 5-digit crops: a
 
 # Models: what a theta file may cost before it is parsed (docs/theta-format.md)
 MAX_HIDDEN = 4096  # hidden units: theta1 is 785 x H (H = 4,096 is about 80 MB of CSV text)
+MAX_WEIGHT_ROWS = 16_384  # rows under a layer file's bias row: a dense layer's inputs, a convolution's
+# kh * kw * c_in (the strip reader's 7x13 window over 64 channels: 5,824)
 MAX_THETA_FILE_BYTES = 96 * 1024 * 1024  # a theta file on disk (plain or gzipped), checked before it is read
 MAX_THETA_TEXT_BYTES = 96 * 1024 * 1024  # its CSV text: a gzip file is refused once it inflates past this
 MAX_MANIFEST_BYTES = 1024 * 1024  # a version's manifest.json

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from digits.arrays import Floats
-from digits.defaults import MAX_HIDDEN, MAX_THETA_FILE_BYTES, MAX_THETA_TEXT_BYTES
+from digits.defaults import MAX_HIDDEN, MAX_THETA_FILE_BYTES, MAX_THETA_TEXT_BYTES, MAX_WEIGHT_ROWS
 
 N_INPUT = 784
 N_CLASSES = 10
@@ -110,8 +110,9 @@ def check_size(plain: bytes, name: str) -> None:
     columns, rows = first.count(b",") + 1, plain.count(b"\n") + (not plain.endswith(b"\n"))
     if columns > MAX_HIDDEN:
         raise ThetaError(f"{name}: row 1 has {columns} columns, over the limit of {MAX_HIDDEN} hidden units")
-    if rows > max(N_INPUT, MAX_HIDDEN) + 1:
-        raise ThetaError(f"{name}: {rows} rows, more than a theta file of at most {MAX_HIDDEN} hidden units has")
+    if rows > MAX_WEIGHT_ROWS + 1:
+        raise ThetaError(f"{name}: {rows} rows, over the limit of {MAX_WEIGHT_ROWS + 1} (a bias row and "
+                         f"{MAX_WEIGHT_ROWS} weight rows)")
 
 
 def csv_shape(plain: bytes) -> tuple[int, int]:

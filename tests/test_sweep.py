@@ -73,12 +73,15 @@ def test_frames_are_centred_where_their_window_is() -> None:
 
 def test_a_frame_every_two_columns_from_a_2x1_pool_and_a_7x13_window() -> None:
     """The manifest's [height, width] windows: the second pool halves the height only, so the
-    frames come every 2 strip columns, each centred where its 13-column window is."""
+    frames come every 2 strip columns, each centred where its 13-column window is. The window
+    spans 64 channels, as the trainer's does: a file of 5,825 rows."""
     layers = copy.deepcopy(STRIP_LAYERS)
     layers[3]["size"], layers[4]["kernel"] = [2, 1], [7, 13]
-    files = {**random_strips(), "strip3.csv": to_csv(np.random.default_rng(1).normal(size=(7 * 13 * 8 + 1, 16)))}
+    rng = np.random.default_rng(1)
+    files = {**random_strips(), "strip2.csv": to_csv(rng.normal(size=(37, 64))),
+             "strip3.csv": to_csv(rng.normal(scale=0.1, size=(7 * 13 * 64 + 1, 16)))}
     reader = load_strip_reader({**SEED_PAIR, **files}, {"strip_layers": layers}, "v")
-    assert reader is not None and reader.architecture == "strip:conv3x4-pool2-conv3x8-pool2x1-conv7x13x16-conv1x12"
+    assert reader is not None and reader.architecture == "strip:conv3x4-pool2-conv3x64-pool2x1-conv7x13x16-conv1x12"
     found = reader.frames(np.zeros((STRIP_HEIGHT, 100), dtype=np.float32))
     assert found.log_probabilities.shape == (100 // 2 - 12, BLANK + 1)
     np.testing.assert_allclose(found.centres, 12.5 + 2 * np.arange(100 // 2 - 12))

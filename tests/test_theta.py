@@ -401,5 +401,6 @@ def test_too_many_columns_are_refused_before_parsing() -> None:
 
 
 def test_too_many_rows_are_refused_before_parsing() -> None:
-    with pytest.raises(ThetaError, match=r"theta2\.csv: 5000 rows, more than a theta file"):
-        parse_theta(b"0,1\n" * 5000, "theta2.csv")
+    with pytest.raises(ThetaError, match=r"theta2\.csv: 16386 rows, over the limit of 16385"):
+        parse_theta(b"0,1\n" * 16386, "theta2.csv")
+    assert parse_theta(b"0,1\n" * 16385, "strip3.csv").shape == (16385, 2)
