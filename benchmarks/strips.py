@@ -10,7 +10,7 @@ disagreement flagged first). The table gives whole
 codes and the error over the codes kept when the least sure share is set aside (10% to 58%:
 cutting's share at the review threshold 0.9), then the milliseconds a crop spends cleaning its
 ink, in the strip network and its best path, and being cut and read; last, the digits the strip
-reader left out, by how close each was to its neighbour (in its frames). Validation crops only:
+reader left out, by how close each was to its neighbour (in strip columns). Validation crops only:
 the reader is tuned on these, never on the test crops of benchmarks.postal.
 """
 
@@ -71,7 +71,7 @@ def main() -> None:
     sure: dict[str, list[float]] = {"strip": [], "cut": [], **{name: [] for name in served},
                                     **{m: [] for m in MEASURES}}
     seconds = {"ink": 0.0, "strip network": 0.0, "cutting": 0.0}
-    spacing: list[tuple[float, bool, bool]] = []  # each digit: frames to its nearest neighbour, left out, twinned
+    spacing: list[tuple[float, bool, bool]] = []  # each digit: columns to its nearest neighbour, left out, twinned
     for crop in crops:
         grey = decode(png_bytes(crop))
         found, strip = readings(grey, strips, model, expect, seconds, checks)
@@ -81,7 +81,7 @@ def main() -> None:
         for name, value in measures(strip, strips, expect).items():
             sure[name].append(value)
         if strip is not None:
-            spacing += digit_spacing(crop, strip, strips.frame_step, found["strip"][0])
+            spacing += digit_spacing(crop, strip, found["strip"][0])
     truth = [crop.code for crop in crops]
     right = {name: np.array([c == t for c, t in zip(found, truth, strict=True)]) for name, found in codes.items()}
     agree = np.array([a is not None and a == b for a, b in zip(codes["strip"], codes["cut"], strict=True)])
@@ -108,10 +108,11 @@ def main() -> None:
         print(f"| {name} | {correct.mean():.2%} | " + " | ".join(f"{e:.2%}" for e in errors) + f" | {review} |")
     print("\nms a crop, one core: " + ", ".join(f"{name} {1000 * s / len(crops):.1f}" for name, s in seconds.items()))
     print("\ndigits the strip reader alone left out (it read one digit fewer, the rest right), by how far the "
-          "digit's centre is from its nearest neighbour's, in frames:")
-    print("| frames to the nearest digit | digits | left out | of which beside the same digit (a repeat merged) |")
+          f"digit's centre is from its nearest neighbour's, in strip columns (a frame every {strips.frame_step:g}):")
+    print("| strip columns to the nearest digit | digits | left out "
+          "| of which beside the same digit (a repeat merged) |")
     print("| --- | ---: | ---: | ---: |")
-    for low, high in ((0, 3), (3, 4), (4, 5), (5, 6), (6, np.inf)):
+    for low, high in ((0, 12), (12, 16), (16, 20), (20, 24), (24, np.inf)):
         held = [(missed, twin) for apart, missed, twin in spacing if low <= apart < high]
         missed = sum(m for m, _ in held)
         print(f"| {low} to {high} | {len(held)} | {missed} ({missed / max(len(held), 1):.2%}) "
@@ -151,13 +152,14 @@ def readings(grey: Floats, strips: StripReader, model: Recogniser, expect: Patte
     return found, strip
 
 
-def digit_spacing(crop: Crop, strip: Strip, frame_step: float, read: str | None) -> list[tuple[float, bool, bool]]:
-    """Each digit of the crop: how many of the reader's frames its centre is from its nearest
-    neighbour's, whether the reading left it out (read one digit fewer, the others right), and
-    whether a neighbour is the same digit (a repeat that CTC must split with a blank)."""
+def digit_spacing(crop: Crop, strip: Strip, read: str | None) -> list[tuple[float, bool, bool]]:
+    """Each digit of the crop: how many strip columns its centre is from its nearest neighbour's
+    (a reader with a frame every 4 columns has 3 frames in 12), whether the reading left it out
+    (read one digit fewer, the others right), and whether a neighbour is the same digit (a
+    repeat that CTC must split with a blank)."""
     truth = "".join(c for c in crop.code if c.isdigit())
     digits = "".join(c for c in read or "" if c.isdigit())
-    centres = np.array([(left + right) / 2 for left, _, right, _ in crop.boxes]) / strip.step / frame_step
+    centres = np.array([(left + right) / 2 for left, _, right, _ in crop.boxes]) / strip.step
     left_out = next((i for i in range(len(truth)) if truth[:i] + truth[i + 1:] == digits), None)
     return [(float(np.min(np.abs(np.delete(centres, i) - centres[i]))) if len(centres) > 1 else np.inf, i == left_out,
              truth[i] in truth[max(i - 1, 0):i] + truth[i + 1:i + 2]) for i in range(len(truth))]
