@@ -120,10 +120,10 @@ def layer_specs(raw: Any, where: str) -> list[Layer]:
     """A manifest's `layers`, each checked on its own (how they chain is checked against the files
     when they load: digits/network.py); the last is the dense softmax over the 10 classes."""
     layers = layer_list(raw, "layers", where)
-    for number, layer in enumerate(layers, start=1):
-        if layer.kernel[0] != layer.kernel[1] or layer.size[0] != layer.size[1]:
-            raise ManifestError(f"{where}: layers[{number}]'s window is not square; a digit model's are (the "
-                                f"browser page reads them), only strip_layers' may be [height, width]")
+    for number, entry in enumerate(raw, start=1):
+        if any(isinstance(entry.get(field), list) for field in ("kernel", "size")):
+            raise ManifestError(f"{where}: layers[{number}] has a [height, width] window; a digit model's are "
+                                f"one number (the browser page reads them), only strip_layers' may be pairs")
     last = layers[-1]
     if last.op != "dense" or last.activation != "softmax":
         raise ManifestError(f"{where}: layers[{len(layers)}] is not a dense softmax over the classes, "

@@ -121,8 +121,8 @@ BAD_LAYERS: list[tuple[str, Any, type[Exception], str]] = [
     ("a file name with a path", replace_layer(0, file="../x.csv"), ManifestError,
      r"layers\[1\]: file '\.\./x\.csv' is not a layer file name"),
     ("a kernel too big", replace_layer(0, kernel=16), ManifestError, r"layers\[1\]: kernel 16 is not a whole number"),
-    ("a window not square", replace_layer(1, size=[2, 1]), ManifestError,
-     r"layers\[2\]'s window is not square; a digit model's are"),
+    ("a [height, width] window", replace_layer(1, size=[2, 2]), ManifestError,
+     r"layers\[2\] has a \[height, width\] window; a digit model's are one number"),
     ("a 1x1 pool", replace_layer(1, size=[1, 1]), ManifestError, r"layers\[2\]: size \[1, 1\] is not a whole number"),
     ("a pool after a dense layer", conv_after_dense, ThetaError, r"layer 6 \(maxpool\): needs an image, and layer 5"),
 ]
