@@ -91,6 +91,27 @@ def finish_shares(connection: redis.Redis, run_id: str, share: Share, totals: di
                                                          args=[share.of, time.time(), *pairs]))
 
 
+RAISE_TOTAL = """
+-- KEYS[1]: a run's hash. ARGV[1]: files a producer has found so far in its pass. While the run is
+-- enqueueing, its total shows progress and only grows; once enqueued, FINISH_SHARES' sum is final
+-- (a follower ends when it has that many results, so a stale lower total would end it early).
+if redis.call('HGET', KEYS[1], 'status') ~= 'enqueueing' then
+  return 0
+end
+local total = tonumber(redis.call('HGET', KEYS[1], 'total') or '0')
+if tonumber(ARGV[1]) > total then
+  redis.call('HSET', KEYS[1], 'total', ARGV[1])
+end
+return 1
+"""
+
+
+def show_found(connection: redis.Redis, run_id: str, found: int) -> None:
+    """Raise the total of a run still being enqueued to the files found so far, for `status`.
+    One script: a read then a write would race with another share's FINISH_SHARES."""
+    connection.register_script(RAISE_TOTAL)(keys=[keys.run(run_id)], args=[found])
+
+
 def new_run_id() -> str:
     return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
 

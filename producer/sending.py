@@ -27,7 +27,7 @@ from digits.queueing import batch_queue, job_id
 from digits.recovery import fail_batch, failure_reason, recover_abandoned
 from producer.batches import enqueue_batch, enqueue_job
 from producer.files import Found, Share, walk
-from producer.runs import Settings, finish_shares, run_shares
+from producer.runs import Settings, finish_shares, run_shares, show_found
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class Sender:
                 taken = self.send(waiting[:size])
                 sent += taken
                 waiting = waiting[taken:]
-            self.redis.hset(keys.run(self.run_id), "total", max(total, self.known_total()))
+            show_found(self.redis, self.run_id, total)
         while waiting:
             taken = self.send(waiting)
             sent += taken
@@ -139,9 +139,6 @@ class Sender:
             if part in self.share.parts:
                 totals[part] += 1
                 yield found
-
-    def known_total(self) -> int:
-        return int(self.redis.hget(keys.run(self.run_id), "total") or 0)
 
     def adopt_open_batches(self) -> set[str]:
         """Batches of this share left open by an earlier pass or producer: watch them, and return

@@ -23,7 +23,7 @@ from digits.registry import DEFAULT_MODEL_DIR, Registry
 from producer.files import Share
 from producer.following import await_run
 from producer.redis_server import RedisServer
-from producer.runs import RunError
+from producer.runs import RunError, Settings, finish_shares, join_run, show_found
 from tests.conftest import ROOT, MakeFolder, WorkerPool
 from tests.test_chaos import signal_one, worker_pids
 
@@ -171,3 +171,18 @@ def test_a_follower_waits_for_its_run_then_says_there_is_none(connection: redis.
     connection.hset(keys.run("sent-1"), "status", "enqueueing")
     assert await_run(connection, "sent-1", 0.3)["status"] == "enqueueing"
 
+
+
+def test_a_run_total_shows_progress_but_is_final_once_enqueued(connection: redis.Redis, tmp_path: Path) -> None:
+    """A share's running count raises the total while the run is enqueueing, never lowers it, and
+    leaves the sum of the shares alone once they are all sent: a share checking its files again
+    wrote its stale count over that sum, and a follower ended with the last results unwritten."""
+    run_id = join_run(connection, tmp_path, Settings(), "total-1", shares=2)
+    show_found(connection, run_id, 40)
+    show_found(connection, run_id, 30)
+    assert connection.hget(keys.run(run_id), "total") == b"40"
+    assert finish_shares(connection, run_id, Share.parse("1/2"), {0: 50}) == 50
+    assert connection.hget(keys.run(run_id), "status") == b"enqueueing"
+    assert finish_shares(connection, run_id, Share.parse("2/2"), {1: 60}) == 110
+    show_found(connection, run_id, 50)  # share 1's second pass, with its own count
+    assert connection.hmget(keys.run(run_id), ["total", "status"]) == [b"110", b"enqueued"]
