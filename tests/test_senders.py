@@ -24,6 +24,7 @@ from producer.files import Share
 from producer.following import await_run
 from producer.redis_server import RedisServer
 from producer.runs import RunError, Settings, finish_shares, join_run, show_found
+from producer.sending import Sender
 from tests.conftest import ROOT, MakeFolder, WorkerPool
 from tests.test_chaos import signal_one, worker_pids
 
@@ -186,3 +187,33 @@ def test_a_run_total_shows_progress_but_is_final_once_enqueued(connection: redis
     assert finish_shares(connection, run_id, Share.parse("2/2"), {1: 60}) == 110
     show_found(connection, run_id, 50)  # share 1's second pass, with its own count
     assert connection.hmget(keys.run(run_id), ["total", "status"]) == [b"110", b"enqueued"]
+
+
+def test_a_share_ends_only_once_each_of_its_files_has_a_result(connection: redis.Redis, default_version: str,
+                                                               start_workers: StartWorkers,
+                                                               digit_folder: MakeFolder) -> None:
+    """One of a share's results lost (a Redis restart) while another share's arrives leaves the
+    run's count where the share expected it: the share still finds its file without a result and
+    sends it again, where the count alone would have ended it."""
+    folder, truth = digit_folder(40)
+    start_workers(1)
+    settings = Settings(batch_size=5)
+    run_id = join_run(connection, folder, settings, "lost-1", shares=2)
+    share = Share.parse("1/2")
+    mine = sorted(path for path in truth if share.holds(path))
+    theirs = sorted(path for path in truth if not share.holds(path))
+
+    class LosingOne(Sender):
+        """A sender whose first pass ends as one of its results goes and another share's comes."""
+
+        lost = False
+
+        def wait_for_open(self, most: int, most_batches: int | None = None) -> None:
+            super().wait_for_open(most, most_batches)
+            if most == 0 and not self.lost:
+                self.lost = True
+                connection.hdel(keys.run_results(run_id), mine[0])
+                connection.hset(keys.run_results(run_id), theirs[0], "{}")
+
+    assert LosingOne(connection, run_id, folder, settings, share=share).deliver() == len(mine)
+    assert all(connection.hmget(keys.run_results(run_id), mine))
