@@ -60,21 +60,31 @@ class Settings:
                                   ("max_bytes", max_bytes)) if v is not None}
 
 
-FINISH_SHARES = """
+SUM_SHARES = """
+-- The sum of a run's shares: each one's files once its producer has sent it whole ('total:K'),
+-- else those its producer has found so far ('found:K'); and how many are sent whole.
+local function sum_shares(run, shares)
+  local sum, done = 0, 0
+  for part = 0, shares - 1 do
+    local final = redis.call('HGET', run, 'total:' .. part)
+    if final then
+      sum, done = sum + tonumber(final), done + 1
+    else
+      sum = sum + tonumber(redis.call('HGET', run, 'found:' .. part) or '0')
+    end
+  end
+  return sum, done
+end
+"""
+
+FINISH_SHARES = SUM_SHARES + """
 -- KEYS[1]: a run's hash. ARGV: its share count, the time, then (share, files found) pairs from
--- a producer's finished pass. The run's total is the sum of its shares' totals; it is enqueued
--- once every share has been sent whole.
+-- a producer's finished pass. The run is enqueued once every share has been sent whole, and its
+-- total is then final.
 for i = 3, #ARGV, 2 do
   redis.call('HSET', KEYS[1], 'total:' .. ARGV[i], ARGV[i + 1])
 end
-local sum, done = 0, 0
-for part = 0, tonumber(ARGV[1]) - 1 do
-  local total = redis.call('HGET', KEYS[1], 'total:' .. part)
-  if total then
-    sum = sum + tonumber(total)
-    done = done + 1
-  end
-end
+local sum, done = sum_shares(KEYS[1], tonumber(ARGV[1]))
 redis.call('HSET', KEYS[1], 'total', sum)
 if done == tonumber(ARGV[1]) then
   redis.call('HSET', KEYS[1], 'status', 'enqueued', 'enqueued_at', ARGV[2])
@@ -91,25 +101,32 @@ def finish_shares(connection: redis.Redis, run_id: str, share: Share, totals: di
                                                          args=[share.of, time.time(), *pairs]))
 
 
-RAISE_TOTAL = """
--- KEYS[1]: a run's hash. ARGV[1]: files a producer has found so far in its pass. While the run is
--- enqueueing, its total shows progress and only grows; once enqueued, FINISH_SHARES' sum is final
--- (a follower ends when it has that many results, so a stale lower total would end it early).
+SHOW_FOUND = SUM_SHARES + """
+-- KEYS[1]: a run's hash. ARGV: (share, files found so far) pairs from a producer's pass in
+-- progress. While the run is enqueueing, its total is the sum of what its producers have found,
+-- for `status`; a share's count only grows (a resumed producer starts its count again). Once
+-- enqueued, FINISH_SHARES' sum is final: a follower ends when it has that many results.
 if redis.call('HGET', KEYS[1], 'status') ~= 'enqueueing' then
   return 0
 end
-local total = tonumber(redis.call('HGET', KEYS[1], 'total') or '0')
-if tonumber(ARGV[1]) > total then
-  redis.call('HSET', KEYS[1], 'total', ARGV[1])
+for i = 1, #ARGV, 2 do
+  local found = 'found:' .. ARGV[i]
+  if tonumber(ARGV[i + 1]) > tonumber(redis.call('HGET', KEYS[1], found) or '0') then
+    redis.call('HSET', KEYS[1], found, ARGV[i + 1])
+  end
 end
+local shares = tonumber(redis.call('HGET', KEYS[1], 'shares') or '1')
+redis.call('HSET', KEYS[1], 'total', (sum_shares(KEYS[1], shares)))
 return 1
 """
 
 
-def show_found(connection: redis.Redis, run_id: str, found: int) -> None:
-    """Raise the total of a run still being enqueued to the files found so far, for `status`.
-    One script: a read then a write would race with another share's FINISH_SHARES."""
-    connection.register_script(RAISE_TOTAL)(keys=[keys.run(run_id)], args=[found])
+def show_found(connection: redis.Redis, run_id: str, found: dict[int, int]) -> None:
+    """Record the files found so far in each share of a pass in progress, and the run's total
+    (while it is being enqueued) as their sum over its producers. One script: a read then a
+    write raced with another share's FINISH_SHARES and lowered a final total."""
+    pairs = [value for part in sorted(found) for value in (part, found[part])]
+    connection.register_script(SHOW_FOUND)(keys=[keys.run(run_id)], args=pairs)
 
 
 def new_run_id() -> str:
