@@ -48,7 +48,6 @@ from digits.segment import Lattice, candidate_ink
 from digits.sweep import StripReader, load_strip_reader_dir
 from trainer.synth import FORMATS, Crop, generate, png_bytes
 
-ROOT = Path(__file__).resolve().parent.parent
 BATCH = 64
 REJECTS = (0.0, 0.05, 0.10, 0.20)
 SEED_FIVE, SEED_MIXED = 2026, 2027
@@ -200,7 +199,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path, action="append", default=None,
                         help="a model directory (CSVs and manifest); repeat to compare (default: the bundled one)")
     parser.add_argument("--expect", default=None, help="hint for the 5-digit set, e.g. 5 or #####")
-    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "postal-reject.png")
+    parser.add_argument("--plot", type=Path, default=None,
+                        help="a PNG to draw error against reject rate in (docs/postal-reject.png is the committed one)")
     parser.add_argument("--validation", action="store_true",
                         help="crops of MNIST validation digits (other seeds), to tune the reader on")
     args = parser.parse_args()
@@ -231,8 +231,9 @@ def main() -> None:
                              *read_true_cuts(five, model)))
     print()
     print(table(results))
-    plot(results, args.plot, "generated crops, " + ", ".join(d.name for d in directories))
-    print(f"\nplot: {args.plot}")
+    if args.plot is not None:
+        plot(results, args.plot, "generated crops, " + ", ".join(d.name for d in directories))
+        print(f"\nplot: {args.plot}")
 
 
 if __name__ == "__main__":
