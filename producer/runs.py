@@ -96,37 +96,39 @@ return sum
 def finish_shares(connection: redis.Redis, run_id: str, share: Share, totals: dict[int, int]) -> int:
     """Record the files each share of `share` holds, once its pass is done; return the run's total
     so far (final once every share of the run is done). One script: shares finish concurrently."""
-    pairs = [value for part in sorted(share.parts) for value in (part, totals.get(part, 0))]
     return int(connection.register_script(FINISH_SHARES)(keys=[keys.run(run_id)],
-                                                         args=[share.of, time.time(), *pairs]))
+                                                         args=[share.of, time.time(), *part_counts(share, totals)]))
+
+
+def part_counts(share: Share, counts: dict[int, int]) -> list[int]:
+    """A script's (part, count) arguments for each part of `share`, 0 for a part with none."""
+    return [value for part in sorted(share.parts) for value in (part, counts.get(part, 0))]
 
 
 SHOW_FOUND = SUM_SHARES + """
--- KEYS[1]: a run's hash. ARGV: (share, files found so far) pairs from a producer's pass in
--- progress. While the run is enqueueing, its total is the sum of what its producers have found,
+-- KEYS[1]: a run's hash. ARGV: its share count, then (share, files found so far) pairs from a
+-- producer's pass in progress. While the run is enqueueing, its total is the sum of what its producers have found,
 -- for `status`; a share's count only grows (a resumed producer starts its count again). Once
 -- enqueued, FINISH_SHARES' sum is final: a follower ends when it has that many results.
 if redis.call('HGET', KEYS[1], 'status') ~= 'enqueueing' then
   return 0
 end
-for i = 1, #ARGV, 2 do
+for i = 2, #ARGV, 2 do
   local found = 'found:' .. ARGV[i]
   if tonumber(ARGV[i + 1]) > tonumber(redis.call('HGET', KEYS[1], found) or '0') then
     redis.call('HSET', KEYS[1], found, ARGV[i + 1])
   end
 end
-local shares = tonumber(redis.call('HGET', KEYS[1], 'shares') or '1')
-redis.call('HSET', KEYS[1], 'total', (sum_shares(KEYS[1], shares)))
+redis.call('HSET', KEYS[1], 'total', (sum_shares(KEYS[1], tonumber(ARGV[1]))))
 return 1
 """
 
 
-def show_found(connection: redis.Redis, run_id: str, found: dict[int, int]) -> None:
-    """Record the files found so far in each share of a pass in progress, and the run's total
-    (while it is being enqueued) as their sum over its producers. One script: a read then a
+def show_found(connection: redis.Redis, run_id: str, share: Share, found: dict[int, int]) -> None:
+    """Record the files found so far in each part of `share` in a pass in progress, and the run's
+    total (while it is being enqueued) as their sum over its producers. One script: a read then a
     write raced with another share's FINISH_SHARES and lowered a final total."""
-    pairs = [value for part in sorted(found) for value in (part, found[part])]
-    connection.register_script(SHOW_FOUND)(keys=[keys.run(run_id)], args=pairs)
+    connection.register_script(SHOW_FOUND)(keys=[keys.run(run_id)], args=[share.of, *part_counts(share, found)])
 
 
 def new_run_id() -> str:

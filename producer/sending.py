@@ -125,7 +125,7 @@ class Sender:
                 taken = self.send(waiting[:size])
                 sent += taken
                 waiting = waiting[taken:]
-            show_found(self.redis, self.run_id, totals)
+            show_found(self.redis, self.run_id, self.share, totals)
         while waiting:
             taken = self.send(waiting)
             sent += taken

@@ -173,21 +173,21 @@ def test_a_follower_waits_for_its_run_then_says_there_is_none(connection: redis.
     assert await_run(connection, "sent-1", 0.3)["status"] == "enqueueing"
 
 
-
 def test_a_run_total_shows_progress_but_is_final_once_enqueued(connection: redis.Redis, tmp_path: Path) -> None:
     """While a run's shares are sent, its total is the sum of what each producer has found so
     far (a resumed producer's smaller count lowers nothing); once every share is sent whole it is
     their sum and stays so: a share checking its files again wrote its own count over that sum,
     and a follower ended with the last results unwritten."""
     run_id = join_run(connection, tmp_path, Settings(), "total-1", shares=2)
-    show_found(connection, run_id, {0: 40})
-    show_found(connection, run_id, {1: 25})
-    show_found(connection, run_id, {0: 30})  # share 1 resumed: its count starts again
+    first, second = Share.parse("1/2"), Share.parse("2/2")
+    show_found(connection, run_id, first, {0: 40})
+    show_found(connection, run_id, second, {1: 25})
+    show_found(connection, run_id, first, {0: 30})  # share 1 resumed: its count starts again
     assert connection.hget(keys.run(run_id), "total") == b"65"
-    assert finish_shares(connection, run_id, Share.parse("1/2"), {0: 50}) == 75
+    assert finish_shares(connection, run_id, first, {0: 50}) == 75
     assert connection.hget(keys.run(run_id), "status") == b"enqueueing"
-    assert finish_shares(connection, run_id, Share.parse("2/2"), {1: 60}) == 110
-    show_found(connection, run_id, {0: 10})  # share 1's checking pass, with its own count so far
+    assert finish_shares(connection, run_id, second, {1: 60}) == 110
+    show_found(connection, run_id, first, {0: 10})  # share 1's checking pass, with its own count so far
     assert connection.hmget(keys.run(run_id), ["total", "status"]) == [b"110", b"enqueued"]
 
 
