@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 @click.option("--validation-crops", type=click.IntRange(min=1), default=None,
               help="Crops of MNIST validation digits that choose the epoch [default: 1,000].")
 @click.option("--frame-step", type=click.Choice(["4", "2"]), default=None,
-              help="Strip columns between the reader's frames: 2 leaves out fewer close digits, for about 1.7x "
+              help="Strip columns between the reader's frames: 2 leaves out fewer close digits, for 1.7-2.1x "
                    "the training time [default: 4].")
 @click.option("--distort/--no-distort", default=False, show_default=True,
               help="Bend each training batch afresh every epoch (elastic field, stretch, pen): 1.6x the time.")
