@@ -22,6 +22,7 @@ from benchmarks.procs import status_kb
 from digits import keys
 from digits.connection import connect, text
 from digits.registry import DEFAULT_MODEL_DIR, Registry
+from digits.results import results_count
 from producer.redis_server import RedisServer
 
 MIB = 1024 * 1024
@@ -75,7 +76,7 @@ def producer_memory(folder: Path, files: int, workers: int = 2) -> MemoryRun:
                 if run_id is None:
                     newest = connection.zrevrange(keys.RUNS, 0, 0)
                     run_id = text(newest[0]) if newest else None
-                if run_id is not None and not at_10k and connection.hlen(keys.run_results(run_id)) >= 10_000:
+                if run_id is not None and not at_10k and results_count(connection, run_id) >= 10_000:
                     at_10k = status_kb(process.pid)
                 # used_memory_peak is no use either: it keeps the model's publication, and no command resets it
                 used_peak = max(used_peak, int(connection.info("memory")["used_memory"]))
@@ -88,6 +89,7 @@ def producer_memory(folder: Path, files: int, workers: int = 2) -> MemoryRun:
             if process.returncode not in (0, 1) or run_id is None:
                 raise RuntimeError(f"digits-producer run exited with {process.returncode}")
             results = sum(int(connection.memory_usage(key, samples=0) or 0)
-                          for key in (keys.run_results(run_id), keys.run_events(run_id)))
+                          for key in (keys.run_batch_results(run_id), keys.run_results(run_id),
+                                      keys.run_events(run_id)))
     return MemoryRun(files, seconds, hwm / 1024, at_10k / 1024, (used_peak - baseline) / MIB,
                      results / MIB, payload_peak / MIB)

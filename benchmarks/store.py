@@ -1,7 +1,7 @@
-"""Redis CPU per stored result: the transaction that stores a batch's results (digits/results.py)
-against the Lua script that did the same writes until 2026-12-06, and against the transaction
-storing a batch's results as one value (JSON Lines) instead of one hash field an image: what a
-results schema keyed by batch would save Redis (docs/benchmarks.md).
+"""Redis CPU per stored result: the transaction that stores a batch's results as one value (JSON
+Lines, digits/results.py, since 2026-12-07) against the same transaction storing one hash field
+an image (until 2026-12-07) and the Lua script before it (until 2026-12-06): what each schema
+costs Redis (docs/benchmarks.md).
 
 Run: .venv/bin/python -m benchmarks.store [--batches 200] [--rounds 2]
 
@@ -68,15 +68,15 @@ def script_store(connection: redis.Redis, run_id: str, batch: int, records: list
     return bool(stored)
 
 
-def one_value_store(connection: redis.Redis, run_id: str, batch: int, records: list[Record], ttl: int) -> bool:
-    """The transaction with the batch's results as one field, `batch:<n>` -> JSON Lines."""
+def by_path_store(connection: redis.Redis, run_id: str, batch: int, records: list[Record], ttl: int) -> bool:
+    """The transaction as it stored results until 2026-12-07: one field an image, path -> result."""
     payload = keys.batch(run_id, batch)
     with connection.pipeline(transaction=True) as pipe:
         pipe.watch(payload)
         if not pipe.exists(payload):
             return False
         pipe.multi()
-        pipe.hset(keys.run_results(run_id), f"batch:{batch}", "\n".join(encode_result(r) for r in records))
+        pipe.hset(keys.run_results(run_id), mapping={r["path"]: encode_result(r) for r in records})
         pipe.xadd(keys.run_events(run_id), {"batch": batch, "paths": json.dumps([r["path"] for r in records])})
         pipe.delete(payload)
         for key in keys.run_keys(run_id)[1:]:
@@ -97,7 +97,7 @@ def batch_records(batch: int) -> list[Record]:
     return [worker_record(f"d{batch:05d}/{index:06d}.png", batch) for index in range(SIZE)]
 
 
-def cpu_per_result(store: Store, batches: int, fields_a_batch: int = SIZE) -> float:
+def cpu_per_result(store: Store, batches: int) -> float:
     """Redis CPU µs per result, storing `batches` batches with `store` on a fresh server."""
     with RedisServer() as server:
         assert server.process is not None
@@ -111,7 +111,7 @@ def cpu_per_result(store: Store, batches: int, fields_a_batch: int = SIZE) -> fl
             if not store(connection, "r", batch, records[batch], TTL):
                 raise RuntimeError(f"batch {batch} was not stored")
         spent = cpu_seconds(server.process.pid) - before
-        if connection.hlen(keys.run_results("r")) != batches * fields_a_batch:
+        if connection.xlen(keys.run_events("r")) != batches:
             raise RuntimeError("results missing")
     return spent * 1e6 / (batches * SIZE)
 
@@ -122,14 +122,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     print(f"machine: {machine()}; {args.batches} batches of {SIZE} results a round\n")
-    print("| round | Redis CPU µs a result: transaction (store_results) | Lua script (before) "
-          "| transaction / script | transaction, one value a batch | one value / transaction |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| round | Redis CPU µs a result: by batch (store_results) | by path (until 2026-12-07) "
+          "| Lua script, by path (until 2026-12-06) | by batch / by path |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
     for round_ in range(1, args.rounds + 1):
-        transaction, script = cpu_per_result(store_results, args.batches), cpu_per_result(script_store, args.batches)
-        one_value = cpu_per_result(one_value_store, args.batches, fields_a_batch=1)
-        print(f"| {round_} | {transaction:.2f} | {script:.2f} | {transaction / script:.2f} | {one_value:.2f} "
-              f"| {one_value / transaction:.2f} |")
+        by_batch, by_path = cpu_per_result(store_results, args.batches), cpu_per_result(by_path_store, args.batches)
+        script = cpu_per_result(script_store, args.batches)
+        print(f"| {round_} | {by_batch:.2f} | {by_path:.2f} | {script:.2f} | {by_batch / by_path:.2f} |")
 
 
 if __name__ == "__main__":

@@ -22,12 +22,18 @@ def model(version: str) -> str:
 
 
 def run(run_id: str) -> str:
-    """Hash of a run's metadata: folder, totals, created/finished times, status."""
+    """Hash of a run's metadata: folder, totals, created/finished times, status, results (the count)."""
     return f"{PREFIX}:run:{run_id}"
 
 
+def run_batch_results(run_id: str) -> str:
+    """Hash: batch index -> the batch's results as JSON Lines, in the order of its event's paths."""
+    return f"{PREFIX}:run:{run_id}:batch-results"
+
+
 def run_results(run_id: str) -> str:
-    """Hash: image path (relative to the folder) -> result JSON. One field per image, idempotent."""
+    """Hash: image path (relative to the folder) -> result JSON, for the images flagged for review
+    or failed: those a person looks up by path. (Before 2026-12-07: every image's.)"""
     return f"{PREFIX}:run:{run_id}:results"
 
 
@@ -42,7 +48,7 @@ def run_review(run_id: str) -> str:
 
 
 def run_events(run_id: str) -> str:
-    """Stream: one entry per finished batch, field `paths` names its images (results in run_results)."""
+    """Stream: one entry per finished batch, field `paths` names its images (results in run_batch_results)."""
     return f"{PREFIX}:run:{run_id}:events"
 
 
@@ -110,5 +116,5 @@ def worker_stats(worker_name: str) -> str:
 
 def run_keys(run_id: str) -> list[str]:
     """The keys that expire together when a run's results expire."""
-    return [run(run_id), run_results(run_id), run_failed(run_id), run_events(run_id), run_review(run_id),
-            run_unmoved(run_id), run_keyed(run_id), run_keying(run_id), run_claims(run_id)]
+    return [run(run_id), run_batch_results(run_id), run_results(run_id), run_failed(run_id), run_events(run_id),
+            run_review(run_id), run_unmoved(run_id), run_keyed(run_id), run_keying(run_id), run_claims(run_id)]

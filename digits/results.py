@@ -6,9 +6,12 @@ deletion of its payload, and only while that payload still exists: whoever finis
 batch first (a worker, or the producer reporting the batch as failed) writes its results,
 so every image gets exactly one result.
 
-Each result is stored once, in the run's results hash; the run's events stream says which
-batch finished and names its paths, so followers learn of results in the order they finished
-without Redis holding every result twice for the result TTL.
+A batch's results are stored as one value (JSON Lines, in the order of its paths) in the run's
+batch-results hash: one field an image cost Redis three times the CPU a result, the most of any
+step (benchmarks.store), and capped one Redis at about 45 MNIST workers. The run's events stream
+says which batch finished and names its paths, so followers learn of results in the order they
+finished. The results a person looks up by path, those flagged for review or failed, are also
+stored by path, in the run's results hash; the run hash counts the results (`results`).
 """
 
 from __future__ import annotations
@@ -85,7 +88,8 @@ ATTEMPTS = 10  # transactions a batch's results may try while its payload change
 
 def store_results(connection: redis.Redis, run_id: str, batch: int,
                   records: list[dict[str, Any]], result_ttl: int) -> bool:
-    """Write a batch's results, its event and the payload's deletion at once; False if already done.
+    """Write a batch's results, its event, the run's count and the payload's deletion at once;
+    False if already done.
 
     One optimistic transaction: WATCH the payload, check it is there, then MULTI/EXEC every write
     and its deletion, so whoever deletes it first wins and a loser writes nothing. Redis spends
@@ -101,7 +105,8 @@ def store_results(connection: redis.Redis, run_id: str, batch: int,
         raise ValueError(f"run {run_id} batch {batch}: readings by {len(versions)} model versions in one batch")
     event = {"batch": batch, "paths": json.dumps(paths), "failed": json.dumps(failed), "review": json.dumps(review),
              "version": "".join(versions)}
-    lines = {path: encode_result(record) for path, record in zip(paths, records, strict=True)}
+    lines = [encode_result(record) for record in records]
+    looked_up = {paths[i]: lines[i] for i in sorted({*failed, *review})}  # a person looks these up by path
     payload = keys.batch(run_id, batch)
     with connection.pipeline(transaction=True) as pipe:
         for _attempt in range(ATTEMPTS):
@@ -114,8 +119,10 @@ def store_results(connection: redis.Redis, run_id: str, batch: int,
                     pipe.sadd(keys.run_failed(run_id), *(paths[i] for i in failed))
                 if review:
                     pipe.sadd(keys.run_review(run_id), *(paths[i] for i in review))
-                if lines:
-                    pipe.hset(keys.run_results(run_id), mapping=lines)
+                if looked_up:
+                    pipe.hset(keys.run_results(run_id), mapping=looked_up)
+                pipe.hset(keys.run_batch_results(run_id), str(batch), "\n".join(lines))
+                pipe.hincrby(keys.run(run_id), "results", len(lines))
                 pipe.xadd(keys.run_events(run_id), event)  # type: ignore[arg-type]
                 pipe.delete(payload)
                 for key in keys.run_keys(run_id)[1:]:
@@ -131,28 +138,60 @@ def event_results(connection: redis.Redis, run_id: str,
                   events: Sequence[tuple[Any, dict[bytes, bytes]]]) -> list[Result]:
     """The results of some entries of a run's events stream, in order, in one round trip.
 
-    An entry names its batch's paths; their results are read from the results hash, and what a
-    summary counts comes from the entry. (Entries written before events carried a summary are
-    parsed; those written before results were stored once carry the lines themselves, in `results`.)
+    An entry names its batch and paths; the batch's results are one value of the batch-results
+    hash, and what a summary counts comes from the entry. Runs stored before 2026-12-07 hold each
+    result by path in the results hash instead: those are read from there (entries written before
+    events carried a summary are parsed; those written before results were stored once carry the
+    lines themselves, in `results`).
     """
     named = [json.loads(fields[b"paths"]) if b"paths" in fields else None for _entry_id, fields in events]
     with connection.pipeline(transaction=False) as pipe:
-        for paths in named:
+        for (_entry_id, fields), paths in zip(events, named, strict=True):
             if paths:
-                pipe.hmget(keys.run_results(run_id), paths)
-        replies: Iterator[list[bytes | None]] = iter(pipe.execute())
+                pipe.hget(keys.run_batch_results(run_id), text(fields[b"batch"]))
+        stored: Iterator[bytes | None] = iter(pipe.execute())
     found: list[Result] = []
     for paths, (_entry_id, fields) in zip(named, events, strict=True):
         if paths is None:
             found += [Result.of(decode_result(line), line) for line in text(fields.get(b"results", b"")).splitlines()]
-        elif paths and b"version" not in fields:
-            found += [Result.of(decode_result(line), text(line)) for line in next(replies) if line is not None]
-        elif paths:
-            found += summarised(paths, next(replies), fields)
+            continue
+        if not paths:
+            continue
+        batch_lines = next(stored)
+        lines: list[Any] = (text(batch_lines).split("\n") if batch_lines is not None  # decoded once, not by line
+                            else connection.hmget(keys.run_results(run_id), paths))
+        if b"version" not in fields:
+            found += [Result.of(decode_result(line), text(line)) for line in lines if line is not None]
+        else:
+            found += summarised(paths, lines, fields)
     return found
 
 
-def summarised(paths: list[str], lines: list[bytes | None], fields: dict[bytes, bytes]) -> list[Result]:
+def results_count(connection: redis.Redis, run_id: str) -> int:
+    """How many of a run's images have a result (a run stored before 2026-12-07 has no count:
+    its results hash holds every one)."""
+    counted = connection.hget(keys.run(run_id), "results")
+    return int(counted) if counted is not None else int(connection.hlen(keys.run_results(run_id)))
+
+
+def paths_with_results(connection: redis.Redis, run_id: str) -> set[str]:
+    """Every path of the run that has a result, from the paths its finished batches' events name
+    (a result and its event are written together): what a pass that resends the rest skips."""
+    done: set[str] = set()
+    cursor = "-"
+    while True:
+        entries: list[Any] = connection.xrange(keys.run_events(run_id), min=cursor, count=100)  # type: ignore[assignment]
+        for _entry_id, fields in entries:
+            if b"paths" in fields:
+                done.update(json.loads(fields[b"paths"]))
+            else:  # written before 2026-11-25: the lines themselves
+                done.update(decode_result(line)["path"] for line in text(fields.get(b"results", b"")).splitlines())
+        if len(entries) < 100:
+            return done
+        cursor = "(" + text(entries[-1][0])
+
+
+def summarised(paths: list[str], lines: list[Any], fields: dict[bytes, bytes]) -> list[Result]:
     """A batch's results with what its event says of them: no line parsed."""
     failed, review = set(json.loads(fields[b"failed"])), set(json.loads(fields[b"review"]))
     version = text(fields[b"version"]) or None

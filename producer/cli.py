@@ -93,9 +93,13 @@ def enqueue(directory: Path | None, redis_url: str, resume: str | None, run_id: 
 @click.option("--follow", "-f", "follow_run", is_flag=True,
               help="Stream results as they finish until the run is complete; wait up to "
                    f"{defaults.RUN_START_SECONDS:g} s for a run that its senders have not created yet.")
-def results(run_id: str, redis_url: str, fmt: str, output: str, follow_run: bool) -> None:
+@click.option("--path", "paths", multiple=True, metavar="PATH",
+              help="Only this image's result (its path in the run's folder); repeat for more. Results are "
+                   "stored a batch at a time, so the run's are read until each is found.")
+def results(run_id: str, redis_url: str, fmt: str, output: str, follow_run: bool, paths: tuple[str, ...]) -> None:
     """Write the results of RUN_ID as JSON Lines or CSV."""
     connection = connect(redis_url)
+    missing = set(paths)
     try:
         if follow_run and not connection.exists(keys.run(run_id)):  # started beside its senders
             err.print(f"waiting up to {defaults.RUN_START_SECONDS:g} s for run {run_id} to be created")
@@ -104,9 +108,16 @@ def results(run_id: str, redis_url: str, fmt: str, output: str, follow_run: bool
         with open_output(output) as stream:
             writer = ResultWriter(stream, fmt)
             for result in results:
+                if paths and result.path not in missing:
+                    continue
                 writer.write(result)
+                missing.discard(result.path)
+                if paths and not missing:
+                    break
     except runs.RunError as exc:
         raise click.ClickException(str(exc)) from None
+    if missing:
+        raise click.ClickException(f"run {run_id}: no result for {', '.join(sorted(missing))}")
 
 
 @main.command()

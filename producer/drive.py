@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from digits import keys
-from digits.results import Result
+from digits.results import Result, results_count
 from producer.files import walk
 from producer.following import follow
 from producer.output import ResultWriter
@@ -67,7 +67,7 @@ def drive(connection: redis.Redis, run_id: str, directory: Path, settings: Setti
     expected = sum(1 for _ in files) if show_progress else 0
     writer = ResultWriter(stream, fmt)
     outcome = Outcome()
-    before = int(connection.hlen(keys.run_results(run_id)))
+    before = results_count(connection, run_id)
     started = time.monotonic()
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[rate]} img/s"), TimeRemainingColumn(),
@@ -91,7 +91,7 @@ def drive(connection: redis.Redis, run_id: str, directory: Path, settings: Setti
         outcome.total = enqueued.result()
     stream.flush()
     outcome.seconds = time.monotonic() - started
-    outcome.new = int(connection.hlen(keys.run_results(run_id))) - before
+    outcome.new = results_count(connection, run_id) - before
     return outcome
 
 
@@ -106,7 +106,7 @@ def stop_on_sigterm() -> None:
 
 def interrupted(connection: redis.Redis, run_id: str, command: str) -> NoReturn:
     """Say how far the run got and how to continue it; exit 130, as a shell does after Ctrl-C."""
-    done = int(connection.hlen(keys.run_results(run_id)))
+    done = results_count(connection, run_id)
     total = int(connection.hget(keys.run(run_id), "total") or 0)
     err.print(f"stopped: run {run_id} has {done} results so far ({total} files found); what was sent is kept. "
               f"Continue it with: digits-producer {command} --resume {run_id}")

@@ -23,7 +23,7 @@ import redis
 
 from digits import defaults, keys
 from digits.connection import text
-from digits.results import Result
+from digits.results import Result, results_count
 
 Keyed = dict[str, Any]  # what a station stored for one path: code, digits, unreadable, station, keyed_at
 CODE = re.compile(r"[0-9]+(?:[- ][0-9]+)*")  # ASCII digits: \\d would take any script's
@@ -226,9 +226,8 @@ def progress(connection: redis.Redis, run_id: str) -> dict[str, Any]:
         pipe.zcard(keys.run_keying(run_id))
         pipe.hlen(keys.run_keyed(run_id))
         pipe.scard(keys.run_review(run_id))
-        pipe.hlen(keys.run_results(run_id))
         pipe.hmget(keys.run(run_id), ["total", "status"])
-        left, keyed, flagged, read, (total, status) = pipe.execute()
-    total = int(total or 0)
+        left, keyed, flagged, (total, status) = pipe.execute()
+    total, read = int(total or 0), results_count(connection, run_id)
     return {"left": left, "keyed": keyed, "flagged": flagged, "read": read, "total": total,
             "complete": status == b"enqueued" and read >= total}

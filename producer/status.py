@@ -13,6 +13,7 @@ from rq.worker import BaseWorker
 from digits import keys
 from digits.connection import redact, text, text_hash
 from digits.queueing import batch_queue, parse_job_id
+from digits.results import results_count
 from producer.runs import run_meta
 
 
@@ -21,7 +22,7 @@ def run_status(connection: redis.Redis, run_id: str) -> dict[str, Any]:
     keyed at a keying station, and throughput."""
     meta = run_meta(connection, run_id)
     total = int(meta.get("total", 0))
-    finished = int(connection.hlen(keys.run_results(run_id)))
+    finished = results_count(connection, run_id)
     failed = int(connection.scard(keys.run_failed(run_id)))
     review = int(connection.scard(keys.run_review(run_id)))
     keyed = int(connection.hlen(keys.run_keyed(run_id)))  # by keying stations (`review RUN`)

@@ -29,7 +29,7 @@ from selenium.webdriver.chrome.webdriver import WebDriver
 from digits import keys
 from digits.connection import connect, text
 from digits.registry import DEFAULT_MODEL_DIR, Registry
-from digits.results import result_record, store_results
+from digits.results import Record, event_results, result_record, store_results
 from producer.redis_server import RedisServer
 from producer.runs import Settings, create_run
 from producer.sending import enqueue_folder
@@ -280,6 +280,13 @@ def stored_run(connection: redis.Redis, folder: Path, count: int, flagged_every:
     assert store_results(connection, run_id, 0, records, ttl)
     connection.hset(keys.run(run_id), mapping={"status": "enqueued", "total": count})
     return FlaggedRun(run_id, folder, sorted(p for i, p in enumerate(paths) if i % flagged_every == 0), {})
+
+
+def stored_results(connection: redis.Redis, run_id: str) -> dict[str, Record]:
+    """Every stored result of a run by path, read as a follower reads them (a path stored twice
+    would show as fewer entries than results_count says)."""
+    return {result.path: result.record for result in event_results(
+        connection, run_id, connection.xrange(keys.run_events(run_id)))}  # type: ignore[arg-type]
 
 
 def send_folder(connection: redis.Redis, folder: Path, settings: Settings) -> str:

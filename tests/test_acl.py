@@ -16,6 +16,7 @@ import redis
 from digits import keys
 from digits.connection import connect, text
 from digits.registry import DEFAULT_MODEL_DIR, Registry
+from digits.results import results_count
 from producer import runs
 from producer.sending import enqueue_folder
 from tests.conftest import ACL_FILE, ROOT, AclRedis, MakeFolder, WorkerPool
@@ -84,7 +85,7 @@ def test_shipped_acl_file_keeps_every_write_across_an_aof_restart(tmp_path: Path
         admin = redis.Redis.from_url(server.url)
         before = snapshot(admin)
         assert text(admin.get(keys.MODEL_CURRENT)) == version
-        assert admin.hlen(keys.run_results(done_run)) == len(truth)
+        assert results_count(admin, done_run) == len(truth)
         assert admin.llen("rq:queue:digits") == 3 and admin.exists(keys.batch(queued_run, 0))
         admin.close()
         aof = b"".join(path.read_bytes() for path in (tmp_path / "redis" / "appendonlydir").glob("*.aof"))

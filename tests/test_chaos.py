@@ -31,6 +31,7 @@ from digits import keys
 from digits.connection import connect, text
 from digits.defaults import MAX_ABANDONED
 from digits.registry import DEFAULT_MODEL_DIR, Registry
+from digits.results import results_count
 from tests.conftest import ROOT, AclRedis, Digits, WorkerPool, write_pngs
 
 IMAGES = 10_000
@@ -121,7 +122,7 @@ def test_nothing_is_lost_or_repeated_under_chaos(tmp_path: Path, mnist_test: Dig
 
         def progress() -> float:
             try:
-                return int(connection.hlen(keys.run_results(run_id))) / total
+                return results_count(connection, run_id) / total
             except redis.RedisError:
                 return 0.0
 

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import redis
 
-from digits import keys
 from producer import keying
 from producer.corrections import LABEL_FIELDS, UNREADABLE_FIELDS
-from tests.conftest import ROOT, FlaggedRun, stored_run
+from tests.conftest import ROOT, FlaggedRun, stored_results, stored_run
 
 
 def corrections(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -52,13 +51,13 @@ def test_two_runs_exported_as_a_labelled_set(redis_url: str, connection: redis.R
     assert list(labels[0]) == list(LABEL_FIELDS)
     assert [(r["run"], r["source"], r["code"]) for r in labels] == \
         [(first, p, flagged_run.truth[p]) for p in keyed[:3]] + [(second.run_id, "scan-002.png", "02139-4307")]
-    results = {run: connection.hgetall(keys.run_results(run)) for run in (first, second.run_id)}
+    results = {run: stored_results(connection, run) for run in (first, second.run_id)}
     for row in labels:
         source = (flagged_run.folder if row["run"] == first else second.folder) / row["source"]
         assert (out / row["path"]).read_bytes() == source.read_bytes()
         assert row["path"] == f"images/{row['run']}/{row['source']}"
         assert row["digits"] == row["code"].replace("-", "")
-        machine = json.loads(results[row["run"]][row["source"].encode()])
+        machine = results[row["run"]][row["source"]]
         assert (row["machine_code"], row["model_version"]) == (machine["code"], machine["model_version"])
         assert datetime.fromisoformat(row["keyed_at"]).tzinfo is not None
     assert {r["station"] for r in labels} == {"alpha", "gamma"}

@@ -16,7 +16,8 @@ import pytest
 import redis
 
 from digits import keys
-from digits.connection import connect, text
+from digits.connection import connect
+from digits.results import event_results
 from producer import keying
 from tests.conftest import ROOT, stored_run
 
@@ -152,7 +153,8 @@ def test_results_carry_the_keyed_code(redis_url: str, connection: redis.Redis, t
     run = stored_run(connection, tmp_path / "run", 3)
     keying.submit(connection, run.run_id, "alpha", "scan-000.png", "12346")
     keying.submit(connection, run.run_id, "alpha", "scan-001.png", None)
-    stored = {text(path): text(raw) for path, raw in connection.hgetall(keys.run_results(run.run_id)).items()}
+    stored = {result.path: result.line for result in event_results(
+        connection, run.run_id, connection.xrange(keys.run_events(run.run_id)))}  # type: ignore[arg-type]
 
     lines = producer(redis_url, "results", run.run_id).stdout.splitlines()
     by_path = {json.loads(line)["path"]: line for line in lines}

@@ -21,12 +21,13 @@ from digits import keys
 from digits.connection import text
 from digits.files import read_inside, real_name
 from digits.queueing import job_id
+from digits.results import results_count
 from producer import runs
 from producer.files import Found, read, walk
 from producer.following import follow
 from producer.sending import deliver
 from producer.status import run_status
-from tests.conftest import ROOT, MakeFolder, WorkerPool, send_folder
+from tests.conftest import ROOT, MakeFolder, WorkerPool, send_folder, stored_results
 
 StartWorkers = Callable[..., WorkerPool]
 
@@ -93,6 +94,12 @@ def test_enqueue_then_follow_then_read(redis_url: str, connection: redis.Redis, 
     assert worker["average_batch"] == 10
     missing = producer(redis_url, "results", "no-such-run")
     assert missing.returncode != 0 and "no such run: no-such-run" in missing.stderr
+    some = sorted(truth)[7:9]
+    picked = producer(redis_url, "results", run_id, "--path", some[1], "--path", some[0])
+    assert picked.returncode == 0, picked.stderr
+    assert picked.stdout.splitlines() == [line for line in streamed.splitlines() if json.loads(line)["path"] in some]
+    unknown = producer(redis_url, "results", run_id, "--path", some[0], "--path", "nope.png")
+    assert unknown.returncode == 1 and f"run {run_id}: no result for nope.png" in unknown.stderr
 
 
 def test_window_bounds_images_held_in_redis(connection: redis.Redis, default_version: str,
@@ -142,7 +149,7 @@ def test_a_run_whose_results_all_arrive_is_walked_once(connection: redis.Redis, 
     run_id = runs.create_run(connection, folder, settings)
     connection.config_resetstat()
     assert deliver(connection, run_id, folder, settings) == len(truth)
-    assert connection.hlen(keys.run_results(run_id)) == len(truth)
+    assert results_count(connection, run_id) == len(truth)
     assert "cmdstat_hmget" not in connection.info("commandstats")
 
 
@@ -166,8 +173,8 @@ def test_files_whose_batch_redis_lost_are_sent_again_by_the_next_pass(
     start_workers(1)
     sender.join(timeout=120)
     assert delivered == [len(truth)]
-    assert connection.hlen(keys.run_results(run_id)) == len(truth)
-    assert all(connection.hexists(keys.run_results(run_id), path) for path in lost)
+    assert results_count(connection, run_id) == len(truth) == len(stored_results(connection, run_id))
+    assert set(lost) <= set(stored_results(connection, run_id))
     assert connection.xlen(keys.run_events(run_id)) == 3  # the lost files went in a batch of their own
 
 
@@ -338,7 +345,7 @@ def test_one_ctrl_c_stops_at_once_and_says_how_to_resume(command: list[str], red
     start_workers(1)
     resumed = producer(redis_url, command[0], "--resume", run_id, *command[1:])
     assert resumed.returncode == 0, resumed.stderr
-    assert connection.hlen(keys.run_results(run_id)) == len(truth)
+    assert results_count(connection, run_id) == len(truth)
 
 
 def test_a_resume_with_nothing_left_says_so(redis_url: str, default_version: str, start_workers: StartWorkers,

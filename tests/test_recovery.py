@@ -16,16 +16,16 @@ from rq import Queue, Worker
 from rq.job import Job, JobStatus
 
 from digits import keys, recovery
-from digits.connection import connect, text
+from digits.connection import connect
 from digits.defaults import MAX_ABANDONED
 from digits.queueing import batch_queue, job_id
 from digits.recovery import Lease, recover_abandoned
-from digits.results import result_record, store_results
+from digits.results import result_record, results_count, store_results
 from producer.batches import enqueue_batch
 from producer.files import walk
 from producer.runs import Settings, create_run
 from producer.sending import Sender
-from tests.conftest import ROOT, AclRedis, MakeFolder, WorkerPool
+from tests.conftest import ROOT, AclRedis, MakeFolder, WorkerPool, stored_results
 
 
 def one_batch(connection: redis.Redis, tmp_path: Path) -> tuple[str, Queue, Job]:
@@ -110,7 +110,7 @@ def test_a_batch_that_keeps_killing_workers_fails_with_its_reason(connection: re
     for death in range(1, MAX_ABANDONED + 1):
         start(ghost(connection, queue, f"victim-{death}"), queue)
         recover_abandoned(connection, queue)
-    results = {text(k): json.loads(v) for k, v in connection.hgetall(keys.run_results(run_id)).items()}
+    results = stored_results(connection, run_id)
     assert set(results) == {"a.png", "b.png"}
     assert all(f"died {MAX_ABANDONED} times" in r["error"] for r in results.values())
     assert not connection.exists(job.key) and queue.count == 0
@@ -193,5 +193,5 @@ def test_resume_survives_corrupt_payloads_and_accounts_for_every_file(
     assert "Traceback" not in done.stderr
     paths = [json.loads(line)["path"] for line in done.stdout.splitlines()]
     assert sorted(paths) == sorted(truth)  # each once, none bogus
-    stored = {text(path) for path in connection.hkeys(keys.run_results(run_id))}
-    assert stored == set(truth)
+    assert set(stored_results(connection, run_id)) == set(truth)
+    assert results_count(connection, run_id) == len(truth)

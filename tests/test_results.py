@@ -10,7 +10,16 @@ import pytest
 import redis
 
 from digits import keys
-from digits.results import decode_result, encode_result, event_results, result_record, store_results
+from digits.results import (
+    decode_result,
+    encode_result,
+    event_results,
+    paths_with_results,
+    result_record,
+    results_count,
+    store_results,
+)
+from tests.conftest import stored_results
 
 TTL = 3600
 
@@ -37,7 +46,9 @@ def test_a_big_batch_is_stored_whole_and_once(connection: redis.Redis) -> None:
     assert store_results(connection, run_id, batch, records, TTL) is True
 
     assert not connection.exists(keys.batch(run_id, batch))
-    assert connection.hlen(keys.run_results(run_id)) == 2500
+    assert results_count(connection, run_id) == 2500
+    assert connection.hlen(keys.run_results(run_id)) == 2300  # by path: the failed and the flagged alone
+    assert not connection.hexists(keys.run_results(run_id), "scan-0023.png")
     assert connection.scard(keys.run_failed(run_id)) == 1200
     assert connection.scard(keys.run_review(run_id)) == 1100
     assert connection.sismember(keys.run_review(run_id), "scan-0022.png")
@@ -45,6 +56,8 @@ def test_a_big_batch_is_stored_whole_and_once(connection: redis.Redis) -> None:
     assert 0 < connection.ttl(keys.run_review(run_id)) <= TTL
     assert json.loads(connection.hget(keys.run_results(run_id), "scan-0013.png"))["digits"] == "7"  # type: ignore[arg-type]
     assert 0 < connection.ttl(keys.run_results(run_id)) <= TTL
+    assert 0 < connection.ttl(keys.run_batch_results(run_id)) <= TTL
+    assert connection.hlen(keys.run_batch_results(run_id)) == 1  # every result, in one value
     entries = events(connection, run_id)
     assert len(entries) == 1
     assert json.loads(entries[0][1][b"paths"]) == paths  # names the paths; the results are stored once
@@ -69,6 +82,21 @@ def test_events_written_before_they_carried_a_summary_are_parsed(connection: red
     results = event_results(connection, run_id, events(connection, run_id))
     assert [(r.path, r.failed, r.review, r.version) for r in results] == [
         ("a.png", False, True, "v2"), ("b.png", True, False, None)]
+    assert results_count(connection, run_id) == 2  # no count kept: every result is in the hash
+
+
+def test_a_run_stored_by_path_before_results_went_by_batch_is_still_read(connection: redis.Redis) -> None:
+    """A run stored before 2026-12-07 (every result by path, events with a summary, no count) reads
+    and counts as before, and a resumed pass skips its finished paths."""
+    run_id = "results-by-path"
+    records = [result_record("a.png", 0, digits="1", model_version="v2"), result_record("b.png", 0, digits="2",
+                                                                                          model_version="v2")]
+    connection.hset(keys.run_results(run_id), mapping={r["path"]: encode_result(r) for r in records})
+    connection.xadd(keys.run_events(run_id), {"batch": 0, "paths": json.dumps(["a.png", "b.png"]), "failed": "[]",
+                                              "review": "[]", "version": "v2"})
+    assert [r.record for r in event_results(connection, run_id, events(connection, run_id))] == records
+    assert results_count(connection, run_id) == 2
+    assert paths_with_results(connection, run_id) == {"a.png", "b.png"}
 
 
 def test_a_batch_read_by_two_model_versions_is_refused(connection: redis.Redis) -> None:
@@ -98,7 +126,8 @@ def test_a_finished_batch_is_never_stored_again(connection: redis.Redis) -> None
     make_payload(connection, run_id, batch, ["a.png"])
     assert store_results(connection, run_id, batch, [result_record("a.png", batch, digits="1")], TTL)
     assert not store_results(connection, run_id, batch, [result_record("a.png", batch, error="a.png: late")], TTL)
-    assert json.loads(connection.hget(keys.run_results(run_id), "a.png"))["digits"] == "1"  # type: ignore[arg-type]
+    assert stored_results(connection, run_id)["a.png"]["digits"] == "1"
+    assert results_count(connection, run_id) == 1
     assert connection.xlen(keys.run_events(run_id)) == 1
     assert not connection.exists(keys.run_failed(run_id))
 
@@ -136,6 +165,8 @@ def test_finishers_racing_on_the_same_batches_store_each_once(connection: redis.
         thread.join()
     assert sorted(wins["worker"] + wins["reaper"]) == list(range(count))
     assert connection.xlen(keys.run_events(run_id)) == count
+    assert results_count(connection, run_id) == count
+    stored = stored_results(connection, run_id)
     for name, batches in wins.items():
         for batch in batches:
-            assert json.loads(connection.hget(keys.run_results(run_id), f"{batch}.png") or "")["worker"] == name
+            assert stored[f"{batch}.png"]["worker"] == name

@@ -110,7 +110,7 @@ def test_twenty_codes_keyed_through_the_page(driver: WebDriver, flagged_run: Fla
     """Accept with Enter, retype one digit in place, mark one unreadable with *; the page moves on
     at once, and Redis holds each keyed code beside the untouched machine result."""
     run_id = flagged_run.run_id
-    machine = connection.hgetall(keys.run_results(run_id))
+    machine = connection.hgetall(keys.run_results(run_id))  # the flagged, by path, as a station reads them
     results = {text(path): json.loads(raw) for path, raw in machine.items()}
     station = start_station(run_id, "alpha")
     started = time.time()

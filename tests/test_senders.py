@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -20,12 +21,13 @@ import redis
 from digits import keys
 from digits.connection import connect, text, text_hash
 from digits.registry import DEFAULT_MODEL_DIR, Registry
+from digits.results import paths_with_results, results_count
 from producer.files import Share
 from producer.following import await_run
 from producer.redis_server import RedisServer
 from producer.runs import RunError, Settings, finish_shares, join_run, show_found
 from producer.sending import Sender
-from tests.conftest import ROOT, MakeFolder, WorkerPool
+from tests.conftest import ROOT, MakeFolder, WorkerPool, stored_results
 from tests.test_chaos import signal_one, worker_pids
 
 StartWorkers = Callable[..., WorkerPool]
@@ -73,7 +75,7 @@ def test_three_producers_feed_one_run_exactly_once_while_workers_are_killed(
     deadline = time.monotonic() + 240  # so that a faster pipeline cannot finish before the chaos happens
     while any(p.poll() is None for p in senders.values()):
         assert time.monotonic() < deadline, "the shared run did not finish"
-        done = int(connection.hlen(keys.run_results("shared-1")))
+        done = results_count(connection, "shared-1")
         if not resumed and done >= 300:
             senders[2].send_signal(signal.SIGKILL)
             senders[2].wait()
@@ -97,9 +99,8 @@ def test_three_producers_feed_one_run_exactly_once_while_workers_are_killed(
     assert sum(int(meta[f"total:{part}"]) for part in range(3)) == 1500
     written = Counter(json.loads(line)["path"] for line in output.read_text().splitlines())
     assert set(written) == set(truth) and max(written.values()) == 1  # lost 0, duplicates 0
-    stored = {path: json.loads(line) for path, line in text_hash(connection.hgetall(
-        keys.run_results("shared-1"))).items()}
-    assert set(stored) == set(truth)
+    stored = stored_results(connection, "shared-1")
+    assert set(stored) == set(truth) and results_count(connection, "shared-1") == len(truth)
     assert sum(r["digits"] == str(truth[path]) for path, r in stored.items()) >= 0.95 * len(truth)
 
 
@@ -203,7 +204,6 @@ def test_a_share_ends_only_once_each_of_its_files_has_a_result(connection: redis
     run_id = join_run(connection, folder, settings, "lost-1", shares=2)
     share = Share.parse("1/2")
     mine = sorted(path for path in truth if share.holds(path))
-    theirs = sorted(path for path in truth if not share.holds(path))
 
     class LosingOne(Sender):
         """A sender whose first pass ends as one of its results goes and another share's comes."""
@@ -214,8 +214,17 @@ def test_a_share_ends_only_once_each_of_its_files_has_a_result(connection: redis
             super().wait_for_open(most, most_batches)
             if most == 0 and not self.lost:
                 self.lost = True
-                connection.hdel(keys.run_results(run_id), mine[0])
-                connection.hset(keys.run_results(run_id), theirs[0], "{}")
+                connection.hincrby(keys.run(run_id), "results", lose_batch_of(mine[0]))  # theirs, as many
+
+    def lose_batch_of(path: str) -> int:
+        """Lose the batch holding path as a restart loses it (results, event, count); its size."""
+        entries: list[Any] = connection.xrange(keys.run_events(run_id))  # type: ignore[assignment]
+        entry_id, fields = next((i, f) for i, f in entries if path in json.loads(f[b"paths"]))
+        lost = len(json.loads(fields[b"paths"]))
+        connection.xdel(keys.run_events(run_id), entry_id)
+        connection.hdel(keys.run_batch_results(run_id), text(fields[b"batch"]))
+        connection.hincrby(keys.run(run_id), "results", -lost)
+        return lost
 
     assert LosingOne(connection, run_id, folder, settings, share=share).deliver() == len(mine)
-    assert all(connection.hmget(keys.run_results(run_id), mine))
+    assert set(mine) <= paths_with_results(connection, run_id)

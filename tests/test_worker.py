@@ -34,6 +34,7 @@ from digits.images import decode
 from digits.queueing import batch_queue
 from digits.reading import lattice_of
 from digits.registry import DEFAULT_MODEL_DIR, Registry, build_manifest
+from digits.results import results_count
 from digits.theta import BLOCK_ROWS, Model, load_dir, to_csv
 from producer import runs
 from producer.following import follow
@@ -439,7 +440,7 @@ def test_a_corrupt_batch_payload_fails_its_batch_naming_run_batch_and_what_is_wr
     assert job is not None and job.latest_result() is not None
     assert f"run {run_id} batch 0: payload field 'paths' is not a list of path strings" in \
         str(job.latest_result().exc_string)  # type: ignore[union-attr]
-    assert connection.hlen(keys.run_results(run_id)) == 0
+    assert results_count(connection, run_id) == 0
 
 
 def test_image_sizes_that_do_not_match_the_payload_fail_its_batch_saying_so(
@@ -457,7 +458,7 @@ def test_image_sizes_that_do_not_match_the_payload_fail_its_batch_saying_so(
     assert job is not None and job.latest_result() is not None
     assert (f"run {run_id} batch 0: payload field 'sizes' adds up to {sum(sizes) + 1} bytes, but 'images' holds "
             f"{sum(sizes)}") in str(job.latest_result().exc_string)  # type: ignore[union-attr]
-    assert connection.hlen(keys.run_results(run_id)) == 0
+    assert results_count(connection, run_id) == 0
 
 
 def test_sigterm_finishes_the_current_job(connection: redis.Redis, default_version: str,
@@ -469,7 +470,7 @@ def test_sigterm_finishes_the_current_job(connection: redis.Redis, default_versi
     queue = batch_queue(connection)
     wait_for(lambda: queue.started_job_registry.count == 1, what="the job to start")
     assert pool.stop() == 0
-    assert connection.hlen(keys.run_results(run_id)) == len(truth)
+    assert results_count(connection, run_id) == len(truth)
     assert queue.started_job_registry.count == 0 and queue.failed_job_registry.count == 0
 
 
