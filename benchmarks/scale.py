@@ -3,7 +3,7 @@ where the CPU goes (producer, workers, Redis), so the capacity of one producer a
 can be read off any machine, 2 cores or 16.
 
 Run: .venv/bin/python -m benchmarks.scale [--workers 1,2] [--images 40000] [--input mnist|crops]
-     [--producers 1] [--shared] [--batch-size 1024] [--plot docs/benchmarks-scale.png]
+     [--producers 1] [--shared] [--aof] [--batch-size 1024] [--plot docs/benchmarks-scale.png]
 
 "Feeds" is a worker's CPU per image over the producer's: how many busy workers one producer
 keeps fed; "steady" leaves out the producer's start-up (its CPU on an empty folder, measured in
@@ -72,10 +72,14 @@ class Row:
         return self.worker_us / self.redis_us
 
 
-def measure(paths: list[Path], folder: Path, count: int, producers: int, shared: bool, batch_size: int) -> Row:
+AOF = ["--save", "", "--appendonly", "yes", "--appendfsync", "everysec"]  # Redis as compose.yaml runs it
+
+
+def measure(paths: list[Path], folder: Path, count: int, producers: int, shared: bool, batch_size: int,
+            aof: bool = False) -> Row:
     """`count` workers, already running, read the folder through `producers` producer processes
     (with shared, by path: the workers read the files themselves)."""
-    with RedisServer() as server:
+    with RedisServer(extra_args=AOF if aof else None) as server:
         assert server.process is not None
         Registry(connect(server.url)).publish_dir(DEFAULT_MODEL_DIR, promote=True)
         with Workers(server.url, count, folder if shared else None) as workers:
@@ -183,6 +187,8 @@ def main() -> None:
     parser.add_argument("--shared", action="store_true",
                         help="send the folder by path (run --shared-root) to workers reading it (--files-root)")
     parser.add_argument("--batch-size", type=int, default=defaults.BATCH_SIZE, help="images per job (run --batch-size)")
+    parser.add_argument("--aof", action="store_true",
+                        help="Redis with AOF (appendfsync everysec), as compose.yaml runs it: its CPU includes the log")
     parser.add_argument("--plot", type=Path, help="write the plot here (PNG)")
     args = parser.parse_args()
     counts = [int(c) for c in args.workers.split(",")]
@@ -196,9 +202,11 @@ def main() -> None:
         else:
             paths, (width, height) = write_crops(folder, args.images)
             what = f"{len(paths):,} generated 5-digit postal crops, about {width:.0f} x {height:.0f} PNG"
-        rows = [measure(paths, folder, count, args.producers, args.shared, args.batch_size) for count in counts]
+        rows = [measure(paths, folder, count, args.producers, args.shared, args.batch_size, args.aof)
+                for count in counts]
         floor = file_floor(folder)
     how = "; sent by path (--shared-root)" if args.shared else ""
+    how += "; Redis with AOF (everysec)" if args.aof else ""
     table = render(rows, what + how, args.producers, args.batch_size, floor)
     print(table)
     if args.plot:
