@@ -29,8 +29,9 @@ TTL = 3600
 Store = Callable[[redis.Redis, str, int, list[Record], int], bool]
 
 # The script store_results ran until 2026-12-06 (one round trip; Redis converts every argument to
-# Lua and back). KEYS: the payload, then keys.run_keys. ARGV: TTL, batch, paths (JSON), the
-# failed paths' count and paths, the flagged paths' count and paths, then path and result pairs.
+# Lua and back). KEYS: the payload, then the run's keys as keys.run_keys listed them then. ARGV:
+# TTL, batch, paths (JSON), the failed paths' count and paths, the flagged paths' count and paths,
+# then path and result pairs.
 STORE_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
@@ -63,7 +64,8 @@ def script_store(connection: redis.Redis, run_id: str, batch: int, records: list
     for record in records:
         pairs += (record["path"], encode_result(record))
     stored = connection.register_script(STORE_SCRIPT)(
-        keys=[keys.batch(run_id, batch), *keys.run_keys(run_id)],
+        keys=[keys.batch(run_id, batch), keys.run(run_id), keys.run_results(run_id), keys.run_failed(run_id),
+              keys.run_events(run_id), keys.run_review(run_id)],
         args=[ttl, batch, json.dumps(paths), len(failed), *failed, len(review), *review, *pairs])
     return bool(stored)
 
