@@ -43,7 +43,7 @@ def test_readme_reads_results_from_the_exported_redis(redis_url: str, default_ve
     env = {**os.environ, "REDIS_URL": redis_url, "PATH": f"{os.path.dirname(cli)}:{os.environ['PATH']}"}
     outputs = [subprocess.run(["bash", "-c", re.sub(r"\bRUN\b", run_id, line)], env=env, capture_output=True,
                               text=True, timeout=30, check=True).stdout for line in lines]
-    record = json.loads(outputs[0])
-    assert (record["path"], record["digits"]) == ("mnist-00-label7.png", "7")
+    records = {r["path"]: r for r in map(json.loads, outputs[0].splitlines())}  # the one batch's, a line an image
+    assert len(records) == 24 and records["mnist-00-label7.png"]["digits"] == "7"
     assert outputs[1].strip() == "24"
     assert outputs[2].strip()  # the review set: some of the samples are flagged
