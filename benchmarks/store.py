@@ -6,7 +6,7 @@ costs Redis (docs/benchmarks.md).
 Run: .venv/bin/python -m benchmarks.store [--batches 200] [--rounds 2]
 
 Each round fills a fresh redis-server with payloads of 1,024 images of 300 B, stores a result
-of the worker's size for each, and reads the server's CPU time from /proc.
+of the worker's size for each, and reads the server's CPU time from /proc and its used_memory.
 """
 
 from __future__ import annotations
@@ -99,11 +99,14 @@ def batch_records(batch: int) -> list[Record]:
     return [worker_record(f"d{batch:05d}/{index:06d}.png", batch) for index in range(SIZE)]
 
 
-def cpu_per_result(store: Store, batches: int) -> float:
-    """Redis CPU µs per result, storing `batches` batches with `store` on a fresh server."""
+def cost_per_result(store: Store, batches: int) -> tuple[float, float]:
+    """Redis CPU µs and memory bytes per result, storing `batches` batches with `store` on a fresh
+    server (memory: used_memory once every batch is stored, which deletes its payload, over before
+    the payloads were written)."""
     with RedisServer() as server:
         assert server.process is not None
         connection = redis.Redis.from_url(server.url)
+        idle = int(connection.info("memory")["used_memory"])
         for batch in range(batches):
             connection.hset(keys.batch("r", batch), mapping={"images": os.urandom(300 * SIZE),
                                                             "sizes": json.dumps([300] * SIZE)})
@@ -115,7 +118,8 @@ def cpu_per_result(store: Store, batches: int) -> float:
         spent = cpu_seconds(server.process.pid) - before
         if connection.xlen(keys.run_events("r")) != batches:
             raise RuntimeError("results missing")
-    return spent * 1e6 / (batches * SIZE)
+        held = int(connection.info("memory")["used_memory"]) - idle
+    return spent * 1e6 / (batches * SIZE), held / (batches * SIZE)
 
 
 def main() -> None:
@@ -125,12 +129,15 @@ def main() -> None:
     args = parser.parse_args()
     print(f"machine: {machine()}; {args.batches} batches of {SIZE} results a round\n")
     print("| round | Redis CPU µs a result: by batch (store_results) | by path (until 2026-12-07) "
-          "| Lua script, by path (until 2026-12-06) | by batch / by path |")
-    print("| ---: | ---: | ---: | ---: | ---: |")
+          "| Lua script, by path (until 2026-12-06) | by batch / by path | Redis memory a result, bytes: by batch "
+          "| by path |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for round_ in range(1, args.rounds + 1):
-        by_batch, by_path = cpu_per_result(store_results, args.batches), cpu_per_result(by_path_store, args.batches)
-        script = cpu_per_result(script_store, args.batches)
-        print(f"| {round_} | {by_batch:.2f} | {by_path:.2f} | {script:.2f} | {by_batch / by_path:.2f} |")
+        (by_batch, batch_bytes), (by_path, path_bytes) = (cost_per_result(store_results, args.batches),
+                                                          cost_per_result(by_path_store, args.batches))
+        script, _ = cost_per_result(script_store, args.batches)
+        print(f"| {round_} | {by_batch:.2f} | {by_path:.2f} | {script:.2f} | {by_batch / by_path:.2f} "
+              f"| {batch_bytes:.0f} | {path_bytes:.0f} |")
 
 
 if __name__ == "__main__":
