@@ -27,6 +27,7 @@ from benchmarks.pipeline import machine
 from benchmarks.store import SIZE, worker_record
 from digits import keys
 from digits.connection import connect
+from digits.payload import BY_BATCH, RESULTS_FIELD
 from digits.results import store_results
 from producer.drive import Outcome
 from producer.files import walk
@@ -44,7 +45,7 @@ def finished_run(connection: redis.Redis, folder: Path) -> str:
     paths = [found.relative for found in walk(folder)]
     for index, start in enumerate(range(0, len(paths), SIZE)):
         chunk = paths[start:start + SIZE]
-        connection.hset(keys.batch(run_id, index), "paths", json.dumps(chunk))
+        connection.hset(keys.batch(run_id, index), mapping={"paths": json.dumps(chunk), RESULTS_FIELD: BY_BATCH})
         store_results(connection, run_id, index, [worker_record(path, index) for path in chunk], settings.result_ttl)
     connection.hset(keys.run(run_id), mapping={"status": "enqueued", "total": len(paths),
                                                "batches": -(-len(paths) // SIZE)})

@@ -21,6 +21,7 @@ import redis
 from benchmarks.pipeline import machine
 from benchmarks.procs import cpu_seconds
 from digits import keys
+from digits.payload import BY_BATCH, RESULTS_FIELD
 from digits.results import Record, encode_result, result_record, store_results
 from producer.redis_server import RedisServer
 
@@ -108,7 +109,7 @@ def cost_per_result(store: Store, batches: int) -> tuple[float, float]:
         connection = redis.Redis.from_url(server.url)
         idle = int(connection.info("memory")["used_memory"])
         for batch in range(batches):
-            connection.hset(keys.batch("r", batch), mapping={"images": os.urandom(300 * SIZE),
+            connection.hset(keys.batch("r", batch), mapping={"images": os.urandom(300 * SIZE), RESULTS_FIELD: BY_BATCH,
                                                             "sizes": json.dumps([300] * SIZE)})
         records = [batch_records(batch) for batch in range(batches)]
         before = cpu_seconds(server.process.pid)

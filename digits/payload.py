@@ -14,6 +14,11 @@ from typing import Any
 
 from digits.defaults import MAX_BATCH_PATHS, MAX_PATH_CHARS
 
+# A producer that reads results a batch at a time (since 2026-12-07) marks each payload so: its
+# results are stored one value a batch. A payload without the mark is an older producer's, which
+# reads every result by path: its results are stored that way (a rolling upgrade, workers first).
+RESULTS_FIELD, BY_BATCH = "results", "batch"
+
 
 class PayloadError(ValueError):
     """A batch payload that cannot be read; the message names the run, the batch and why."""

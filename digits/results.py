@@ -25,6 +25,7 @@ import redis
 
 from digits import keys
 from digits.connection import text
+from digits.payload import BY_BATCH, RESULTS_FIELD
 
 Record = dict[str, Any]  # one image's result, as stored in JSON
 
@@ -94,8 +95,9 @@ def store_results(connection: redis.Redis, run_id: str, batch: int,
     One optimistic transaction: WATCH the payload, check it is there, then MULTI/EXEC every write
     and its deletion, so whoever deletes it first wins and a loser writes nothing. Redis spends
     about half the CPU a result that the Lua script doing the same cost (benchmarks.store), for
-    two more round trips a batch. The event carries the batch's summary, so that a follower
+    three more round trips a batch. The event carries the batch's summary, so that a follower
     counts and writes results without parsing them (every reading of a batch is by one model).
+    A payload from an older producer (not marked BY_BATCH) gets every result by path, as it reads them.
     """
     paths = [r["path"] for r in records]
     failed = [position for position, r in enumerate(records) if r["error"] is not None]
@@ -114,15 +116,18 @@ def store_results(connection: redis.Redis, run_id: str, batch: int,
                 pipe.watch(payload)
                 if not pipe.exists(payload):
                     return False
+                by_batch = text(pipe.hget(payload, RESULTS_FIELD) or "") == BY_BATCH
+                by_path = looked_up if by_batch else dict(zip(paths, lines, strict=True))
                 pipe.multi()
                 if failed:
                     pipe.sadd(keys.run_failed(run_id), *(paths[i] for i in failed))
                 if review:
                     pipe.sadd(keys.run_review(run_id), *(paths[i] for i in review))
-                if looked_up:
-                    pipe.hset(keys.run_results(run_id), mapping=looked_up)
-                pipe.hset(keys.run_batch_results(run_id), str(batch), "\n".join(lines))
-                pipe.hincrby(keys.run(run_id), "results", len(lines))
+                if by_path:
+                    pipe.hset(keys.run_results(run_id), mapping=by_path)
+                if by_batch:
+                    pipe.hset(keys.run_batch_results(run_id), str(batch), "\n".join(lines))
+                    pipe.hincrby(keys.run(run_id), "results", len(lines))
                 pipe.xadd(keys.run_events(run_id), event)  # type: ignore[arg-type]
                 pipe.delete(payload)
                 for key in keys.run_keys(run_id)[1:]:

@@ -15,6 +15,7 @@ import redis
 from rq import Queue, Retry
 
 from digits import defaults, keys
+from digits.payload import BY_BATCH, RESULTS_FIELD
 from digits.queueing import JOB_FUNCTION, job_id
 from producer.files import Found, read
 from producer.runs import Settings
@@ -26,7 +27,7 @@ def enqueue_batch(connection: redis.Redis, queue: Queue, run_id: str, chunk: lis
     batch's index, the run's next (taken atomically: producers sharing a run never take the same),
     and how many files of chunk it took: with most_bytes, it stops once their bytes reach that (a
     run of a shared folder stores the folder instead of the bytes: workers read the files there)."""
-    payload: dict[str, bytes | str] = {}
+    payload: dict[str, bytes | str] = {RESULTS_FIELD: BY_BATCH}  # this producer reads results a batch at a time
     if options := settings.reading_options():
         payload["options"] = json.dumps(options)
     if settings.shared_folder is not None:

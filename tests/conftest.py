@@ -28,6 +28,7 @@ from selenium.webdriver.chrome.webdriver import WebDriver
 
 from digits import keys
 from digits.connection import connect, text
+from digits.payload import BY_BATCH, RESULTS_FIELD
 from digits.registry import DEFAULT_MODEL_DIR, Registry
 from digits.results import Record, event_results, result_record, store_results
 from producer.redis_server import RedisServer
@@ -273,7 +274,7 @@ def stored_run(connection: redis.Redis, folder: Path, count: int, flagged_every:
     paths = [f"scan-{index:03d}.png" for index in range(count)]
     for path in paths:
         Image.new("L", (60, 20), 230).save(folder / path)
-    connection.hset(keys.batch(run_id, 0), mapping={"paths": "[]"})
+    connection.hset(keys.batch(run_id, 0), mapping={"paths": "[]", RESULTS_FIELD: BY_BATCH})
     records = [result_record(path, 0, code="12345", digits="12345", confidence=0.5, review=index % flagged_every == 0,
                              confidences=[0.9] * 5, boxes=[[2 + 11 * d, 2, 11 + 11 * d, 18] for d in range(5)],
                              model_version="test") for index, path in enumerate(paths)]

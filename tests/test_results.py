@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from digits import keys
+from digits.payload import BY_BATCH, RESULTS_FIELD
 from digits.results import (
     decode_result,
     encode_result,
@@ -29,8 +30,10 @@ def events(connection: redis.Redis, run_id: str) -> list[Any]:
     return entries
 
 
-def make_payload(connection: redis.Redis, run_id: str, batch: int, paths: list[str]) -> None:
-    connection.hset(keys.batch(run_id, batch), mapping={"paths": json.dumps(paths)})
+def make_payload(connection: redis.Redis, run_id: str, batch: int, paths: list[str], by_batch: bool = True) -> None:
+    """A batch's payload as a producer writes it (by_batch False: as one from before 2026-12-07 did)."""
+    payload = {"paths": json.dumps(paths)} | ({RESULTS_FIELD: BY_BATCH} if by_batch else {})
+    connection.hset(keys.batch(run_id, batch), mapping=payload)  # type: ignore[arg-type]
 
 
 def test_a_big_batch_is_stored_whole_and_once(connection: redis.Redis) -> None:
@@ -83,6 +86,20 @@ def test_events_written_before_they_carried_a_summary_are_parsed(connection: red
     assert [(r.path, r.failed, r.review, r.version) for r in results] == [
         ("a.png", False, True, "v2"), ("b.png", True, False, None)]
     assert results_count(connection, run_id) == 2  # no count kept: every result is in the hash
+
+
+def test_an_older_producers_batch_gets_every_result_by_path(connection: redis.Redis) -> None:
+    """A payload without the by-batch mark comes from a producer from before 2026-12-07, which reads
+    every result by path (workers are upgraded first): each is stored so, and read back by path."""
+    run_id = "results-older-producer"
+    make_payload(connection, run_id, 0, ["a.png", "b.png"], by_batch=False)
+    records = [result_record("a.png", 0, digits="1", model_version="v2"), result_record("b.png", 0, digits="2",
+                                                                                          model_version="v2")]
+    assert store_results(connection, run_id, 0, records, TTL)
+    stored = connection.hmget(keys.run_results(run_id), ["a.png", "b.png"])
+    assert stored == [encode_result(r).encode() for r in records]
+    assert not connection.exists(keys.run_batch_results(run_id)) and results_count(connection, run_id) == 2
+    assert [r.record for r in event_results(connection, run_id, events(connection, run_id))] == records
 
 
 def test_a_run_stored_by_path_before_results_went_by_batch_is_still_read(connection: redis.Redis) -> None:

@@ -642,7 +642,7 @@ def test_a_shared_folder_run_is_read_from_the_workers_files_root(
     settings = runs.Settings(batch_size=16, retries=0, shared_folder="scans/today", max_bytes=5000)
     run_id = send_folder(connection, share / "scans" / "today", settings)
     payload = connection.hgetall(keys.batch(run_id, 0))
-    assert set(payload) == {b"paths", b"options", b"folder", b"13:error"}  # no bytes; the link is refused
+    assert set(payload) == {b"paths", b"options", b"folder", b"results", b"13:error"}  # no bytes; the link is refused
     assert json.loads(payload[b"options"]) == {"max_bytes": 5000}  # the run's limit, applied by the workers
     assert payload[b"folder"] == b"scans/today"
     paths = json.loads(payload[b"paths"])
