@@ -163,13 +163,18 @@ def event_results(connection: redis.Redis, run_id: str,
         if not paths:
             continue
         batch_lines = next(stored)
-        lines: list[Any] = (text(batch_lines).split("\n") if batch_lines is not None  # decoded once, not by line
-                            else connection.hmget(keys.run_results(run_id), paths))
+        lines: Sequence[str | None] = (text(batch_lines).split("\n") if batch_lines is not None  # decoded once
+                                       else lines_by_path(connection, run_id, paths))
         if b"version" not in fields:
-            found += [Result.of(decode_result(line), text(line)) for line in lines if line is not None]
+            found += [Result.of(decode_result(line), line) for line in lines if line is not None]
         else:
             found += summarised(paths, lines, fields)
     return found
+
+
+def lines_by_path(connection: redis.Redis, run_id: str, paths: list[str]) -> list[str | None]:
+    """Result lines stored by path (a run stored before 2026-12-07, or for an older producer)."""
+    return [None if line is None else text(line) for line in connection.hmget(keys.run_results(run_id), paths)]
 
 
 def results_count(connection: redis.Redis, run_id: str) -> int:
@@ -196,9 +201,9 @@ def paths_with_results(connection: redis.Redis, run_id: str) -> set[str]:
         cursor = "(" + text(entries[-1][0])
 
 
-def summarised(paths: list[str], lines: list[Any], fields: dict[bytes, bytes]) -> list[Result]:
+def summarised(paths: list[str], lines: Sequence[str | None], fields: dict[bytes, bytes]) -> list[Result]:
     """A batch's results with what its event says of them: no line parsed."""
     failed, review = set(json.loads(fields[b"failed"])), set(json.loads(fields[b"review"]))
     version = text(fields[b"version"]) or None
-    return [Result(text(line), path, position in failed, position in review, None if position in failed else version)
+    return [Result(line, path, position in failed, position in review, None if position in failed else version)
             for position, (path, line) in enumerate(zip(paths, lines, strict=True)) if line is not None]
