@@ -188,17 +188,42 @@ def paths_with_results(connection: redis.Redis, run_id: str) -> set[str]:
     """Every path of the run that has a result, from the paths its finished batches' events name
     (a result and its event are written together): what a pass that resends the rest skips."""
     done: set[str] = set()
+    for _entry_id, fields in run_events(connection, run_id):
+        done.update(entry_paths(fields))
+    return done
+
+
+def find_results(connection: redis.Redis, run_id: str, paths: set[str]) -> list[Result]:
+    """The results of some of a run's paths, in the order they finished, reading only the batches
+    that hold them: the events name each batch's paths, so no other result is read."""
+    wanted, holding = set(paths), []
+    for entry in run_events(connection, run_id):
+        named = set(entry_paths(entry[1]))
+        if named & wanted:
+            holding.append(entry)
+            wanted -= named
+            if not wanted:
+                break
+    return [result for result in event_results(connection, run_id, holding) if result.path in paths]
+
+
+def run_events(connection: redis.Redis, run_id: str, page: int = 100) -> Iterator[tuple[Any, dict[bytes, bytes]]]:
+    """A run's events stream from its start, read a page at a time."""
     cursor = "-"
     while True:
-        entries: list[Any] = connection.xrange(keys.run_events(run_id), min=cursor, count=100)  # type: ignore[assignment]
-        for _entry_id, fields in entries:
-            if b"paths" in fields:
-                done.update(json.loads(fields[b"paths"]))
-            else:  # written before 2026-11-25: the lines themselves
-                done.update(decode_result(line)["path"] for line in text(fields.get(b"results", b"")).splitlines())
-        if len(entries) < 100:
-            return done
+        entries: list[Any] = connection.xrange(keys.run_events(run_id), min=cursor, count=page)  # type: ignore[assignment]
+        yield from entries
+        if len(entries) < page:
+            return
         cursor = "(" + text(entries[-1][0])
+
+
+def entry_paths(fields: dict[bytes, bytes]) -> list[str]:
+    """The paths an event names (one written before 2026-11-25 carries its result lines instead)."""
+    if b"paths" in fields:
+        paths: list[str] = json.loads(fields[b"paths"])
+        return paths
+    return [decode_result(line)["path"] for line in text(fields.get(b"results", b"")).splitlines()]
 
 
 def summarised(paths: list[str], lines: Sequence[str | None], fields: dict[bytes, bytes]) -> list[Result]:

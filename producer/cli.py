@@ -7,6 +7,7 @@ import json
 import signal
 import sys
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,12 @@ from rich.table import Table
 
 from digits import defaults, keys
 from digits.connection import Group, connect, redis_url_option
-from digits.results import Result
+from digits.results import Result, find_results
 from producer import runs
 from producer.drive import drive, err, interrupted, print_summary, stop_on_sigterm, warn_empty, warn_unshared
 from producer.files import Share
 from producer.following import await_run, follow
+from producer.keying import with_keyed
 from producer.keying_cli import corrections, review
 from producer.options import (
     folder_options,
@@ -94,8 +96,8 @@ def enqueue(directory: Path | None, redis_url: str, resume: str | None, run_id: 
               help="Stream results as they finish until the run is complete; wait up to "
                    f"{defaults.RUN_START_SECONDS:g} s for a run that its senders have not created yet.")
 @click.option("--path", "paths", multiple=True, metavar="PATH",
-              help="Only this image's result (its path in the run's folder); repeat for more. Results are "
-                   "stored a batch at a time, so the run's are read until each is found.")
+              help="Only this image's result (its path in the run's folder); repeat for more. Only the batches "
+                   "holding them are read; with --follow, wait for them.")
 def results(run_id: str, redis_url: str, fmt: str, output: str, follow_run: bool, paths: tuple[str, ...]) -> None:
     """Write the results of RUN_ID as JSON Lines or CSV."""
     connection = connect(redis_url)
@@ -104,7 +106,11 @@ def results(run_id: str, redis_url: str, fmt: str, output: str, follow_run: bool
         if follow_run and not connection.exists(keys.run(run_id)):  # started beside its senders
             err.print(f"waiting up to {defaults.RUN_START_SECONDS:g} s for run {run_id} to be created")
             await_run(connection, run_id, defaults.RUN_START_SECONDS)
-        results = follow(connection, run_id, wait=follow_run)
+        if paths and not follow_run:
+            runs.run_meta(connection, run_id)  # RunError if there is no such run
+            results: Iterable[Result] = with_keyed(connection, run_id, find_results(connection, run_id, missing))
+        else:
+            results = follow(connection, run_id, wait=follow_run)
         with open_output(output) as stream:
             writer = ResultWriter(stream, fmt)
             for result in results:

@@ -15,6 +15,7 @@ from digits.results import (
     decode_result,
     encode_result,
     event_results,
+    find_results,
     paths_with_results,
     result_record,
     results_count,
@@ -187,3 +188,18 @@ def test_finishers_racing_on_the_same_batches_store_each_once(connection: redis.
     for name, batches in wins.items():
         for batch in batches:
             assert stored[f"{batch}.png"]["worker"] == name
+
+
+def test_a_paths_result_is_found_reading_only_its_batch(connection: redis.Redis) -> None:
+    """`results --path`: the events name each batch's paths, so only the batches holding the paths
+    asked for are read, whatever the run's size."""
+    run_id = "results-find"
+    for batch in range(5):
+        make_payload(connection, run_id, batch, [f"{batch}-{i}.png" for i in range(3)])
+        store_results(connection, run_id, batch, [result_record(f"{batch}-{i}.png", batch, digits=str(i))
+                                                  for i in range(3)], TTL)
+    connection.config_resetstat()
+    found = find_results(connection, run_id, {"3-1.png", "1-2.png", "nowhere.png"})
+    assert [(r.path, r.record["digits"]) for r in found] == [("1-2.png", "2"), ("3-1.png", "1")]
+    assert connection.info("commandstats")["cmdstat_hget"]["calls"] == 2  # batches 1 and 3 alone
+    assert find_results(connection, run_id, {"nowhere.png"}) == []
