@@ -130,7 +130,7 @@ def store_results(connection: redis.Redis, run_id: str, batch: int,
                     pipe.hincrby(keys.run(run_id), "results", len(lines))
                 pipe.xadd(keys.run_events(run_id), event)  # type: ignore[arg-type]
                 pipe.delete(payload)
-                for key in keys.run_keys(run_id)[1:]:
+                for key in keys.run_keys(run_id):  # the run hash too: it holds the count, and lives as long
                     pipe.expire(key, result_ttl)
                 pipe.execute()
                 return True

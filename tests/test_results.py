@@ -61,6 +61,7 @@ def test_a_big_batch_is_stored_whole_and_once(connection: redis.Redis) -> None:
     assert json.loads(connection.hget(keys.run_results(run_id), "scan-0013.png"))["digits"] == "7"  # type: ignore[arg-type]
     assert 0 < connection.ttl(keys.run_results(run_id)) <= TTL
     assert 0 < connection.ttl(keys.run_batch_results(run_id)) <= TTL
+    assert 0 < connection.ttl(keys.run(run_id)) <= TTL  # its count never outlives the results it counts
     assert connection.hlen(keys.run_batch_results(run_id)) == 1  # every result, in one value
     entries = events(connection, run_id)
     assert len(entries) == 1
