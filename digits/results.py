@@ -93,11 +93,12 @@ def store_results(connection: redis.Redis, run_id: str, batch: int,
     False if already done.
 
     One optimistic transaction: WATCH the payload, check it is there, then MULTI/EXEC every write
-    and its deletion, so whoever deletes it first wins and a loser writes nothing. Redis spends
-    about half the CPU a result that the Lua script doing the same cost (benchmarks.store), for
-    three more round trips a batch. The event carries the batch's summary, so that a follower
-    counts and writes results without parsing them (every reading of a batch is by one model).
-    A payload from an older producer (not marked BY_BATCH) gets every result by path, as it reads them.
+    and its deletion, so whoever deletes it first wins and a loser writes nothing. With a batch's
+    results as one value, Redis spends about a third of the CPU a result of one field an image, a
+    sixth of the Lua script that did that before (benchmarks.store), for three more round trips a
+    batch. The event carries the batch's summary, so that a follower counts and writes results
+    without parsing them (every reading of a batch is by one model). A payload from an older
+    producer (not marked BY_BATCH) gets every result by path, as it reads them.
     """
     paths = [r["path"] for r in records]
     failed = [position for position, r in enumerate(records) if r["error"] is not None]
