@@ -31,7 +31,7 @@ from digits.payload import BY_BATCH, RESULTS_FIELD
 from digits.results import store_results
 from producer.drive import Outcome
 from producer.files import walk
-from producer.following import follow
+from producer.following import follow_batches
 from producer.output import ResultWriter
 from producer.redis_server import RedisServer
 from producer.runs import Settings, create_run
@@ -56,11 +56,11 @@ def following(connection: redis.Redis, run_id: str, parse: bool) -> None:
     """What `run` and `results` do with each result: write its JSON line, count it (and parse it)."""
     with open(os.devnull, "w") as stream:
         writer, outcome = ResultWriter(stream, "jsonl"), Outcome()
-        for result in follow(connection, run_id, wait=False):
+        for batch in follow_batches(connection, run_id, wait=False):
             if parse:
-                _ = result.record
-            writer.write(result)
-            outcome.count(result)
+                _ = [result.record for result in batch.results()]
+            writer.write_batch(batch)
+            outcome.count(batch)
 
 
 def cpu_per_image(work: Callable[[], object], images: int) -> float:

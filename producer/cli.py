@@ -17,11 +17,11 @@ from rich.table import Table
 
 from digits import defaults, keys
 from digits.connection import Group, connect, redis_url_option
-from digits.results import Result, find_results
+from digits.results import Finished, Result, find_results
 from producer import runs
 from producer.drive import drive, err, interrupted, print_summary, stop_on_sigterm, warn_empty, warn_unshared
 from producer.files import Share
-from producer.following import await_run, follow
+from producer.following import await_run, follow_batches
 from producer.keying import with_keyed
 from producer.keying_cli import corrections, review
 from producer.options import (
@@ -108,9 +108,10 @@ def results(run_id: str, redis_url: str, fmt: str, output: str, follow_run: bool
             await_run(connection, run_id, defaults.RUN_START_SECONDS)
         if paths and not follow_run:
             runs.run_meta(connection, run_id)  # RunError if there is no such run
-            results: Iterable[Result] = with_keyed(connection, run_id, find_results(connection, run_id, missing))
+            batches: Iterable[Finished] = with_keyed(connection, run_id, find_results(connection, run_id, missing))
         else:
-            results = follow(connection, run_id, wait=follow_run)
+            batches = follow_batches(connection, run_id, wait=follow_run)
+        results = (result for batch in batches for result in batch.results())
         with open_output(output) as stream:
             writer = ResultWriter(stream, fmt)
             for result in results:

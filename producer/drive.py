@@ -20,9 +20,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from digits import keys
-from digits.results import Result, results_count
+from digits.results import Finished, results_count
 from producer.files import walk
-from producer.following import follow
+from producer.following import follow_batches
 from producer.output import ResultWriter
 from producer.runs import Settings
 from producer.sending import deliver
@@ -43,14 +43,13 @@ class Outcome:
     seconds: float = 0.0
     versions: Counter[str] = field(default_factory=Counter)
 
-    def count(self, result: Result) -> None:
-        if result.failed:
-            self.failed += 1
-        else:
-            self.ok += 1
-        self.review += result.review
-        if result.version:
-            self.versions[result.version] += 1
+    def count(self, batch: Finished) -> None:
+        read = len(batch.paths) - len(batch.failed)
+        self.ok += read
+        self.failed += len(batch.failed)
+        self.review += len(batch.review)
+        if batch.version and read:
+            self.versions[batch.version] += read
 
 
 def drive(connection: redis.Redis, run_id: str, directory: Path, settings: Settings, stream: IO[str], fmt: str,
@@ -77,12 +76,12 @@ def drive(connection: redis.Redis, run_id: str, directory: Path, settings: Setti
         task = progress.add_task("classifying", total=expected or None, rate="-")
         enqueued = pool.submit(send or (lambda event: deliver(connection, run_id, directory, settings, event)), stop)
         try:
-            for result in follow(connection, run_id,
-                                 should_stop=lambda: enqueued.done() and enqueued.exception() is not None):
-                writer.write(result)
-                outcome.count(result)
-                done = outcome.ok + outcome.failed
-                if show_progress and (done % 64 == 0 or done == expected):
+            for batch in follow_batches(connection, run_id,
+                                        should_stop=lambda: enqueued.done() and enqueued.exception() is not None):
+                writer.write_batch(batch)
+                outcome.count(batch)
+                if show_progress:
+                    done = outcome.ok + outcome.failed
                     rate = done / max(time.monotonic() - started, 1e-9)
                     progress.update(task, completed=done, rate=f"{rate:,.0f}")
         except BaseException:

@@ -1,8 +1,9 @@
 """Following a run: its results in the order they finished, read from its events stream.
 
-Each finished batch adds one event naming its paths; the results themselves are read from the
-run's results hash (digits/results.py). `Follower` reads from a cursor, so a reader that keeps
-its cursor (as `watch` does, in Redis) resumes where it stopped; `follow` reads a whole run.
+Each finished batch adds one event naming its paths; the batch's results are one stored value
+(digits/results.py), read and passed on whole, as a `Finished` batch. `Follower` reads from a
+cursor, so a reader that keeps its cursor (as `watch` does, in Redis) resumes where it stopped;
+`follow_batches` reads a whole run, and `follow` the same one result at a time.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from digits import defaults, keys
 from digits.connection import text
 from digits.queueing import batch_queue
 from digits.recovery import reap_failed_batches, recover_abandoned
-from digits.results import Result, event_results
+from digits.results import Finished, Result, event_batches
 from producer.keying import with_keyed
 from producer.runs import RunError, run_meta
 
@@ -30,21 +31,21 @@ class Follower:
         self.run_id = run_id
         self.cursor = cursor
 
-    def read(self, block_ms: int | None, count: int = defaults.FOLLOW_BATCHES) -> list[Result]:
-        """The results of up to `count` batches finished after the cursor (with the code a keying
-        station keyed, if any); with block_ms, wait that long for one if there is none yet."""
+    def read(self, block_ms: int | None, count: int = defaults.FOLLOW_BATCHES) -> list[Finished]:
+        """The batches finished after the cursor, up to `count` (with the codes a keying station
+        keyed, if any); with block_ms, wait that long for one if there is none yet."""
         response: list[Any] = self.redis.xread(  # type: ignore[assignment]
             {keys.run_events(self.run_id): self.cursor}, count=count, block=block_ms)
-        found: list[Result] = []
+        found: list[Finished] = []
         for _stream, entries in response or []:
             self.cursor = text(entries[-1][0])
-            found += event_results(self.redis, self.run_id, entries)
+            found += event_batches(self.redis, self.run_id, entries)
         return with_keyed(self.redis, self.run_id, found)
 
 
-def follow(connection: redis.Redis, run_id: str, *, wait: bool = True,
-           should_stop: Callable[[], bool] = lambda: False) -> Iterator[Result]:
-    """A run's results in the order they finished, each image once (a batch redone after a
+def follow_batches(connection: redis.Redis, run_id: str, *, wait: bool = True,
+                   should_stop: Callable[[], bool] = lambda: False) -> Iterator[Finished]:
+    """A run's finished batches in the order they finished, each image once (a batch redone after a
     Redis restart lost its first result must not repeat); with wait, until the run is complete,
     sweeping for abandoned and failed batches meanwhile."""
     queue = batch_queue(connection, run_meta(connection, run_id).get("queue", keys.DEFAULT_QUEUE))
@@ -54,10 +55,13 @@ def follow(connection: redis.Redis, run_id: str, *, wait: bool = True,
     total = 0  # the run's total when last read: completion is worth checking once that many are seen
     while True:
         found = follower.read(block_ms=500 if wait else None)
-        for result in found:
-            if result.path not in seen:
-                seen.add(result.path)
-                yield result
+        for batch in found:
+            if seen.isdisjoint(batch.paths):  # a set operation a batch, not a Python step an image
+                seen.update(batch.paths)
+                yield batch
+            elif unseen := [result for result in batch.results() if result.path not in seen]:
+                seen.update(result.path for result in unseen)
+                yield Finished.of(unseen)
         if found and (not wait or len(seen) < total):
             continue
         # Checked right after the last result too: blocking once more would add half a second to every run.
@@ -73,6 +77,13 @@ def follow(connection: redis.Redis, run_id: str, *, wait: bool = True,
             recover_abandoned(connection, queue)
             reap_failed_batches(connection, run_id, queue)
             last_sweep = time.monotonic()
+
+
+def follow(connection: redis.Redis, run_id: str, *, wait: bool = True,
+           should_stop: Callable[[], bool] = lambda: False) -> Iterator[Result]:
+    """A run's results one at a time, as follow_batches finds them."""
+    for batch in follow_batches(connection, run_id, wait=wait, should_stop=should_stop):
+        yield from batch.results()
 
 
 def await_run(connection: redis.Redis, run_id: str, seconds: float) -> dict[str, str]:

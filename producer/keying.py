@@ -23,7 +23,7 @@ import redis
 
 from digits import defaults, keys
 from digits.connection import text
-from digits.results import Result, results_count
+from digits.results import Finished, decode_result, encode_result, results_count
 
 Keyed = dict[str, Any]  # what a station stored for one path: code, digits, unreadable, station, keyed_at
 CODE = re.compile(r"[0-9]+(?:[- ][0-9]+)*")  # ASCII digits: \\d would take any script's
@@ -206,16 +206,18 @@ def keyed_codes(connection: redis.Redis, run_id: str, paths: Sequence[str] | Non
     return {path: json.loads(raw) for path, raw in zip(paths, raws, strict=True) if raw is not None}
 
 
-def with_keyed(connection: redis.Redis, run_id: str, results: list[Result]) -> list[Result]:
-    """Results with the keyed code, where there is one, under `keyed`; the stored line of every
-    other result is passed on as it is (and a run nobody keyed costs one EXISTS)."""
-    if not results or not connection.exists(keys.run_keyed(run_id)):
-        return results
-    keyed = keyed_codes(connection, run_id, [result.path for result in results])
+def with_keyed(connection: redis.Redis, run_id: str, batches: list[Finished]) -> list[Finished]:
+    """Finished batches whose keyed paths' lines carry the keyed code, under `keyed`; every other
+    stored line is passed on as it is (and a run nobody keyed costs one EXISTS)."""
+    if not batches or not connection.exists(keys.run_keyed(run_id)):
+        return batches
+    keyed = keyed_codes(connection, run_id, [path for batch in batches for path in batch.paths])
     if not keyed:
-        return results
-    return [Result.of({**result.record, "keyed": keyed[result.path]}) if result.path in keyed else result
-            for result in results]
+        return batches
+    return [batch._replace(text="\n".join(encode_result({**decode_result(line), "keyed": keyed[path]})
+                                           if path in keyed else line
+                                           for path, line in zip(batch.paths, batch.lines, strict=True)))
+            for batch in batches]
 
 
 def progress(connection: redis.Redis, run_id: str) -> dict[str, Any]:

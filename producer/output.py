@@ -10,7 +10,7 @@ import csv
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from digits.results import Result
+from digits.results import Finished, Result
 
 FORMATS = ("jsonl", "csv")
 CSV_FIELDS = ("path", "digits", "code", "confidence", "review", "model_version", "error",
@@ -26,6 +26,14 @@ class ResultWriter:
         self.csv = csv.writer(stream) if fmt == "csv" else None
         if self.csv is not None and header:
             self.csv.writerow(CSV_FIELDS)
+
+    def write_batch(self, batch: Finished) -> None:
+        """Write a finished batch's results: for JSON Lines its stored lines as they are, at once."""
+        if self.csv is not None:
+            for result in batch.results():
+                self.write(result)
+        elif batch.paths:
+            self.stream.write(batch.text + "\n")
 
     def write(self, result: Result) -> None:
         """Write one result: for JSON Lines its stored line as it is, unparsed."""

@@ -168,7 +168,7 @@ class Watcher:
         """Emit finished results, move their files away, and remember how far we read."""
         cursor = self.follower.cursor
         found = self.follower.read(block_ms, count=100)
-        for result in found:
+        for result in (result for batch in found for result in batch.results()):
             path = result.path
             if path not in self.pending:
                 continue  # handled before a restart

@@ -20,11 +20,13 @@ import redis
 from digits import keys
 from digits.connection import text
 from digits.files import read_inside, real_name
+from digits.payload import BY_BATCH, RESULTS_FIELD
 from digits.queueing import job_id
-from digits.results import results_count
+from digits.results import result_record, results_count, store_results
 from producer import runs
+from producer.drive import Outcome
 from producer.files import Found, read, walk
-from producer.following import follow
+from producer.following import follow, follow_batches
 from producer.sending import deliver
 from producer.status import run_status
 from tests.conftest import ROOT, MakeFolder, WorkerPool, send_folder, stored_results
@@ -304,6 +306,26 @@ def test_failed_batch_gets_a_result_per_image(connection: redis.Redis, digit_fol
     assert {r["path"] for r in records} == set(truth)
     assert all("failed in the worker" in r["error"] and "no model version" in r["error"] for r in records)
     assert run_status(connection, run_id)["failed"] == 6
+
+
+def test_a_path_stored_again_in_a_later_batch_is_followed_once(connection: redis.Redis) -> None:
+    """A follower reads whole batches; a path it has already read, stored again in a later batch (a
+    pass re-sent it after a Redis restart lost its first result's record), is left out of that
+    batch alone, and what the run's summary counts comes from the rest."""
+    run_id = "follow-twice"
+    connection.hset(keys.run(run_id), mapping={"status": "enqueued", "total": 3})
+    for index, paths in enumerate((["a.png", "b.png"], ["b.png", "c.png"])):
+        connection.hset(keys.batch(run_id, index), mapping={"paths": json.dumps(paths), RESULTS_FIELD: BY_BATCH})
+        store_results(connection, run_id, index, [result_record(path, index, digits=str(index), model_version="v1",
+                                                                review=path == "c.png") for path in paths], 3600)
+    batches = list(follow_batches(connection, run_id, wait=False))
+    assert [batch.paths for batch in batches] == [["a.png", "b.png"], ["c.png"]]
+    assert [json.loads(line)["digits"] for batch in batches for line in batch.lines] == ["0", "0", "1"]
+    outcome = Outcome()
+    for batch in batches:
+        outcome.count(batch)
+    assert (outcome.ok, outcome.failed, outcome.review, dict(outcome.versions)) == (3, 0, 1, {"v1": 3})
+    assert [result.path for result in follow(connection, run_id, wait=False)] == ["a.png", "b.png", "c.png"]
 
 
 def test_read_is_sized_to_the_file_but_reads_it_whole(tmp_path: Path) -> None:

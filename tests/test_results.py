@@ -201,6 +201,7 @@ def test_a_paths_result_is_found_reading_only_its_batch(connection: redis.Redis)
                                                   for i in range(3)], TTL)
     connection.config_resetstat()
     found = find_results(connection, run_id, {"3-1.png", "1-2.png", "nowhere.png"})
-    assert [(r.path, r.record["digits"]) for r in found] == [("1-2.png", "2"), ("3-1.png", "1")]
+    assert [[(r.path, r.record["digits"]) for r in batch.results()] for batch in found] == [[("1-2.png", "2")],
+                                                                                           [("3-1.png", "1")]]
     assert connection.info("commandstats")["cmdstat_hget"]["calls"] == 2  # batches 1 and 3 alone
     assert find_results(connection, run_id, {"nowhere.png"}) == []
