@@ -17,7 +17,7 @@ stored by path, in the run's results hash; the run hash counts the results (`res
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import orjson
@@ -236,12 +236,17 @@ def results_count(connection: redis.Redis, run_id: str) -> int:
     return int(counted) if counted is not None else int(connection.hlen(keys.run_results(run_id)))
 
 
-def paths_with_results(connection: redis.Redis, run_id: str) -> set[str]:
+def paths_with_results(connection: redis.Redis, run_id: str, share: Callable[[str], bool] | None = None) -> set[str]:
     """Every path of the run that has a result, from the paths its finished batches' events name
-    (a result and its event are written together): what a pass that resends the rest skips."""
+    (a result and its event are written together): what a pass that resends the rest skips.
+
+    With share, only the batches whose paths it holds: a producer sending one share of a run
+    keeps its own paths in memory, not every share's (a batch holds one share's paths alone)."""
     done: set[str] = set()
     for _entry_id, fields in run_events(connection, run_id):
-        done.update(entry_paths(fields))
+        paths = entry_paths(fields)
+        if share is None or (paths and share(paths[0])):
+            done.update(paths)
     return done
 
 

@@ -108,7 +108,8 @@ class Sender:
         # The paths with a result, read after the open batches: a batch's payload goes only as its
         # results and event are written, so none is missed. A run with no batch open and no result
         # yet (a new run's first pass) has none to read.
-        done = paths_with_results(self.redis, self.run_id) if held or self.results_count() else set()
+        mine = None if len(self.share.parts) == self.share.of else self.share.holds
+        done = paths_with_results(self.redis, self.run_id, mine) if held or self.results_count() else set()
         sent = total = 0
         totals: Counter[int] = Counter()  # files found in each part of the share
         waiting: list[Found] = []

@@ -118,6 +118,16 @@ def test_a_run_stored_by_path_before_results_went_by_batch_is_still_read(connect
     assert paths_with_results(connection, run_id) == {"a.png", "b.png"}
 
 
+def test_a_share_learns_only_its_own_paths_with_results(connection: redis.Redis) -> None:
+    """A producer resuming one share of a run holds the paths of its share's batches alone."""
+    run_id = "results-shares"
+    for batch, paths in enumerate((["a1.png", "a2.png"], ["b1.png"], ["a3.png"])):
+        make_payload(connection, run_id, batch, paths)
+        store_results(connection, run_id, batch, [result_record(path, batch, digits="1") for path in paths], TTL)
+    assert paths_with_results(connection, run_id, lambda path: path.startswith("a")) == {"a1.png", "a2.png", "a3.png"}
+    assert paths_with_results(connection, run_id) == {"a1.png", "a2.png", "a3.png", "b1.png"}
+
+
 def test_a_batch_read_by_two_model_versions_is_refused(connection: redis.Redis) -> None:
     """An event's summary names one model version: a batch's readings must all be by it."""
     make_payload(connection, "results-mixed", 0, ["a.png", "b.png"])
