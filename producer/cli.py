@@ -111,14 +111,13 @@ def results(run_id: str, redis_url: str, fmt: str, output: str, follow_run: bool
             batches: Iterable[Finished] = with_keyed(connection, run_id, find_results(connection, run_id, missing))
         else:
             batches = follow_batches(connection, run_id, wait=follow_run)
-        results = (result for batch in batches for result in batch.results())
         with open_output(output) as stream:
             writer = ResultWriter(stream, fmt)
-            for result in results:
-                if paths and result.path not in missing:
-                    continue
-                writer.write(result)
-                missing.discard(result.path)
+            for batch in batches:
+                if paths:
+                    batch = Finished.of([result for result in batch.results() if result.path in missing])
+                    missing.difference_update(batch.paths)
+                writer.write_batch(batch)
                 if paths and not missing:
                     break
     except runs.RunError as exc:
