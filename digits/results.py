@@ -218,12 +218,6 @@ def stored_by_path(paths: list[str], lines: list[str | None], fields: dict[bytes
     return Finished.of([result for result, line in zip(summary.results(), lines, strict=True) if line is not None])
 
 
-def event_results(connection: redis.Redis, run_id: str,
-                  events: Sequence[tuple[Any, dict[bytes, bytes]]]) -> list[Result]:
-    """The results of some entries of a run's events stream, one by one, in order."""
-    return [result for batch in event_batches(connection, run_id, events) for result in batch.results()]
-
-
 def lines_by_path(connection: redis.Redis, run_id: str, paths: list[str]) -> list[str | None]:
     """Result lines stored by path (a run stored before 2026-12-07, or for an older producer)."""
     return [None if line is None else text(line) for line in connection.hmget(keys.run_results(run_id), paths)]

@@ -30,7 +30,7 @@ from digits import keys
 from digits.connection import connect, text
 from digits.payload import BY_BATCH, RESULTS_FIELD
 from digits.registry import DEFAULT_MODEL_DIR, Registry
-from digits.results import Record, event_results, result_record, store_results
+from digits.results import Record, Result, event_batches, result_record, store_results
 from producer.redis_server import RedisServer
 from producer.runs import Settings, create_run
 from producer.sending import enqueue_folder
@@ -283,11 +283,16 @@ def stored_run(connection: redis.Redis, folder: Path, count: int, flagged_every:
     return FlaggedRun(run_id, folder, sorted(p for i, p in enumerate(paths) if i % flagged_every == 0), {})
 
 
+def event_results(connection: redis.Redis, run_id: str, events: Any) -> list[Result]:
+    """The results some entries of a run's events stream name, one by one, as a follower reads them."""
+    return [result for batch in event_batches(connection, run_id, events) for result in batch.results()]
+
+
 def stored_results(connection: redis.Redis, run_id: str) -> dict[str, Record]:
     """Every stored result of a run by path, read as a follower reads them (a path stored twice
     would show as fewer entries than results_count says)."""
     return {result.path: result.record for result in event_results(
-        connection, run_id, connection.xrange(keys.run_events(run_id)))}  # type: ignore[arg-type]
+        connection, run_id, connection.xrange(keys.run_events(run_id)))}
 
 
 def send_folder(connection: redis.Redis, folder: Path, settings: Settings) -> str:

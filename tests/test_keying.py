@@ -17,9 +17,8 @@ import redis
 
 from digits import keys
 from digits.connection import connect
-from digits.results import event_results
 from producer import keying
-from tests.conftest import ROOT, stored_run
+from tests.conftest import ROOT, event_results, stored_run
 
 
 def test_two_stations_claim_different_images_and_key_each_once(connection: redis.Redis, tmp_path: Path) -> None:
@@ -154,7 +153,7 @@ def test_results_carry_the_keyed_code(redis_url: str, connection: redis.Redis, t
     keying.submit(connection, run.run_id, "alpha", "scan-000.png", "12346")
     keying.submit(connection, run.run_id, "alpha", "scan-001.png", None)
     stored = {result.path: result.line for result in event_results(
-        connection, run.run_id, connection.xrange(keys.run_events(run.run_id)))}  # type: ignore[arg-type]
+        connection, run.run_id, connection.xrange(keys.run_events(run.run_id)))}
 
     lines = producer(redis_url, "results", run.run_id).stdout.splitlines()
     by_path = {json.loads(line)["path"]: line for line in lines}

@@ -14,14 +14,13 @@ from digits.payload import BY_BATCH, RESULTS_FIELD
 from digits.results import (
     decode_result,
     encode_result,
-    event_results,
     find_results,
     paths_with_results,
     result_record,
     results_count,
     store_results,
 )
-from tests.conftest import stored_results
+from tests.conftest import event_results, stored_results
 
 TTL = 3600
 
