@@ -143,8 +143,8 @@ def store_results(connection: redis.Redis, run_id: str, batch: int,
 class Finished(NamedTuple):
     """One finished batch's results as a follower reads them: its paths, their stored lines as
     stored (one text, in the paths' order, unparsed and unsplit) and what its event says of them.
-    A follower that writes and counts whole batches spends 1.5 µs a result; one Result object a
-    result cost 3.4-3.9 (benchmarks.follow)."""
+    A follower that writes and counts whole batches spends about 1 µs of CPU a result; one
+    Result object a result cost 3.4-3.9 (benchmarks.follow)."""
 
     paths: list[str]
     text: str  # the results' JSON lines, joined by newlines
