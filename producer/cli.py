@@ -35,7 +35,7 @@ from producer.options import (
     start_or_resume,
 )
 from producer.output import FORMATS, ResultWriter
-from producer.senders import SenderFailed, send_in_processes
+from producer.senders import SenderFailed, send_in_processes, stop_with_parent
 from producer.sending import deliver, enqueue_folder
 from producer.status import status_report
 from producer.watch import Watcher, WatchSettings, make_state_dir
@@ -63,8 +63,10 @@ main.add_command(corrections)
 @share_option
 @click.option("--wait", is_flag=True,
               help="Return only once every image has a result, sending again whatever a Redis restart lost.")
+@click.option("--parent", type=int, default=None, hidden=True,
+              help="Stop once this process is gone (the `run --jobs` that started this sender).")
 def enqueue(directory: Path | None, redis_url: str, resume: str | None, run_id: str | None, share: Share | None,
-            wait: bool, **options: Any) -> None:
+            wait: bool, parent: int | None, **options: Any) -> None:
     """Enqueue every image under DIRECTORY (or its --share) as batch jobs; print the run id.
 
     Returns once the last batch is enqueued (the window may make it wait for results first).
@@ -74,6 +76,8 @@ def enqueue(directory: Path | None, redis_url: str, resume: str | None, run_id: 
     click.echo(run_id)
     warn_unshared(connection, settings)
     stop_on_sigterm()
+    if parent is not None:  # a parent gone before this starts its watch is seen at the first look
+        stop_with_parent(parent)
     try:
         if wait:
             total = deliver(connection, run_id, root, settings, share=share)

@@ -19,7 +19,7 @@ from typing import IO
 
 import redis
 
-from digits import keys
+from digits import defaults, keys
 from digits.connection import URL_ENV
 from producer.sending import Stopped
 
@@ -29,7 +29,21 @@ class SenderFailed(RuntimeError):
 
 
 def sender_command(run_id: str, share: int, jobs: int) -> list[str]:
-    return [sys.executable, "-m", "producer", "enqueue", "--resume", run_id, "--share", f"{share}/{jobs}", "--wait"]
+    return [sys.executable, "-m", "producer", "enqueue", "--resume", run_id, "--share", f"{share}/{jobs}", "--wait",
+            "--parent", str(os.getpid())]
+
+
+def stop_with_parent(parent: int, period: float = defaults.SENDER_PARENT_SECONDS) -> None:
+    """Stop this process as SIGTERM does once `parent`, the `run --jobs` that started it, is gone.
+    A run killed outright (SIGKILL, the OOM killer, a container stopped) cannot stop its senders
+    itself, and a sender left running would race the sender of its share that `run --resume`
+    starts, both sending the files neither has seen sent."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(period)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def send_in_processes(connection: redis.Redis, redis_url: str, run_id: str, jobs: int,

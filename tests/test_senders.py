@@ -5,6 +5,7 @@ killed meanwhile; and one folder split over two independent pools (`run --part K
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -118,6 +119,53 @@ def test_run_with_jobs_sends_from_several_processes(redis_url: str, connection: 
     assert sorted(paths) == sorted(truth)
     [run_id] = [text(key) for key in connection.zrange(keys.RUNS, 0, -1)]
     assert connection.hget(keys.run(run_id), "shares") == b"3"
+
+
+def test_senders_stop_when_their_run_is_killed_outright(redis_url: str, connection: redis.Redis,
+                                                       digit_folder: MakeFolder) -> None:
+    """`run --jobs 2` killed by SIGKILL cannot stop its senders (their own sessions, so a Ctrl-C
+    reaches only the run): each stops itself once its parent is gone, as on SIGTERM, keeping what
+    it sent, so that the senders a `run --resume` starts are the only ones of their shares."""
+    folder, _ = digit_folder(200)
+    run = producer(redis_url, "run", str(folder), "--jobs", "2", "--batch-size", "10", "--window", "40",
+                   "-o", os.devnull, "--no-progress")  # no workers: the senders wait on the window
+    deadline = time.monotonic() + 30
+    while len(senders := children(run.pid)) < 2 or not connection.exists(keys.batch(first_run(connection), 0)):
+        assert time.monotonic() < deadline and run.poll() is None, "the senders did not start sending"
+        time.sleep(0.1)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    deadline = time.monotonic() + 10
+    while alive := [pid for pid in senders if running(pid)]:
+        assert time.monotonic() < deadline, f"senders {alive} outlived their run"
+        time.sleep(0.1)
+    assert connection.hget(keys.run(first_run(connection)), "batches") == b"4"  # the window's 40 images, kept
+
+
+def first_run(connection: redis.Redis) -> str:
+    runs = connection.zrange(keys.RUNS, 0, 0)
+    return text(runs[0]) if runs else "none"
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is pid (from /proc: Linux)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether pid is a live process (not gone, not a zombie waiting for init to reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def test_shared_runs_are_checked_before_anything_is_sent(redis_url: str, connection: redis.Redis,
