@@ -60,6 +60,7 @@ MAX_ABANDONED = 3  # a batch whose worker died this many times gets failed resul
 STRANDED_SECONDS = 10  # a popped job is marked started within milliseconds by a live worker
 PRODUCER_SWEEP_SECONDS = 2.0  # how often a producer checks the jobs of its open batches and reaps failed ones
 SENDER_PARENT_SECONDS = 0.5  # how often a sender of `run --jobs` checks that its run is still there
+SENDER_LEASE_SECONDS = 5.0  # a share's lease lapses this long after its producer last renewed it
 FOLLOW_BATCHES = 4  # finished batches a follower reads at a time: 200 at once held 51,200 parsed results that the
 # garbage collector walked again and again (CPU of `digits-producer results RUN -o /dev/null` on a finished
 # 40,000-digit run, start-up included: 20.4 -> 12.5 µs a result)

@@ -80,6 +80,12 @@ def run_claims(run_id: str) -> str:
     return f"{PREFIX}:run:{run_id}:claims"
 
 
+def run_sender(run_id: str, part: int) -> str:
+    """String with a short TTL, renewed while a producer sends share part (0-based) of the run: who
+    sends it (host:pid:token). One producer a share (producer/leases.py)."""
+    return f"{PREFIX}:run:{run_id}:sender:{part}"
+
+
 def batch(run_id: str, index: int) -> str:
     """Hash holding one batch's payload until a worker finishes it: `paths` (JSON), `images` (their bytes, one
     after another) and `sizes` (JSON: each one's byte count), or for a run sent by path, `folder`."""

@@ -24,6 +24,7 @@ from producer.files import Share
 from producer.following import await_run, follow_batches
 from producer.keying import with_keyed
 from producer.keying_cli import corrections, review
+from producer.leases import ShareBusy
 from producer.options import (
     folder_options,
     open_output,
@@ -87,6 +88,8 @@ def enqueue(directory: Path | None, redis_url: str, resume: str | None, run_id: 
             err.print(f"run {run_id}: {total} images enqueued")
     except KeyboardInterrupt:
         interrupted(connection, run_id, "enqueue")
+    except ShareBusy as exc:
+        raise click.ClickException(str(exc)) from None
     if total == 0 and resume is None:
         warn_empty(root, settings)
 
@@ -206,7 +209,7 @@ def run(directory: Path | None, redis_url: str, resume: str | None, fmt: str, ou
             outcome = drive(connection, run_id, root, settings, stream, fmt, show, senders)
     except KeyboardInterrupt:
         interrupted(connection, run_id, "run")
-    except SenderFailed as exc:
+    except (SenderFailed, ShareBusy) as exc:
         raise click.ClickException(str(exc)) from None
     print_summary(run_id, outcome)
     if outcome.total == 0:

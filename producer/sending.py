@@ -28,6 +28,7 @@ from digits.recovery import fail_batch, failure_reason, recover_abandoned
 from digits.results import paths_with_results, results_count
 from producer.batches import enqueue_batch, enqueue_job
 from producer.files import Found, Share, walk
+from producer.leases import ShareLease
 from producer.runs import Settings, finish_shares, run_shares, show_found
 
 log = logging.getLogger(__name__)
@@ -253,12 +254,17 @@ class Sender:
 def enqueue_folder(connection: redis.Redis, run_id: str, root: Path, settings: Settings,
                    share: Share | None = None) -> int:
     """One pass: send every file of root (or of its share) that has no result yet, under the
-    window; return the count sent."""
-    return Sender(connection, run_id, root, settings, share=share).send_pass().sent
+    window; return the count sent. ShareBusy if another producer sends that share now."""
+    sender = Sender(connection, run_id, root, settings, share=share)
+    with ShareLease(connection, run_id, sender.share):
+        return sender.send_pass().sent
 
 
 def deliver(connection: redis.Redis, run_id: str, root: Path, settings: Settings,
             stop: threading.Event | None = None, share: Share | None = None) -> int:
     """Send root (or its share) and see every batch through, re-sending whatever got lost; return
-    the file count. Raises Stopped soon after `stop` is set."""
-    return Sender(connection, run_id, root, settings, stop, share).deliver()
+    the file count. Raises Stopped soon after `stop` is set, ShareBusy if another producer sends
+    that share now."""
+    sender = Sender(connection, run_id, root, settings, stop, share)
+    with ShareLease(connection, run_id, sender.share):
+        return sender.deliver()

@@ -142,6 +142,26 @@ def test_senders_stop_when_their_run_is_killed_outright(redis_url: str, connecti
     assert connection.hget(keys.run(first_run(connection)), "batches") == b"4"  # the window's 40 images, kept
 
 
+def test_a_share_is_sent_by_one_producer_at_a_time(redis_url: str, connection: redis.Redis,
+                                                    digit_folder: MakeFolder) -> None:
+    """A share started again while its producer still sends it (by hand, on another host) is
+    refused, naming the producer that holds it: two would send the files neither has seen sent."""
+    folder, _ = digit_folder(100)
+    common = ["--run-id", "twice", "--share", "1/2", "--batch-size", "10", "--window", "20", "--wait"]
+    first = producer(redis_url, "enqueue", str(folder), *common)  # no workers: it holds its share, waiting
+    deadline = time.monotonic() + 30
+    while not connection.exists(keys.batch("twice", 0)):
+        assert time.monotonic() < deadline and first.poll() is None, "the first producer did not start sending"
+        time.sleep(0.1)
+    time.sleep(0.5)  # its window full: its share's half of 20 images, one batch
+    sent = connection.hget(keys.run("twice"), "batches")
+    code, _, stderr = finish(producer(redis_url, "enqueue", str(folder), *common), timeout=60)
+    assert code == 1 and "run twice: share 1/2 is being sent by another producer" in stderr, stderr
+    assert connection.hget(keys.run("twice"), "batches") == sent == b"1"  # the second sent nothing
+    first.send_signal(signal.SIGTERM)
+    assert finish(first)[0] == 130
+
+
 def first_run(connection: redis.Redis) -> str:
     runs = connection.zrange(keys.RUNS, 0, 0)
     return text(runs[0]) if runs else "none"
