@@ -17,6 +17,7 @@ stored by path, in the run's results hash; the run hash counts the results (`res
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -84,7 +85,8 @@ def decode_result(line: str | bytes) -> Record:
     return record
 
 
-ATTEMPTS = 10  # transactions a batch's results may try while its payload changes under them
+ATTEMPTS = 10  # transactions a batch's results may try while its payload changes under them, or Redis
+# is away (a lost connection ends a watch too); the waits between them (6.5 s in all) ride out a restart
 
 
 def store_results(connection: redis.Redis, run_id: str, batch: int,
@@ -111,8 +113,9 @@ def store_results(connection: redis.Redis, run_id: str, batch: int,
     lines = [encode_result(record) for record in records]
     looked_up = {paths[i]: lines[i] for i in sorted({*failed, *review})}  # a person looks these up by path
     payload = keys.batch(run_id, batch)
+    last: redis.WatchError | None = None
     with connection.pipeline(transaction=True) as pipe:
-        for _attempt in range(ATTEMPTS):
+        for attempt in range(ATTEMPTS):
             try:
                 pipe.watch(payload)
                 if not pipe.exists(payload):
@@ -135,9 +138,10 @@ def store_results(connection: redis.Redis, run_id: str, batch: int,
                     pipe.expire(key, result_ttl)
                 pipe.execute()
                 return True
-            except redis.WatchError:
-                continue  # the payload changed between the check and the writes: look again
-    raise RuntimeError(f"run {run_id} batch {batch}: its payload changed under all {ATTEMPTS} attempts to store it")
+            except redis.WatchError as exc:  # the payload changed between the check and the writes, or
+                last = exc  # the connection was lost meanwhile: look again, after a moment
+                time.sleep(min(0.05 * 2 ** attempt, 1.0))
+    raise RuntimeError(f"run {run_id} batch {batch}: not stored in {ATTEMPTS} attempts ({last})")
 
 
 class Finished(NamedTuple):
