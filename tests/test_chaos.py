@@ -92,12 +92,15 @@ def signal_one(pids: list[int], rng: random.Random, signum: int) -> bool:
     return True
 
 
-@pytest.mark.parametrize("by_path", [False, True], ids=["bytes-through-redis", "shared-folder"])
-def test_nothing_is_lost_or_repeated_under_chaos(tmp_path: Path, mnist_test: Digits, by_path: bool) -> None:
+@pytest.mark.parametrize(("by_path", "jobs"), [(False, 1), (True, 1), (False, 3)],
+                         ids=["bytes-through-redis", "shared-folder", "three-senders"])
+def test_nothing_is_lost_or_repeated_under_chaos(tmp_path: Path, mnist_test: Digits, by_path: bool, jobs: int) -> None:
     """Also with the images read by the workers from a shared folder (`--shared-root`, `--files-root`):
-    the same delivery, only where the bytes come from differs."""
+    the same delivery, only where the bytes come from differs; and with the run sent by three
+    sender processes (`run --jobs 3`), killed outright and resumed as three again."""
     folder = tmp_path / "scans"
     shared = ["--shared-root", str(tmp_path)] if by_path else []
+    shared += ["--jobs", str(jobs)] if jobs > 1 else []
     make_folder(folder, mnist_test)
     total = IMAGES + len(BAD) + 1
     rng = random.Random(7)
@@ -137,7 +140,8 @@ def test_nothing_is_lost_or_repeated_under_chaos(tmp_path: Path, mnist_test: Dig
                 if event == "producer":
                     first.send_signal(signal.SIGKILL)
                     first.wait()
-                    resumed = producer(url, "--resume", run_id, "-o", str(tmp_path / "chaos-2.jsonl"))
+                    resumed = producer(url, "--resume", run_id, "-o", str(tmp_path / "chaos-2.jsonl"),
+                                       *(["--jobs", str(jobs)] if jobs > 1 else []))
                     events["producer killed and resumed"] += 1
                 elif event == "redis":
                     refusals += server.refusals()  # ACL LOG is lost with the process
@@ -161,6 +165,7 @@ def test_nothing_is_lost_or_repeated_under_chaos(tmp_path: Path, mnist_test: Dig
         stderr = resumed.stderr.read() if resumed.stderr else ""
         assert resumed.returncode == 1, stderr  # the bad images, and nothing else, failed
         refusals += server.refusals()
+        stored = results_count(connection, run_id)  # each image classified and counted once
     finally:
         pool.stop()
         server.close()
@@ -173,7 +178,7 @@ def test_nothing_is_lost_or_repeated_under_chaos(tmp_path: Path, mnist_test: Dig
     paths = Counter(r["path"] for r in output)
     duplicates = sum(n - 1 for n in paths.values())
     lost = total - len(paths)
-    assert (lost, duplicates) == (0, 0), dict(events)
+    assert (lost, duplicates, stored) == (0, 0, total), dict(events)
     assert {r["path"]: comparable(r) for r in output} == expected
     assert sum(1 for r in output if r["error"]) == len(BAD) + 1
     print(f"\nchaos: {total} images, {dict(events)}, lost {lost}, duplicates {duplicates}; "
