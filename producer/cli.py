@@ -162,7 +162,9 @@ def status(run_id: str | None, redis_url: str, queue: str, as_json: bool) -> Non
     if report["run"]:
         run_table = Table("run", report["run"]["run"])
         for field, value in report["run"].items():
-            if field != "run":
+            if field == "senders":
+                run_table.add_row(field, ", ".join(f"{share} {producer or '-'}" for share, producer in value.items()))
+            elif field != "run":
                 run_table.add_row(field, str(value))
         print_whole(console, run_table)
 

@@ -41,7 +41,16 @@ def run_status(connection: redis.Redis, run_id: str) -> dict[str, Any]:
         "total": total, "queued": total - finished - in_progress, "in_progress": in_progress,
         "done": finished - failed, "failed": failed, "review": review, "keyed": keyed,
         "images_per_second": round(finished / elapsed, 1) if finished else 0.0,
+        "senders": senders(connection, run_id, int(meta.get("shares", 1))),
     }
+
+
+def senders(connection: redis.Redis, run_id: str, shares: int) -> dict[str, str | None]:
+    """Which producer (host:pid) sends each share of the run now, from the shares' leases
+    (producer/leases.py); None for a share nobody sends: finished, or its producer stopped."""
+    holders = connection.mget([keys.run_sender(run_id, part) for part in range(shares)])
+    return {f"{part + 1}/{shares}": text(holder).rsplit(":", 1)[0] if holder else None
+            for part, holder in enumerate(holders)}
 
 
 def workers_reading_no_share(connection: redis.Redis, queue: str) -> tuple[int, int]:

@@ -8,6 +8,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ from producer.following import await_run
 from producer.redis_server import RedisServer
 from producer.runs import RunError, Settings, finish_shares, join_run, show_found
 from producer.sending import Sender
+from producer.status import run_status
 from tests.conftest import ROOT, MakeFolder, WorkerPool, stored_results
 from tests.test_chaos import signal_one, worker_pids
 
@@ -155,6 +157,7 @@ def test_a_share_is_sent_by_one_producer_at_a_time(redis_url: str, connection: r
         time.sleep(0.1)
     time.sleep(0.5)  # its window full: its share's half of 20 images, one batch
     sent = connection.hget(keys.run("twice"), "batches")
+    assert run_status(connection, "twice")["senders"] == {"1/2": f"{socket.gethostname()}:{first.pid}", "2/2": None}
     code, _, stderr = finish(producer(redis_url, "enqueue", str(folder), *common), timeout=60)
     assert code == 1 and "run twice: share 1/2 is being sent by another producer" in stderr, stderr
     assert connection.hget(keys.run("twice"), "batches") == sent == b"1"  # the second sent nothing
