@@ -114,6 +114,22 @@ def test_restart_reads_nothing_twice_and_loses_nothing(
     assert all(r["error"] is None and r["model_version"] == default_version for r in found)
 
 
+def test_a_folder_is_watched_by_one_watch_at_a_time(redis_url: str, connection: redis.Redis, tmp_path: Path) -> None:
+    """A second watch of the same folder (same run: the same --name, here the folder's) is refused
+    while the first runs, naming it: both would send every file that lands."""
+    folder = tmp_path / "hot"
+    folder.mkdir()
+    first = start_watch(redis_url, folder, tmp_path / "first.jsonl")
+    deadline = time.monotonic() + 30
+    while not list(connection.scan_iter("digits:run:*:sender:0")):  # the first holds its run
+        assert time.monotonic() < deadline and first.poll() is None, "the first watch did not start"
+        time.sleep(0.1)
+    second = start_watch(redis_url, folder, tmp_path / "second.jsonl")
+    _, stderr = second.communicate(timeout=60)
+    assert second.returncode == 1 and "is being sent by another producer" in stderr, stderr
+    stop(first)
+
+
 def test_files_it_cannot_move_are_sent_once(redis_url: str, default_version: str, start_workers: StartWorkers,
                                             mnist_test: Digits, tmp_path: Path) -> None:
     """A hot folder it cannot move files out of (here DIR/.digits is a file, so for root too) used to
