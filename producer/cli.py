@@ -24,7 +24,7 @@ from producer.files import Share
 from producer.following import await_run, follow_batches
 from producer.keying import with_keyed
 from producer.keying_cli import corrections, review
-from producer.leases import ShareBusy, ShareLease
+from producer.leases import ShareBusy
 from producer.options import (
     folder_options,
     open_output,
@@ -252,8 +252,7 @@ def watch(directory: Path, redis_url: str, name: str | None, fmt: str, output: s
                       WatchSettings(settle=settle, max_delay=max_delay), emit, name)
     err.print(f"watching {directory} as run [bold]{watcher.run_id}[/]")
     try:
-        with ShareLease(watcher.redis, watcher.run_id, Share()):  # one watch a run: two would send each file twice
-            watcher.run(stop.is_set)
+        watcher.run(stop.is_set)
     except ShareBusy as exc:
         raise click.ClickException(str(exc)) from None
     finally:

@@ -7,7 +7,9 @@ a producer takes the lease of each share it sends before sending anything (SET N
 expiry), renews it while it sends and gives it back at the end. A producer killed outright stops
 renewing, and its lease lapses within SENDER_LEASE_SECONDS: a producer resuming the run waits
 that long for it. A lease still renewed after that belongs to a live producer: the new one says
-so and sends nothing.
+so and sends nothing. A producer that stalls past its lease (a paused VM, a stopped process) may
+find its share taken when it wakes: it checks before every batch it sends (`check`), renewing
+first if its last renewal is half a lease old, and stops with ShareLost instead of sending on.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ class ShareBusy(RuntimeError):
     """Another live producer sends this share of the run; the message names it."""
 
 
+class ShareLost(ShareBusy):
+    """This producer's lease lapsed and another producer took the share: it must send no more."""
+
+
 class ShareLease:
     """The leases of every part of `share` for one producer, held while in a `with` block."""
 
@@ -53,6 +59,9 @@ class ShareLease:
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.done = threading.Event()
         self.renewing = threading.Thread(target=self.renew, name="share-lease", daemon=True)
+        self.script = connection.register_script(RENEW)
+        self.renewed_at = time.monotonic()  # when every part's lease was last renewed
+        self.lost: str | None = None  # why this producer no longer holds its share, once it does not
 
     def __enter__(self) -> ShareLease:
         self.take()
@@ -76,21 +85,40 @@ class ShareLease:
                 holder = text(self.redis.get(keys.run_sender(self.run_id, waiting[0])) or b"gone just now")
                 self.give_back(self.share.parts.difference(waiting))
                 raise ShareBusy(f"run {self.run_id}: {self.name(waiting[0])} is being sent by another producer "
-                                f"({holder}); let it finish, or stop it and resume")
+                                f"({holder}); let it finish, or stop it first")
             time.sleep(0.1)
+        self.renewed_at = time.monotonic()
 
     def renew(self) -> None:
-        """Every third of a lease, until done: renew each part's lease (taking it again if a Redis
-        restart lost it). A Redis that is down is waited out, as every other client does."""
-        script = self.redis.register_script(RENEW)
-        while not self.done.wait(self.milliseconds / 3000):
-            for part in self.share.parts:
-                try:
-                    if not script(keys=[keys.run_sender(self.run_id, part)], args=[self.holder, self.milliseconds]):
-                        log.warning("run %s: %s was taken by another producer while this one sent it",
-                                    self.run_id, self.name(part))
-                except redis.RedisError as exc:
-                    log.warning("run %s: cannot renew the lease of %s: %s", self.run_id, self.name(part), exc)
+        """Every third of a lease, until done or lost: renew each part's lease (taking it again if a
+        Redis restart lost it). A Redis that is down is waited out, as every other client does."""
+        while not self.done.wait(self.milliseconds / 3000) and self.lost is None:
+            try:
+                self.renew_once()
+            except redis.RedisError as exc:
+                log.warning("run %s: cannot renew this producer's lease: %s", self.run_id, exc)
+
+    def renew_once(self) -> None:
+        """Renew every part's lease now; note it lost if another producer holds one."""
+        for part in self.share.parts:
+            lease = keys.run_sender(self.run_id, part)
+            if not self.script(keys=[lease], args=[self.holder, self.milliseconds]):
+                holder = text(self.redis.get(lease) or b"gone just now")
+                self.lost = (f"run {self.run_id}: {self.name(part)} was taken by another producer ({holder}) "
+                             f"while this one stalled past its lease; this one stopped sending it")
+                log.warning("%s", self.lost)
+                return
+        self.renewed_at = time.monotonic()
+
+    def check(self) -> None:
+        """Before sending: ShareLost if another producer took the share. A lease last renewed half
+        a lease ago or more (this process stalled, and its renewing thread with it) is renewed
+        first, so a producer that wakes from a stall learns whether it still holds its share
+        before it sends anything more."""
+        if self.lost is None and time.monotonic() - self.renewed_at > self.milliseconds / 2000:
+            self.renew_once()
+        if self.lost is not None:
+            raise ShareLost(self.lost)
 
     def give_back(self, parts: frozenset[int]) -> None:
         script = self.redis.register_script(RELEASE)

@@ -80,6 +80,7 @@ class Sender:
         self.last_sweep = time.monotonic()
         newest = connection.xrevrange(keys.run_events(run_id), count=1)
         self.cursor = text(newest[0][0]) if newest else "0-0"  # batches finish after this event
+        self.lease = ShareLease(connection, run_id, self.share)  # held by deliver and enqueue_folder
 
     def deliver(self) -> int:
         """Passes until every file of the share has its result; return the file count.
@@ -170,6 +171,7 @@ class Sender:
         self.wait_for_open(max(self.window - len(chunk), 0), self.most_batches - 1)
         if self.stop.is_set():
             raise Stopped(f"run {self.run_id}: stopped with {len(chunk)} more images to send")
+        self.lease.check()
         index, taken = enqueue_batch(self.redis, self.queue, self.run_id, chunk, self.settings,
                                      self.settings.batch_bytes)
         self.open[index] = taken
@@ -180,6 +182,7 @@ class Sender:
         while self.too_many_open(most, most_batches):
             if self.stop.is_set():
                 raise Stopped(f"run {self.run_id}: stopped while {sum(self.open.values())} images are in flight")
+            self.lease.check()  # a producer that took the share over sees these batches through
             if time.monotonic() - self.last_sweep > defaults.PRODUCER_SWEEP_SECONDS:
                 self.forget_finished()
                 self.sweep()
@@ -256,7 +259,7 @@ def enqueue_folder(connection: redis.Redis, run_id: str, root: Path, settings: S
     """One pass: send every file of root (or of its share) that has no result yet, under the
     window; return the count sent. ShareBusy if another producer sends that share now."""
     sender = Sender(connection, run_id, root, settings, share=share)
-    with ShareLease(connection, run_id, sender.share):
+    with sender.lease:
         return sender.send_pass().sent
 
 
@@ -264,7 +267,7 @@ def deliver(connection: redis.Redis, run_id: str, root: Path, settings: Settings
             stop: threading.Event | None = None, share: Share | None = None) -> int:
     """Send root (or its share) and see every batch through, re-sending whatever got lost; return
     the file count. Raises Stopped soon after `stop` is set, ShareBusy if another producer sends
-    that share now."""
+    that share now (ShareLost if one took it over while this one stalled)."""
     sender = Sender(connection, run_id, root, settings, stop, share)
-    with ShareLease(connection, run_id, sender.share):
+    with sender.lease:
         return sender.deliver()

@@ -29,8 +29,9 @@ from digits.recovery import reap_failed_batches
 from digits.results import Result
 from producer import runs
 from producer.batches import enqueue_batch
-from producer.files import Found, walk
+from producer.files import Found, Share, walk
 from producer.following import Follower
+from producer.leases import ShareLease
 
 log = logging.getLogger(__name__)
 STATE_DIR = ".digits"
@@ -89,16 +90,24 @@ class Watcher:
         self.most_bytes = settings.open_batches(settings.window) * settings.batch_bytes
         self.ready_since = 0.0
         self.last_reap = time.monotonic()
+        self.lease = ShareLease(connection, self.run_id, Share())
 
     def run(self, should_stop: Callable[[], bool]) -> None:
+        """Watch until should_stop says so, holding the run's lease all along: two watches of one
+        folder under one name would send each file twice (ShareBusy for the second)."""
         log.info("watching %s as run %s (%d files pending from before)", self.root, self.run_id, len(self.pending))
-        while not should_stop():
-            self.scan()
-            self.send_due()
-            self.collect(block_ms=max(1, int(self.watch.poll * 1000)))
-            if time.monotonic() - self.last_reap > defaults.PRODUCER_SWEEP_SECONDS:
-                reap_failed_batches(self.redis, self.run_id, self.queue)
-                self.last_reap = time.monotonic()
+        with self.lease:
+            while not should_stop():
+                self.step()
+
+    def step(self) -> None:
+        """One look at the folder: new files noted, due micro-batches sent, results collected."""
+        self.scan()
+        self.send_due()
+        self.collect(block_ms=max(1, int(self.watch.poll * 1000)))
+        if time.monotonic() - self.last_reap > defaults.PRODUCER_SWEEP_SECONDS:
+            reap_failed_batches(self.redis, self.run_id, self.queue)
+            self.last_reap = time.monotonic()
 
     def scan(self) -> None:
         """Note new or changed files; those unchanged for `settle` seconds become ready."""
@@ -145,6 +154,7 @@ class Watcher:
             if (len(self.pending) + len(chunk) > self.settings.window
                     or (self.pending and self.held_bytes + chunk_bytes > self.most_bytes)):
                 return  # the window is full: wait for results
+            self.lease.check()
             self.ready = self.ready[len(chunk):]
             self.held_bytes += chunk_bytes
             real = {f.relative: os.fsencode(f.path) for f in chunk}

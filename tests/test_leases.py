@@ -11,7 +11,7 @@ import redis
 
 from digits import keys
 from producer.files import Share
-from producer.leases import ShareBusy, ShareLease
+from producer.leases import ShareBusy, ShareLease, ShareLost
 
 SECONDS = 1.0  # a short lease, so that waiting one out is quick
 
@@ -69,3 +69,32 @@ def test_a_lease_a_redis_restart_lost_is_taken_again(connection: redis.Redis) ->
         connection.delete(keys.run_sender("restart", 0))  # as a restart from an older snapshot does
         time.sleep(SECONDS)
         assert connection.get(keys.run_sender("restart", 0)) == lease.holder.encode()
+
+
+def test_a_producer_whose_share_was_taken_stops_before_its_next_batch(connection: redis.Redis) -> None:
+    """A lease taken by another producer (this one's lapsed) is noticed within a renewal, and the
+    share left to its new holder: not renewed over it, not given back on its behalf."""
+    with ShareLease(connection, "taken", Share.parse("1/2"), SECONDS) as lease:
+        connection.set(keys.run_sender("taken", 0), "elsewhere:7:live", px=int(10_000 * SECONDS))
+        time.sleep(SECONDS)
+        with pytest.raises(ShareLost, match=r"run taken: share 1/2 was taken by another producer \(elsewhere:7:live\)"):
+            lease.check()
+    assert connection.get(keys.run_sender("taken", 0)) == b"elsewhere:7:live"
+
+
+def test_a_producer_that_stalled_past_its_lease_asks_before_sending_again(connection: redis.Redis) -> None:
+    """A stalled process renews nothing, its renewing thread stalled with it: its first check after
+    the stall renews the lease itself, so it learns at once whether another producer took it."""
+    stalled = ShareLease(connection, "stalled", Share(), SECONDS)
+    stalled.take()  # held, but never renewed: as a process paused right after taking it
+    time.sleep(1.2 * SECONDS)  # lapsed
+    with ShareLease(connection, "stalled", Share(), SECONDS) as other:
+        with pytest.raises(ShareLost, match=r"run stalled: the run was taken by another producer"):
+            stalled.check()
+        assert connection.get(keys.run_sender("stalled", 0)) == other.holder.encode()
+    alone = ShareLease(connection, "alone", Share(), SECONDS)
+    alone.take()
+    time.sleep(1.2 * SECONDS)  # lapsed, and nobody took it: the check takes it again and goes on
+    alone.check()
+    assert connection.get(keys.run_sender("alone", 0)) == alone.holder.encode()
+    alone.give_back(alone.share.parts)

@@ -27,6 +27,7 @@ from producer import runs
 from producer.drive import Outcome
 from producer.files import Found, read, walk
 from producer.following import follow, follow_batches
+from producer.leases import ShareLost
 from producer.sending import deliver
 from producer.status import run_status
 from tests.conftest import ROOT, MakeFolder, WorkerPool, send_folder, stored_results
@@ -153,6 +154,32 @@ def test_a_run_whose_results_all_arrive_is_walked_once(connection: redis.Redis, 
     assert deliver(connection, run_id, folder, settings) == len(truth)
     assert results_count(connection, run_id) == len(truth)
     assert "cmdstat_hmget" not in connection.info("commandstats")
+
+
+def test_a_producer_whose_share_was_taken_sends_no_more(connection: redis.Redis, digit_folder: MakeFolder) -> None:
+    """A producer waiting on its window (no worker here) whose lease another producer took stops
+    with ShareLost, its open batches left to the new holder, instead of sending on beside it."""
+    folder, _truth = digit_folder(60)
+    settings = runs.Settings(batch_size=10, window=20)
+    run_id = runs.create_run(connection, folder, settings)
+    failures: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            deliver(connection, run_id, folder, settings)
+        except ShareLost as exc:
+            failures.append(exc)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    deadline = time.monotonic() + 10
+    while len(list(connection.scan_iter(f"{keys.PREFIX}:run:{run_id}:batch:*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    connection.set(keys.run_sender(run_id, 0), "elsewhere:7:live", px=60_000)  # as after a stall past the lease
+    sender.join(timeout=10)
+    assert not sender.is_alive() and failures, "the producer went on without its share"
+    assert "was taken by another producer (elsewhere:7:live)" in str(failures[0])
+    assert len(list(connection.scan_iter(f"{keys.PREFIX}:run:{run_id}:batch:*"))) == 2  # nothing sent after
 
 
 def test_files_whose_batch_redis_lost_are_sent_again_by_the_next_pass(
