@@ -4,20 +4,21 @@ A strip reader is convolutions and pools only, so it runs on a strip of any widt
 of the strip shares the work of its neighbours, where the lattice of cuts (digits.reading) reads
 each candidate digit on its own. Its output is a frame every few strip columns (the product of
 its pools' widths: 4 for two 2x2 pools, 2 where the second is 2x1), each a distribution over
-ALPHABET and a blank; a code is the frames' best path with repeats merged and blanks dropped,
-as connectionist temporal classification (CTC) trains it (trainer.strips). With a hint, the path is the best one with
-exactly the expected count of digits (a Viterbi search over frames, counts and symbols).
+ALPHABET and a blank; a code is the frames' best path with repeats merged and blanks dropped, as
+CTC trains it (trainer.strips); with a hint, the best path of exactly the expected count of
+digits (a Viterbi search over frames, counts and symbols).
 
-A digit's probabilities are those of the frame where its symbol peaks. The code's confidence is
-the probability of its symbols summed over every alignment of them to the frames (CTC's forward
-pass): a digit the best path dropped or merged leaves its trace in the frames around it, which
-the product of the digits' peaks never saw. On validation crops it halved the error among the
-codes kept at 20-50% set aside, and with a hint it ranks codes at least as well as the peaks
-once the reader is calibrated (trainer.calibrate; docs/benchmarks.md).
+A strip is read at every phase of the frame grid (moved by 0 to frame_step - 1 columns): each
+phase's best path proposes a code, and the most probable over all phases is kept. A digit's
+probabilities are those of the frame where its symbol peaks. The code's confidence is the
+probability of its symbols summed over every alignment to the frames (CTC's forward pass),
+averaged over the phases: a digit the best path dropped or merged leaves its trace in the frames
+around it, which the product of the digits' peaks never saw (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from itertools import pairwise
 from pathlib import Path
@@ -45,7 +46,7 @@ WIDEST = round(MAX_ASPECT * INK_HEIGHT) + 2 * MARGIN  # the widest strip digits.
 CHECK_BELOW = 0.95  # a code read less surely than this (a third, calibrated) is read by cutting too ...
 DISAGREED = 0.01  # ... and its confidence multiplied by this where the two readings differ
 INKED = 0.05  # a strip column with ink at least this strong (of the strongest) holds part of a digit
-MAX_MACS_PER_COLUMN = 2_000_000  # multiply-adds per column of the widest strip (the trained reader: 0.33 M)
+MAX_MACS_PER_COLUMN = 2_000_000  # multiply-adds per column of the widest strip, all phases (trained: 4 x 0.33 M)
 
 
 @dataclass(frozen=True)
@@ -73,10 +74,6 @@ class StripReader:
         if height != 1 or channels != BLANK + 1:
             raise ThetaError(f"{where}/{layers[-1].file}, strip layer {len(layers)}: {height} row(s) of {channels} "
                              f"channels, a strip reader must end in one row of {BLANK + 1} ({ALPHABET!r} and blank)")
-        macs = chain(layers, weights, where, (STRIP_HEIGHT, WIDEST, 1))[1] / WIDEST
-        if macs > MAX_MACS_PER_COLUMN:
-            raise ThetaError(f"{where}: {macs:.0f} multiply-adds per strip column, over the limit "
-                             f"of {MAX_MACS_PER_COLUMN}")
         step, offset = 1.0, 0.0  # where a frame's window is centred: through each layer's stride and window
         for layer in layers:  # along the strip: each window's width
             window, stride = (layer.size[1], layer.size[1]) if layer.op == "maxpool" else \
@@ -84,20 +81,35 @@ class StripReader:
             if layer.op == "maxpool" or layer.padding == "valid":
                 offset += step * (window - 1) / 2
             step *= stride
+        macs = chain(layers, weights, where, (STRIP_HEIGHT, WIDEST, 1))[1] / WIDEST * phase_count(step)
+        if macs > MAX_MACS_PER_COLUMN:
+            raise ThetaError(f"{where}: {macs:.0f} multiply-adds per strip column (its "
+                             f"{phase_count(step)} phases together), over the limit of {MAX_MACS_PER_COLUMN}")
         return cls(steps, step, offset)
 
     @property
     def architecture(self) -> str:
         return "strip:" + "-".join(step_name(s) for s in self.steps)
 
-    def frames(self, strip: Floats) -> Frames:
-        """The frames of one (STRIP_HEIGHT, width) strip; one narrower than NOMINAL_WIDTH (a lone
-        thin 1) is widened with blank columns on the right, as a training batch pads it."""
-        if strip.shape[1] < NOMINAL_WIDTH:
-            strip = np.pad(strip, ((0, 0), (0, NOMINAL_WIDTH - strip.shape[1])))
+    def frames(self, strip: Floats, shift: int = 0) -> Frames:
+        """The frames of a (STRIP_HEIGHT, width) strip moved right by `shift` blank columns (a phase),
+        centred on columns of the strip as given; one narrower than NOMINAL_WIDTH (a lone thin 1)
+        is widened with blank columns on the right, as a training batch pads it."""
+        strip = np.pad(strip, ((0, 0), (shift, max(0, NOMINAL_WIDTH - shift - strip.shape[1]))))
         out = run(self.steps, strip.reshape(1, STRIP_HEIGHT, -1, 1))[0, 0]
-        centres = self.frame_offset + self.frame_step * np.arange(len(out), dtype=np.float64)
+        centres = self.frame_offset - shift + self.frame_step * np.arange(len(out), dtype=np.float64)
         return Frames(np.log(np.maximum(out, 1e-30)).astype(np.float32), centres)
+
+    def phases(self, strip: Floats) -> list[Frames]:
+        """The strip's frames at every phase of the frame grid (moved by 0 ... frame_step - 1
+        columns): where one phase merges two close digits or drops a thin one, the others mostly
+        do not."""
+        return [self.frames(strip, shift) for shift in range(phase_count(self.frame_step))]
+
+
+def phase_count(frame_step: float) -> int:
+    """How many phases of its frame grid a strip is read at: one a column between frames."""
+    return max(1, round(frame_step))
 
 
 def symbols(code: str) -> list[int]:
@@ -186,10 +198,10 @@ def symbols_of(path: npt.NDArray[np.intp], log_probabilities: Floats) -> list[tu
 
 
 def read_strip(strip: Strip, reader: StripReader, review_threshold: float, expect: Pattern | None = None) -> Reading:
-    """One crop's code from its strip: digits, their boxes in the crop, separators as the lattice
-    reader places them (digits.reading.place_separators), and the confidence."""
-    frames = reader.frames(strip.pixels)
-    symbols = best_path(frames.log_probabilities, expect.digits if expect else None)
+    """One crop's code from its strip (the most probable of its phases' best paths), its digits'
+    boxes in the crop, separators placed as cutting places them, and the confidence."""
+    phases = reader.phases(strip.pixels)
+    confidence, frames, symbols = most_probable(phases, expect.digits if expect else None)
     digit_frames = [t for symbol, t in symbols if symbol != HYPHEN]
     centres = [strip.crop_column(frames.centres[t]) for t in digit_frames]
     hyphens = [strip.crop_column(frames.centres[t]) for symbol, t in symbols if symbol == HYPHEN]
@@ -199,11 +211,32 @@ def read_strip(strip: Strip, reader: StripReader, review_threshold: float, expec
     classes = probabilities.argmax(axis=1).tolist()
     separators = place_separators(boxes, hyphens, expect)
     code = "".join(separators.get(i, "") + str(d) for i, d in enumerate(classes))
-    written = [symbol for symbol, _ in symbols]
-    confidence = labelling_probability(frames.log_probabilities, written) if digit_frames else 0.0
-    if expect is not None and len(digit_frames) != expect.digits:
+    if not digit_frames or (expect is not None and len(digit_frames) != expect.digits):
         confidence = 0.0
     return Reading(code, probabilities, boxes, confidence, confidence < review_threshold)
+
+
+def most_probable(phases: list[Frames], digits: int | None) -> tuple[float, Frames, list[tuple[int, int]]]:
+    """Of the codes the phases' best paths write (of `digits` digits if given), the most probable:
+    its probability, the first phase that wrote it, and its symbols with their peak frames."""
+    best: tuple[float, Frames, list[tuple[int, int]]] = (0.0, phases[0], [])
+    tried: set[tuple[int, ...]] = set()
+    for frames in phases:
+        symbols = best_path(frames.log_probabilities, digits)
+        written = tuple(symbol for symbol, _ in symbols)
+        if not symbols or written in tried:
+            continue
+        tried.add(written)
+        probability = code_probability([f.log_probabilities for f in phases], list(written))
+        if probability > best[0] or not best[2]:
+            best = (probability, frames, symbols)
+    return best
+
+
+def code_probability(phases: Sequence[npt.NDArray[np.floating[Any]]], labels: list[int]) -> float:
+    """P(labels | strip): labelling_probability averaged over the phases' frames, so that a code
+    the phases disagree on is doubted where one phase alone would be sure of it."""
+    return float(np.mean([labelling_probability(log_probabilities, labels) for log_probabilities in phases]))
 
 
 def labelling_probability(log_probabilities: npt.NDArray[np.floating[Any]], labels: list[int]) -> float:

@@ -71,6 +71,37 @@ def test_frames_are_centred_where_their_window_is() -> None:
     np.testing.assert_allclose(found.centres, 13.5 + 4 * np.arange(100 // 4 - 6))
 
 
+def test_a_strip_is_read_at_every_phase_of_its_frame_grid() -> None:
+    """A frame every 4 columns: four phases, the strip moved right by 0 to 3 blank columns, each
+    phase's frames centred on the columns of the strip as given."""
+    reader = load_strip_reader({**SEED_PAIR, **random_strips()}, {"strip_layers": STRIP_LAYERS}, "v")
+    assert reader is not None
+    pixels = np.random.default_rng(3).random((STRIP_HEIGHT, 100)).astype(np.float32)
+    phases = reader.phases(pixels)
+    assert len(phases) == 4
+    for shift, phase in enumerate(phases):
+        moved = reader.frames(np.pad(pixels, ((0, 0), (shift, 0))))
+        np.testing.assert_array_equal(phase.log_probabilities, moved.log_probabilities)
+        np.testing.assert_allclose(phase.centres, moved.centres - shift)
+    assert phases[0].centres[0] == 13.5 and phases[1].centres[0] == 12.5
+
+
+def test_the_code_kept_is_the_most_probable_over_the_phases(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One phase drops the 3 that three phases read: the code kept is 123, its confidence the
+    mean of its probability over the four phases, read from the first phase that wrote it."""
+    reader = load_strip_reader({**SEED_PAIR, **random_strips()}, {"strip_layers": STRIP_LAYERS}, "v")
+    assert reader is not None
+    centres = 13.5 + 4.0 * np.arange(6, dtype=np.float64)
+    said = [frames("_1_2__", 0.8), *(frames("_1_2_3", 0.8) for _ in range(3))]
+    monkeypatch.setattr(reader, "phases", lambda _pixels: [Frames(f, centres - i) for i, f in enumerate(said)])
+    strip = Strip(np.zeros((STRIP_HEIGHT, 40), np.float32), left=0.0, step=1.0, top=0, bottom=28)
+    reading = read_strip(strip, reader, 0.9)
+    assert reading.code == "123"
+    assert reading.confidence == pytest.approx(np.mean([labelling_probability(f, [1, 2, 3]) for f in said]))
+    assert reading.confidence > np.mean([labelling_probability(f, [1, 2]) for f in said])
+    assert read_strip(strip, reader, 0.9, parse_pattern("##")).code == "12"  # two digits asked: the best two
+
+
 def test_a_frame_every_two_columns_from_a_2x1_pool_and_a_7x13_window() -> None:
     """The manifest's [height, width] windows: the second pool halves the height only, so the
     frames come every 2 strip columns, each centred where its 13-column window is. The window
@@ -229,7 +260,7 @@ def test_a_reading_puts_each_digit_where_its_frame_is(monkeypatch: pytest.Monkey
     assert reader is not None
     path = "_1_2_3_4_5_-_6_7_8_9_"
     centres = 13.5 + 4.0 * np.arange(len(path), dtype=np.float64)
-    monkeypatch.setattr(reader, "frames", lambda _pixels: Frames(frames(path), centres))
+    monkeypatch.setattr(reader, "phases", lambda _pixels: [Frames(frames(path), centres)])
     strip = Strip(np.zeros((STRIP_HEIGHT, 4 * (len(path) + 6)), np.float32), left=100.0, step=2.0, top=10, bottom=50)
     reading = read_strip(strip, reader, review_threshold=0.9)
     assert reading.code == "12345-6789" and reading.digits == "123456789"
@@ -253,7 +284,7 @@ def test_a_zip4_written_with_a_space_is_read_with_it(monkeypatch: pytest.MonkeyP
     assert reader is not None
     for path, code in (("_1_2_3_4_5___6_7_8_9_", "12345 6789"), ("_1_2_3_4_5_6_7_8_9_", "123456789")):
         centres = 13.5 + 4.0 * np.arange(len(path), dtype=np.float64)
-        monkeypatch.setattr(reader, "frames", lambda _pixels, p=path, c=centres: Frames(frames(p), c))
+        monkeypatch.setattr(reader, "phases", lambda _pixels, p=path, c=centres: [Frames(frames(p), c)])
         pixels = np.zeros((STRIP_HEIGHT, 4 * len(path) + 24), np.float32)
         for t, symbol in enumerate(path):
             if symbol != "_":
@@ -271,7 +302,8 @@ def test_a_strip_reader_costlier_than_the_limit_is_refused_before_any_crop() -> 
               {"op": "conv", "file": "s3.csv", "kernel": 7, "stride": 1, "padding": "valid", "activation": "softmax"}]
     files = {"s1.csv": to_csv(np.zeros((50, 32))), "s2.csv": to_csv(np.zeros((7 * 7 * 32 + 1, 64))),
              "s3.csv": to_csv(np.zeros((7 * 7 * 64 + 1, 12)))}
-    with pytest.raises(ThetaError, match=r"^v: \d+ multiply-adds per strip column, over the limit of 2000000"):
+    with pytest.raises(ThetaError, match=r"^v: \d+ multiply-adds per strip column \(its 4 phases together\), "
+                                         r"over the limit of 2000000"):
         load_strip_reader(files, {"strip_layers": layers}, "v")
 
 
@@ -297,7 +329,7 @@ def test_an_unsure_code_is_read_by_cutting_too_and_a_disagreement_marks_it(
         """The strip reader reads `code`, its frames about as sure as makes `confidence`; the exact confidence."""
         path = "_" + "_".join(code) + "_"
         said = frames(path, confidence ** (1 / len(path)))
-        monkeypatch.setattr(reader, "frames", lambda pixels: Frames(
+        monkeypatch.setattr(reader, "frames", lambda pixels, shift=0: Frames(  # each phase alike
             said, 13.5 + 4.0 * np.arange(len(path), dtype=np.float64)))
         return labelling_probability(said, [ALPHABET.index(symbol) for symbol in code])
 
