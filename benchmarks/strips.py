@@ -166,11 +166,12 @@ def digit_spacing(crop: Crop, strip: Strip, read: str | None) -> list[tuple[floa
 
 
 def measures(strip: Strip | None, strips: StripReader, expect: Pattern | None) -> dict[str, float]:
-    """Ways to rank the strip reader's codes by how sure it is, each a log-probability: the
-    product of the digits' peaks (read_strip's confidence before 2026-12-07), of every frame on
-    the best path (blanks too: a doubtful blank is a digit perhaps missed), the code's
-    probability summed over all its alignments (read_strip's now), and the peaks times the
-    least sure blank."""
+    """Ways to rank the strip reader's codes by how sure it is, each a log-probability at the
+    first phase alone (as read_strip read until 2026-12-07, night): the product of the digits'
+    peaks (its confidence before 2026-12-07), of every frame on the best path (blanks too: a
+    doubtful blank is a digit perhaps missed), the code's probability summed over all its
+    alignments (read_strip's now averages it over the phases), and the peaks times the least
+    sure blank."""
     if strip is None:
         return {m: -np.inf for m in MEASURES}
     log_probabilities = strips.frames(strip.pixels).log_probabilities

@@ -18,7 +18,6 @@ around it, which the product of the digits' peaks never saw (docs/benchmarks.md)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from itertools import pairwise
 from pathlib import Path
@@ -91,20 +90,27 @@ class StripReader:
     def architecture(self) -> str:
         return "strip:" + "-".join(step_name(s) for s in self.steps)
 
-    def frames(self, strip: Floats, shift: int = 0) -> Frames:
-        """The frames of a (STRIP_HEIGHT, width) strip moved right by `shift` blank columns (a phase),
-        centred on columns of the strip as given; one narrower than NOMINAL_WIDTH (a lone thin 1)
-        is widened with blank columns on the right, as a training batch pads it."""
-        strip = np.pad(strip, ((0, 0), (shift, max(0, NOMINAL_WIDTH - shift - strip.shape[1]))))
-        out = run(self.steps, strip.reshape(1, STRIP_HEIGHT, -1, 1))[0, 0]
-        centres = self.frame_offset - shift + self.frame_step * np.arange(len(out), dtype=np.float64)
-        return Frames(np.log(np.maximum(out, 1e-30)).astype(np.float32), centres)
+    def frames(self, strip: Floats) -> Frames:
+        """The frames of one (STRIP_HEIGHT, width) strip, read once (`phases` reads it at every phase)."""
+        return self.read_moved(strip, [0])[0]
 
     def phases(self, strip: Floats) -> list[Frames]:
         """The strip's frames at every phase of the frame grid (moved by 0 ... frame_step - 1
-        columns): where one phase merges two close digits or drops a thin one, the others mostly
-        do not."""
-        return [self.frames(strip, shift) for shift in range(phase_count(self.frame_step))]
+        columns), all with as many frames: where one phase merges two close digits or drops a
+        thin one, the others mostly do not."""
+        return self.read_moved(strip, list(range(phase_count(self.frame_step))))
+
+    def read_moved(self, strip: Floats, shifts: list[int]) -> list[Frames]:
+        """The strip's frames moved right by each shift, in one pass: each copy blank around it and
+        as wide as the widest, at least NOMINAL_WIDTH (a lone thin 1 is widened, as a training
+        batch pads it); each frame centred on a column of the strip as given."""
+        width = max(strip.shape[1] + max(shifts), NOMINAL_WIDTH)
+        batch = np.zeros((len(shifts), STRIP_HEIGHT, width, 1), dtype=np.float32)
+        for row, shift in enumerate(shifts):
+            batch[row, :, shift:shift + strip.shape[1], 0] = strip
+        out = np.log(np.maximum(run(self.steps, batch)[:, 0], 1e-30)).astype(np.float32)
+        along = self.frame_step * np.arange(out.shape[1], dtype=np.float64)
+        return [Frames(out[row], self.frame_offset - shift + along) for row, shift in enumerate(shifts)]
 
 
 def phase_count(frame_step: float) -> int:
@@ -221,40 +227,42 @@ def most_probable(phases: list[Frames], digits: int | None) -> tuple[float, Fram
     its probability, the first phase that wrote it, and its symbols with their peak frames."""
     best: tuple[float, Frames, list[tuple[int, int]]] = (0.0, phases[0], [])
     tried: set[tuple[int, ...]] = set()
+    stacked = np.stack([frames.log_probabilities for frames in phases])
     for frames in phases:
         symbols = best_path(frames.log_probabilities, digits)
         written = tuple(symbol for symbol, _ in symbols)
         if not symbols or written in tried:
             continue
         tried.add(written)
-        probability = code_probability([f.log_probabilities for f in phases], list(written))
+        probability = code_probability(stacked, list(written))
         if probability > best[0] or not best[2]:
             best = (probability, frames, symbols)
     return best
 
 
-def code_probability(phases: Sequence[npt.NDArray[np.floating[Any]]], labels: list[int]) -> float:
-    """P(labels | strip): labelling_probability averaged over the phases' frames, so that a code
-    the phases disagree on is doubted where one phase alone would be sure of it."""
-    return float(np.mean([labelling_probability(log_probabilities, labels) for log_probabilities in phases]))
-
-
-def labelling_probability(log_probabilities: npt.NDArray[np.floating[Any]], labels: list[int]) -> float:
-    """P(labels | frames): the probability of every frame-by-frame path that writes `labels`
-    (repeats merged, blanks dropped), by CTC's forward pass in log space."""
-    frames = log_probabilities.astype(np.float64)
+def code_probability(phases: npt.NDArray[np.floating[Any]], labels: list[int]) -> float:
+    """P(labels | strip): the probability of every frame-by-frame path that writes `labels`
+    (repeats merged, blanks dropped), by CTC's forward pass in log space, averaged over the
+    phases' frames (phases, frames, symbols), so that a code the phases disagree on is doubted
+    where one phase alone would be sure of it."""
+    frames = np.asarray(phases, dtype=np.float64)
     extended = np.full(2 * len(labels) + 1, BLANK)  # a blank before, between and after the symbols
     extended[1::2] = labels
     skips = np.zeros(len(extended), dtype=bool)  # a path may skip the blank between two different symbols
     skips[3::2] = extended[3::2] != extended[1:-2:2]
-    alpha = np.full(len(extended), -np.inf)  # log P(the first t frames end on extended[s])
-    alpha[:2] = frames[0, extended[:2]]
-    for t in range(1, len(frames)):
+    alpha = np.full((len(frames), len(extended)), -np.inf)  # log P(a phase's first t frames end on extended[s])
+    alpha[:, :2] = frames[:, 0, extended[:2]]
+    for t in range(1, frames.shape[1]):
         moved = alpha.copy()
-        moved[1:] = np.logaddexp(moved[1:], alpha[:-1])
-        moved[2:] = np.where(skips[2:], np.logaddexp(moved[2:], alpha[:-2]), moved[2:])
-        alpha = moved + frames[t, extended]
-    return float(np.exp(np.logaddexp(alpha[-1], alpha[-2])))
+        moved[:, 1:] = np.logaddexp(moved[:, 1:], alpha[:, :-1])
+        moved[:, 2:] = np.where(skips[2:], np.logaddexp(moved[:, 2:], alpha[:, :-2]), moved[:, 2:])
+        alpha = moved + frames[:, t, extended]
+    return float(np.exp(np.logaddexp(alpha[:, -1], alpha[:, -2])).mean())
+
+
+def labelling_probability(log_probabilities: npt.NDArray[np.floating[Any]], labels: list[int]) -> float:
+    """P(labels | frames) of one phase's frames (code_probability)."""
+    return code_probability(log_probabilities[None], labels)
 
 
 def read_crop(grey: Floats, reader: StripReader, model: Recogniser, review_threshold: float,

@@ -19,7 +19,7 @@ def test_an_overconfident_reader_is_cooled_and_an_honest_one_is_not() -> None:
     """Frames 99.9% sure of their symbols: where a third of the codes they say are wrong, a
     temperature above 1 explains the truth best; where every code is right, the sharpest does."""
     said = ["_1_2_3_", "_4_5_6_", "_7_8_9_"]
-    frames = [[sure_frames(path, 0.999)] for path in said]  # one phase each
+    frames = [sure_frames(path, 0.999)[None] for path in said]  # one phase each
     right = [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
     one_wrong = [[1, 2, 3], [4, 5, 6], [7, 8, 0]]
     losses = {t: code_loss(frames, one_wrong, t) for t in TEMPERATURES}

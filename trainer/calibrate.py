@@ -23,26 +23,21 @@ from digits.theta import parse_theta, to_csv
 TEMPERATURES = tuple(round(0.5 + 0.1 * step, 1) for step in range(36))  # 0.5 to 4.0
 
 
-def code_loss(phases: list[list[Floats]], codes: list[list[int]], temperature: float) -> float:
-    """The mean of -log P(code | strip) over strips (code_probability, as workers read: over each
-    strip's phases), with each frame's logits divided by the temperature."""
+def code_loss(phases: list[npt.NDArray[np.float32]], codes: list[list[int]], temperature: float) -> float:
+    """The mean of -log P(code | strip) over strips, each strip's frames (phases, frames, symbols)
+    with their logits divided by the temperature: code_probability, as workers read."""
     total = 0.0
-    for strip_phases, code in zip(phases, codes, strict=True):
-        total -= np.log(max(code_probability([cooled_frames(frames, temperature) for frames in strip_phases], code),
-                            1e-300))
+    for frames, code in zip(phases, codes, strict=True):
+        scaled = frames.astype(np.float64) / temperature
+        scaled -= np.logaddexp.reduce(scaled, axis=-1, keepdims=True)
+        total -= np.log(max(code_probability(scaled, code), 1e-300))
     return total / max(len(phases), 1)
-
-
-def cooled_frames(log_probabilities: Floats, temperature: float) -> npt.NDArray[np.float64]:
-    """Frames' log-probabilities as the reader would give them with its logits divided by the temperature."""
-    scaled = log_probabilities.astype(np.float64) / temperature
-    return scaled - np.logaddexp.reduce(scaled, axis=1, keepdims=True)
 
 
 def choose_temperature(reader: StripReader, strips: list[tuple[Floats, list[int]]]) -> tuple[float, dict[float, float]]:
     """The temperature of least code loss on the strips ((STRIP_HEIGHT, width) pixels in 0-1 and
     their codes' symbols), and the loss at each one tried."""
-    phases = [[frames.log_probabilities for frames in reader.phases(pixels)] for pixels, _ in strips]
+    phases = [np.stack([frames.log_probabilities for frames in reader.phases(pixels)]) for pixels, _ in strips]
     codes = [code for _, code in strips]
     losses = {temperature: code_loss(phases, codes, temperature) for temperature in TEMPERATURES}
     return min(losses, key=lambda temperature: losses[temperature]), losses
