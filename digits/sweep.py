@@ -63,6 +63,7 @@ class StripReader:
         self.steps = steps
         self.frame_step = frame_step  # strip columns between frames ...
         self.frame_offset = frame_offset  # ... and the first frame's centre column
+        self.phase_count = max(1, round(frame_step))  # readings of a strip, one a column between frames
 
     @classmethod
     def build(cls, layers: list[Layer], weights: dict[str, npt.NDArray[np.float64]], where: str) -> StripReader:
@@ -80,11 +81,12 @@ class StripReader:
             if layer.op == "maxpool" or layer.padding == "valid":
                 offset += step * (window - 1) / 2
             step *= stride
-        macs = chain(layers, weights, where, (STRIP_HEIGHT, WIDEST, 1))[1] / WIDEST * phase_count(step)
+        reader = cls(steps, step, offset)
+        macs = chain(layers, weights, where, (STRIP_HEIGHT, WIDEST, 1))[1] / WIDEST * reader.phase_count
         if macs > MAX_MACS_PER_COLUMN:
-            raise ThetaError(f"{where}: {macs:.0f} multiply-adds per strip column (its "
-                             f"{phase_count(step)} phases together), over the limit of {MAX_MACS_PER_COLUMN}")
-        return cls(steps, step, offset)
+            raise ThetaError(f"{where}: {macs:.0f} multiply-adds per strip column (its {reader.phase_count} "
+                             f"phases together), over the limit of {MAX_MACS_PER_COLUMN}")
+        return reader
 
     @property
     def architecture(self) -> str:
@@ -98,12 +100,11 @@ class StripReader:
         """The strip's frames at every phase of the frame grid (moved by 0 ... frame_step - 1
         columns), all with as many frames: where one phase merges two close digits or drops a
         thin one, the others mostly do not."""
-        return self.read_moved(strip, list(range(phase_count(self.frame_step))))
+        return self.read_moved(strip, list(range(self.phase_count)))
 
     def read_moved(self, strip: Floats, shifts: list[int]) -> list[Frames]:
-        """The strip's frames moved right by each shift, in one pass: each copy blank around it and
-        as wide as the widest, at least NOMINAL_WIDTH (a lone thin 1 is widened, as a training
-        batch pads it); each frame centred on a column of the strip as given."""
+        """The strip's frames moved right by each shift, in one pass, each copy as wide as the widest
+        and at least NOMINAL_WIDTH (blank columns around it, as a training batch pads a strip)."""
         width = max(strip.shape[1] + max(shifts), NOMINAL_WIDTH)
         batch = np.zeros((len(shifts), STRIP_HEIGHT, width, 1), dtype=np.float32)
         for row, shift in enumerate(shifts):
@@ -111,11 +112,6 @@ class StripReader:
         out = np.log(np.maximum(run(self.steps, batch)[:, 0], 1e-30)).astype(np.float32)
         along = self.frame_step * np.arange(out.shape[1], dtype=np.float64)
         return [Frames(out[row], self.frame_offset - shift + along) for row, shift in enumerate(shifts)]
-
-
-def phase_count(frame_step: float) -> int:
-    """How many phases of its frame grid a strip is read at: one a column between frames."""
-    return max(1, round(frame_step))
 
 
 def symbols(code: str) -> list[int]:
@@ -267,11 +263,10 @@ def labelling_probability(log_probabilities: npt.NDArray[np.floating[Any]], labe
 
 def read_crop(grey: Floats, reader: StripReader, model: Recogniser, review_threshold: float,
               expect: Pattern | None = None, check_below: float = CHECK_BELOW) -> Reading:
-    """A crop's code as the strip reader reads it. A code it reads less surely than `check_below`
-    is read again by cutting (digits.reading, the digit model); where the two disagree, the surer
-    of the two readings is kept and its confidence cut by DISAGREED: two readers that work
-    differently rarely make the same mistake, so a disagreement is the surest sign of an error
-    (docs/postal.md)."""
+    """A crop's code as the strip reader reads it; one it reads less surely than `check_below` is
+    read again by cutting (digits.reading). Where the two disagree, the surer reading is kept and
+    its confidence cut by DISAGREED: two readers that work differently rarely make the same
+    mistake, so a disagreement is the surest sign of an error (docs/postal.md)."""
     cleaned = clean(grey)  # once for both readers: most of a strip reading's time (docs/benchmarks.md)
     reading = read_strip(strip_of(cleaned), reader, review_threshold, expect)
     if reading.confidence >= check_below:
@@ -282,18 +277,15 @@ def read_crop(grey: Floats, reader: StripReader, model: Recogniser, review_thres
         second = None
     if second is not None and second.code == reading.code:
         return reading
-    # Where they differ, the surer reading is kept: on validation crops, cutting was right 12
-    # times and the strip reader twice where cutting was the surer (whole codes +1.0 point).
     kept = second if second is not None and second.confidence > reading.confidence else reading
     confidence = kept.confidence * DISAGREED
     return replace(kept, confidence=confidence, review=confidence < review_threshold)
 
 
 def digit_boxes(centres: list[float], strip: Strip) -> list[Box]:
-    """Each digit's box in the crop: its ink's columns between halfway to its left neighbour and
-    halfway to its right one (half a digit's usual width at the ends; the whole slot where it has
-    no ink), the ink's rows top to bottom. Boxes tight to the ink keep the blank columns between
-    digits, by which place_separators finds a ZIP+4's space."""
+    """Each digit's box in the crop: its ink's columns between halfway to each neighbour (half a
+    digit's usual width at the ends; the whole slot where it has no ink), the ink's rows top to
+    bottom. Tight to the ink, boxes keep the gaps by which place_separators finds a ZIP+4's space."""
     if not centres:
         return []
     half = 0.35 * (strip.bottom - strip.top)
