@@ -17,7 +17,16 @@ from digits.manifest import ManifestError, model_files
 from digits.pattern import parse_pattern
 from digits.registry import DEFAULT_MODEL_DIR, Registry
 from digits.strip import MARGIN, STRIP_HEIGHT, Strip
-from digits.sweep import ALPHABET, BLANK, Frames, best_path, labelling_probability, load_strip_reader, read_strip
+from digits.sweep import (
+    ALPHABET,
+    BLANK,
+    Frames,
+    best_path,
+    labelling_probability,
+    load_strip_reader,
+    most_probable,
+    read_strip,
+)
 from digits.theta import ThetaError, to_csv
 from tests.conftest import (
     SEED_PAIR,
@@ -202,7 +211,7 @@ def test_the_numpy_forward_pass_is_the_keras_model_it_was_exported_from(mnist_te
     frame every 4 columns and every 2 (a 2x1 pool and a 7x13 window)."""
     import tensorflow as tf
 
-    from trainer.strips import StripRecipe, generate_strips, train_strips
+    from trainer.strips import StripRecipe, generate_strips, train_strips, whole_codes
     from trainer.train import export_layers
 
     images, labels = mnist_test
@@ -217,6 +226,16 @@ def test_the_numpy_forward_pass_is_the_keras_model_it_was_exported_from(mnist_te
         strip = pixels.astype(np.float32) / 255.0
         want = tf.nn.softmax(net(strip[None, :, :, None])[0, 0]).numpy()
         np.testing.assert_allclose(np.exp(reader.frames(strip).log_probabilities), want, atol=1e-5)
+    # The trainer scores an epoch by the codes workers would read (every phase): half of these
+    # strips labelled with what NumPy reads at its phases, half with a code it does not read.
+    # One width for all (blank columns on the right), so the trainer's batch is these strips.
+    width = -(-max(pixels.shape[1] for pixels, _ in strips[64:80]) // 4) * 4
+    held = [np.pad(pixels, ((0, 0), (0, width - pixels.shape[1]))) for pixels, _ in strips[64:80]]
+    written = ["".join(ALPHABET[symbol] for symbol, _ in
+                       most_probable(reader.phases(pixels.astype(np.float32) / 255.0), None)[2]) for pixels in held]
+    labelled = [(pixels, code if i % 2 == 0 else code + "0") for i, (pixels, code) in enumerate(zip(held, written,
+                                                                                                  strict=True))]
+    assert whole_codes(net, labelled, frame_step) == pytest.approx(0.5)
 
 
 def test_a_training_batch_is_bent_afresh_each_epoch_and_keeps_its_ink(mnist_test: Digits) -> None:

@@ -3,14 +3,14 @@
 The training set is the strips of generated postal-code crops (trainer.synth) of MNIST
 *training* digits, in every format the reader meets (4, 5, 6 and 5+4 digits, five-digit codes
 three times as often) and a few light-on-dark; the epoch kept is the one that reads most whole
-codes among crops of *validation* digits. The loss is CTC (connectionist temporal
-classification): the network learns where each symbol is from the code alone, so no crop needs
-a cut. Strips are batched by width (each batch padded to its widest with blank columns, as a
-strip's margin is), which keeps a batch's padding small. With `distort`, each batch is bent
-afresh every epoch (distort_strips): the reader then no longer learns its 200,000 strips by heart
-(training loss 0.39 after 8 epochs instead of 0.008), but it read no more validation codes
-(93.9% against 94.2%) in 1.6 times the training time, so the recipe leaves it off
-(docs/training.md).
+codes among crops of *validation* digits, read as workers read them (at every phase). The loss
+is CTC (connectionist temporal classification): the network learns where each symbol is from
+the code alone, so no crop needs a cut. Strips are batched by width (each batch padded to its
+widest with blank columns, as a strip's margin is), which keeps a batch's padding small. With
+`distort`, each batch is bent afresh every epoch (distort_strips): the reader then no longer
+learns its 200,000 strips by heart (training loss 0.39 after 8 epochs instead of 0.008), but it
+read no more validation codes (93.9% against 94.2%) in 1.6 times the training time, so the
+recipe leaves it off (docs/training.md).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from digits.images import ImageError
 from digits.ink import clean
 from digits.manifest import Layer
 from digits.strip import STRIP_HEIGHT, strip_of
-from digits.sweep import BLANK, best_path, symbols
+from digits.sweep import BLANK, Frames, most_probable, symbols
 from trainer.synth import make_crop
 
 FORMATS = ("4", "5", "5", "5", "6", "5+4")  # drawn uniformly: five-digit codes half the time
@@ -168,16 +168,20 @@ def network(recipe: StripRecipe) -> Any:
     ])
 
 
-def whole_codes(net: Any, strips: Strips) -> float:
-    """The share of strips whose best path is their code."""
+def whole_codes(net: Any, strips: Strips, frame_step: int) -> float:
+    """The share of strips read right as workers read them: at every phase of the frame grid
+    (each batch moved right by 0 ... frame_step - 1 blank columns), the most probable of the
+    phases' best paths (digits.sweep.read_strip)."""
     right = 0
     for x, group in batches(strips, None):
-        logits = net(x, training=False)[:, 0].numpy()
-        logits -= logits.max(axis=-1, keepdims=True)
-        log_probabilities = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+        moved = np.concatenate([np.pad(x, ((0, 0), (0, 0), (shift, frame_step - 1 - shift), (0, 0)))
+                                for shift in range(frame_step)])
+        logits = net(moved, training=False)[:, 0].numpy().astype(np.float64)
+        log_probabilities = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
+        phases = log_probabilities.reshape(frame_step, len(group), *log_probabilities.shape[1:])
         for row, i in enumerate(group):
-            read = [symbol for symbol, _ in best_path(log_probabilities[row])]
-            right += read == symbols(strips[i][1])
+            found = most_probable([Frames(phase[row], np.zeros(len(phase[row]))) for phase in phases], None)
+            right += [symbol for symbol, _ in found[2]] == symbols(strips[i][1])
     return right / max(len(strips), 1)
 
 
@@ -219,7 +223,7 @@ def train_strips(train: Strips, validation: Strips, recipe: StripRecipe,
         started = time.perf_counter()
         losses = [float(step(tf.constant(distort_strips(x, rng) if recipe.distort else x), sparse(group)))
                   for x, group in batches(train, rng)]
-        whole = whole_codes(net, validation)
+        whole = whole_codes(net, validation, recipe.frame_step)
         history["loss"].append(round(float(np.mean(losses)), 5))
         history["validation_whole"].append(round(whole, 5))
         report(f"epoch {epoch}/{recipe.epochs}: loss {np.mean(losses):.4f}, validation codes read whole "
