@@ -1,19 +1,17 @@
 """Reading a crop in one pass: a network swept across its strip of ink (Matan et al., 1992).
 
-A strip reader is convolutions and pools only, so it runs on a strip of any width: every window
-of the strip shares the work of its neighbours, where the lattice of cuts (digits.reading) reads
-each candidate digit on its own. Its output is a frame every few strip columns (the product of
-its pools' widths: 4 for two 2x2 pools, 2 where the second is 2x1), each a distribution over
-ALPHABET and a blank; a code is the frames' best path with repeats merged and blanks dropped, as
-CTC trains it (trainer.strips); with a hint, the best path of exactly the expected count of
-digits (a Viterbi search over frames, counts and symbols).
+A strip reader is convolutions and pools only, so it runs on a strip of any width, every window
+sharing the work of its neighbours (cutting, digits.reading, reads each candidate on its own). It
+gives a frame every few strip columns (the product of its pools' widths: 4, or 2 where the second
+pool is 2x1), each a distribution over ALPHABET and a blank; a code is the frames' best path,
+repeats merged and blanks dropped, as CTC trains it (trainer.strips); with a hint, the best path
+of exactly that many digits (a Viterbi search over frames, counts and symbols).
 
 A strip is read at every phase of the frame grid (moved by 0 to frame_step - 1 columns): each
 phase's best path proposes a code, and the most probable over all phases is kept. A digit's
-probabilities are those of the frame where its symbol peaks. The code's confidence is the
-probability of its symbols summed over every alignment to the frames (CTC's forward pass),
-averaged over the phases: a digit the best path dropped or merged leaves its trace in the frames
-around it, which the product of the digits' peaks never saw (docs/benchmarks.md).
+probabilities are those of the frame where its symbol peaks. The code's confidence is its
+probability summed over every alignment to the frames (CTC's forward pass), averaged over the
+phases: a digit the best path dropped or merged leaves its trace in the frames around it.
 """
 
 from __future__ import annotations
@@ -93,25 +91,27 @@ class StripReader:
         return "strip:" + "-".join(step_name(s) for s in self.steps)
 
     def frames(self, strip: Floats) -> Frames:
-        """The frames of one (STRIP_HEIGHT, width) strip, read once (`phases` reads it at every phase)."""
-        return self.read_moved(strip, [0])[0]
+        return self.read_at_phases(strip, 1)[0]  # one (STRIP_HEIGHT, width) strip read once
 
     def phases(self, strip: Floats) -> list[Frames]:
-        """The strip's frames at every phase of the frame grid (moved by 0 ... frame_step - 1
-        columns), all with as many frames: where one phase merges two close digits or drops a
-        thin one, the others mostly do not."""
-        return self.read_moved(strip, list(range(self.phase_count)))
+        """The strip's frames at every phase of the frame grid: where one phase merges two close
+        digits or drops a thin one, the others mostly do not."""
+        return self.read_at_phases(strip, self.phase_count)
 
-    def read_moved(self, strip: Floats, shifts: list[int]) -> list[Frames]:
-        """The strip's frames moved right by each shift, in one pass, each copy as wide as the widest
-        and at least NOMINAL_WIDTH (blank columns around it, as a training batch pads a strip)."""
-        width = max(strip.shape[1] + max(shifts), NOMINAL_WIDTH)
-        batch = np.zeros((len(shifts), STRIP_HEIGHT, width, 1), dtype=np.float32)
-        for row, shift in enumerate(shifts):
-            batch[row, :, shift:shift + strip.shape[1], 0] = strip
-        out = np.log(np.maximum(run(self.steps, batch)[:, 0], 1e-30)).astype(np.float32)
-        along = self.frame_step * np.arange(out.shape[1], dtype=np.float64)
-        return [Frames(out[row], self.frame_offset - shift + along) for row, shift in enumerate(shifts)]
+    def read_at_phases(self, strip: Floats, count: int) -> list[Frames]:
+        """The strip's frames at `count` phases in one pass, centred on columns of the strip as given;
+        one narrower than NOMINAL_WIDTH (a lone thin 1) is widened, as a training batch pads it."""
+        widened = np.pad(strip, ((0, 0), (0, max(0, NOMINAL_WIDTH - count + 1 - strip.shape[1]))))
+        out = np.log(np.maximum(run(self.steps, at_phases(widened[None, :, :, None], count))[:, 0], 1e-30))
+        along = self.frame_offset + self.frame_step * np.arange(out.shape[1], dtype=np.float64)
+        return [Frames(out[shift].astype(np.float32), along - shift) for shift in range(count)]
+
+
+def at_phases(strips: npt.NDArray[np.float32], count: int) -> npt.NDArray[np.float32]:
+    """A (n, STRIP_HEIGHT, width, 1) batch at `count` phases, phase by phase: moved right by 0 ...
+    count - 1 blank columns, count - 1 wider; workers and the trainer's validation share it."""
+    return np.concatenate([np.pad(strips, ((0, 0), (0, 0), (shift, count - 1 - shift), (0, 0)))
+                           for shift in range(count)])
 
 
 def symbols(code: str) -> list[int]:

@@ -59,7 +59,8 @@ class ShareLease:
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.done = threading.Event()
         self.renewing = threading.Thread(target=self.renew, name="share-lease", daemon=True)
-        self.script = connection.register_script(RENEW)
+        self.renewal = connection.register_script(RENEW)
+        self.release = connection.register_script(RELEASE)
         self.renewed_at = time.monotonic()  # when every part's lease was last renewed
         self.lost: str | None = None  # why this producer no longer holds its share, once it does not
 
@@ -102,7 +103,7 @@ class ShareLease:
         """Renew every part's lease now; note it lost if another producer holds one."""
         for part in self.share.parts:
             lease = keys.run_sender(self.run_id, part)
-            if not self.script(keys=[lease], args=[self.holder, self.milliseconds]):
+            if not self.renewal(keys=[lease], args=[self.holder, self.milliseconds]):
                 holder = text(self.redis.get(lease) or b"gone just now")
                 self.lost = (f"run {self.run_id}: {self.name(part)} was taken by another producer ({holder}) "
                              f"while this one stalled past its lease; this one stopped sending it")
@@ -121,10 +122,9 @@ class ShareLease:
             raise ShareLost(self.lost)
 
     def give_back(self, parts: frozenset[int]) -> None:
-        script = self.redis.register_script(RELEASE)
         for part in parts:
             with contextlib.suppress(redis.RedisError):  # a lease not given back lapses by itself
-                script(keys=[keys.run_sender(self.run_id, part)], args=[self.holder])
+                self.release(keys=[keys.run_sender(self.run_id, part)], args=[self.holder])
 
     def name(self, part: int) -> str:
         return f"share {part + 1}/{self.share.of}" if self.share.of > 1 else "the run"

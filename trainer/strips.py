@@ -31,7 +31,7 @@ from digits.images import ImageError
 from digits.ink import clean
 from digits.manifest import Layer
 from digits.strip import STRIP_HEIGHT, strip_of
-from digits.sweep import BLANK, Frames, most_probable, symbols
+from digits.sweep import BLANK, Frames, at_phases, most_probable, symbols
 from trainer.synth import make_crop
 
 FORMATS = ("4", "5", "5", "5", "6", "5+4")  # drawn uniformly: five-digit codes half the time
@@ -174,9 +174,7 @@ def whole_codes(net: Any, strips: Strips, frame_step: int) -> float:
     phases' best paths (digits.sweep.read_strip)."""
     right = 0
     for x, group in batches(strips, None):
-        moved = np.concatenate([np.pad(x, ((0, 0), (0, 0), (shift, frame_step - 1 - shift), (0, 0)))
-                                for shift in range(frame_step)])
-        logits = net(moved, training=False)[:, 0].numpy().astype(np.float64)
+        logits = net(at_phases(x, frame_step), training=False)[:, 0].numpy().astype(np.float64)
         log_probabilities = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
         phases = log_probabilities.reshape(frame_step, len(group), *log_probabilities.shape[1:])
         for row, i in enumerate(group):
