@@ -43,7 +43,7 @@ WIDEST = round(MAX_ASPECT * INK_HEIGHT) + 2 * MARGIN  # the widest strip digits.
 CHECK_BELOW = 0.95  # a code read less surely than this (a third, calibrated) is read by cutting too ...
 DISAGREED = 0.01  # ... and its confidence multiplied by this where the two readings differ
 INKED = 0.05  # a strip column with ink at least this strong (of the strongest) holds part of a digit
-MAX_MACS_PER_COLUMN = 2_000_000  # multiply-adds per column of the widest strip, all phases (trained: 4 x 0.33 M)
+MAX_MACS_PER_COLUMN = 2_000_000  # multiply-adds per column of the widest strip, all phases (trained: 4 x 0.40 M)
 
 
 @dataclass(frozen=True)

@@ -216,7 +216,7 @@ def test_the_numpy_forward_pass_is_the_keras_model_it_was_exported_from(mnist_te
 
     images, labels = mnist_test
     strips = generate_strips(images, labels, 96, seed=5)
-    recipe = StripRecipe(crops=96, epochs=1, channels=(4, 8, 16), seed=1, workers=1, frame_step=frame_step)
+    recipe = StripRecipe(crops=96, epochs=1, channels=(4, 8, 8, 16), seed=1, workers=1, frame_step=frame_step)
     net, history, best_epoch = train_strips(strips[:64], strips[64:], recipe, report=lambda _line: None)
     assert best_epoch == 1 and len(history["loss"]) == 1
     files, layers = export_layers(net)

@@ -134,8 +134,8 @@ def test_short_cnn_run_publishes_layer_files_that_round_trip(redis_url: str, con
 def test_a_short_strips_run_publishes_the_base_digit_model_with_a_strip_reader(
         redis_url: str, connection: redis.Redis, tmp_path: Path) -> None:
     """`strips` trains a strip reader for a moment (real TensorFlow, CTC) and publishes it beside
-    the bundled digit model: the seed's pair unchanged, four strip CSVs in the seed's format
-    listed in `strip_layers`, one sha256 over all six; `show` lists its metrics."""
+    the bundled digit model: the seed's pair unchanged, five strip CSVs in the seed's format
+    listed in `strip_layers`, one sha256 over all seven; `show` lists its metrics."""
     out = tmp_path / "version"
     done = trainer(redis_url, "strips", "--crops", "64", "--epochs", "1", "--validation-crops", "16",
                    "--out", str(out), "--promote")
@@ -144,13 +144,15 @@ def test_a_short_strips_run_publishes_the_base_digit_model_with_a_strip_reader(
     manifest = json.loads((out / "manifest.json").read_text())
     base = json.loads((DEFAULT_MODEL_DIR / "manifest.json").read_text())
     assert manifest["base_version"] == base["version"] and manifest["preset"] == "best-strips"
-    assert [layer["op"] for layer in manifest["strip_layers"]] == ["conv", "maxpool", "conv", "maxpool", "conv", "conv"]
-    for name, shape in (("strip1.csv", (10, 32)), ("strip2.csv", (289, 64)), ("strip3.csv", (3137, 256)),
-                        ("strip4.csv", (257, 12))):
+    assert [layer["op"] for layer in manifest["strip_layers"]] == ["conv", "maxpool", "conv", "maxpool", "conv", "conv",
+                                                                   "conv"]
+    for name, shape in (("strip1.csv", (10, 32)), ("strip2.csv", (289, 64)), ("strip3.csv", (577, 64)),
+                        ("strip4.csv", (3137, 256)), ("strip5.csv", (257, 12))):
         assert manifest["files"][name]["shape"] == list(shape)
         assert all(SAVETXT_LINE.match(line) for line in (out / name).read_text().splitlines()[:3])
     assert manifest["files"]["theta1.csv"] == base["files"]["theta1.csv"]
     assert manifest["hyperparameters"]["strips"]["crops"] == 64
+    assert manifest["hyperparameters"]["strips"]["dropout"] == 0.3
     assert 0.0 <= manifest["metrics"]["strips"]["validation_whole_codes"] <= 1.0
     assert manifest["metrics"]["strips"]["temperature"] in TEMPERATURES  # calibrated on the validation strips
     assert Registry(connection).current() == version

@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 @click.option("--base", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="The version directory whose digit model the new version keeps [default: the bundled model].")
 @click.option("--crops", type=click.IntRange(min=1), default=None,
-              help="Generated crops of MNIST training digits to train on [default: 200,000].")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="[default: 8]")
+              help="Generated crops of MNIST training digits to train on [default: 100,000].")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="[default: 6]")
 @click.option("--learning-rate", type=float, default=None, help="[default: 0.002]")
 @click.option("--seed", type=int, default=None, help="Random seed, for reproducible runs [default: 0].")
 @click.option("--validation-crops", type=click.IntRange(min=1), default=None,
@@ -152,4 +152,4 @@ def calibrate(model: Path, mnist_dir: Path | None, out: Path | None, publish: bo
 def strip_hyperparameters(recipe: StripRecipe) -> dict[str, Any]:
     return {"crops": recipe.crops, "epochs": recipe.epochs, "learning_rate": recipe.learning_rate,
             "channels": list(recipe.channels), "seed": recipe.seed, "validation_crops": recipe.validation_crops,
-            "distort": recipe.distort, "frame_step": recipe.frame_step}
+            "distort": recipe.distort, "dropout": recipe.dropout, "frame_step": recipe.frame_step}
