@@ -145,6 +145,13 @@ class Registry:
                 if manifest_path.is_file() else None
         except ManifestError as exc:
             raise RegistryError(str(exc)) from None
+        if manifest is None:
+            unlisted = sorted(path.name for pattern in ("strip*.csv*", "layer*.csv*")
+                              for path in directory.glob(pattern))
+            if unlisted:  # read as the seed's pair, they would be left out without a word
+                raise RegistryError(f"{directory}: {', '.join(unlisted)} but no manifest.json: only a manifest says "
+                                    "how layer files chain (docs/theta-format.md); import the directory with its "
+                                    "manifest")
         files = read_files(directory, model_files(manifest))
         if manifest is None:
             model = load_model(files, None, str(directory))

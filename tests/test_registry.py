@@ -291,6 +291,20 @@ def test_export_without_manifest_imports_as_a_new_version(tmp_path: Path, regist
     assert registry.files(version)[0] == DEFAULT_FILES
 
 
+def test_layer_files_without_their_manifest_are_refused(tmp_path: Path, registry: Registry) -> None:
+    """A strip version exported without its manifest used to import as its seed pair alone, the
+    strip reader dropped without a word: only the manifest says how layer files chain."""
+    for name in ("theta1.csv.gz", "theta2.csv.gz"):
+        shutil.copy(DEFAULT_MODEL_DIR / name, tmp_path / name)
+    (tmp_path / "strip1.csv").write_text("0.0,0.0\n1.0,1.0\n")
+    before = registry.versions()
+    with pytest.raises(RegistryError, match=r"strip1\.csv but no manifest\.json"):
+        registry.publish_dir(tmp_path)
+    assert registry.versions() == before
+    (tmp_path / "strip1.csv").unlink()
+    assert registry.publish_dir(tmp_path) not in before  # the pair alone is the seed's MLP, as ever
+
+
 def test_importing_the_seeds_plain_csvs_builds_a_manifest(tmp_path: Path, registry: Registry) -> None:
     """The 2017 notebook's two files, no manifest: they import as preset "imported"."""
     rng = np.random.default_rng(2017)
