@@ -78,6 +78,11 @@ def serve(name: str, settings: WorkerSettings, metrics_port: int | None) -> None
 
 
 def exit_now(signum: int, frame: FrameType | None) -> None:
+    """Stop before RQ's own handlers are in place. The stop comes twice (the process group's
+    signal, then the supervisor's), and a second one raised inside register_death would leave
+    the registration behind: further ones are ignored."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise SystemExit(0)
 
 
