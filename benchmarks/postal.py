@@ -15,8 +15,9 @@ codes have the right number of digits and at least one of them wrong, or only a 
 wrong (its own column: a ZIP+4's space missed or one written where there is none). Rejecting a share of
 crops means setting aside the least confident ones; the error rate is over the crops kept.
 "review" is the share that the workers' default review threshold flags, with the error rate
-over the crops it lets through. A crop that raises ImageError counts as wrong (too few digits)
-and is rejected first.
+over the crops it lets through; the second table gives, at each of THRESHOLDS, the share of all
+crops flagged and the share sent on wrong (read, not flagged, and wrong: a mis-sent letter). A
+crop that raises ImageError counts as wrong (too few digits) and is rejected first.
 
 The row "true cuts" reads the 5-digit set from each digit's own ink as the generator drew it,
 normalised and classified as the reader does: what the model would read if cutting were
@@ -50,6 +51,7 @@ from trainer.synth import FORMATS, Crop, generate, png_bytes
 
 BATCH = 64
 REJECTS = (0.0, 0.05, 0.10, 0.20)
+THRESHOLDS = (0.9, 0.95, 0.98, 0.99)  # review thresholds: crops flagged, and sent on wrong
 SEED_FIVE, SEED_MIXED = 2026, 2027
 SEED_VALIDATION = 7  # --validation: the reader's settings of 2026-12-03 were chosen on these crops
 
@@ -68,6 +70,7 @@ class Scored:
     errors: dict[float, float]  # reject rate -> error rate over the crops kept
     reviewed: float  # share of crops flagged for review at the default review threshold
     review_error: float  # error rate over the crops not flagged
+    at_thresholds: dict[float, tuple[float, float]]  # review threshold -> shares of all crops flagged, sent wrong
     rate: float  # crops/s on one core
     curve: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]  # reject rates, error rates
 
@@ -145,10 +148,13 @@ def score(name: str, crops: list[Crop], readings: list[Reading | None], seconds:
     errors = error_curve(right, confidence, np.array(REJECTS))
     reviewed = np.array([r is None or r.review for r in readings])
     review_error = float((~right & ~reviewed).sum() / max(1, (~reviewed).sum()))
+    at_thresholds = {t: (float((confidence < t).mean()), float((~right & (confidence >= t)).mean()))
+                     for t in THRESHOLDS}
     return Scored(name, len(crops), float(right.mean()), digits_right / digits_total,
                   too_few / len(crops), too_many / len(crops), separators / len(crops),
                   dict(zip(REJECTS, (float(e) for e in errors), strict=True)), float(reviewed.mean()),
-                  review_error, len(crops) / seconds, (rejects, error_curve(right, confidence, rejects)))
+                  review_error, at_thresholds, len(crops) / seconds,
+                  (rejects, error_curve(right, confidence, rejects)))
 
 
 def plot(results: list[Scored], path: Path, title: str) -> None:
@@ -187,6 +193,10 @@ def table(results: list[Scored]) -> str:
                      f"| {100 * r.separators:.2f}% "
                      f"| {errors} | {100 * r.reviewed:.2f}% ({100 * r.review_error:.2f}%) "
                      f"| {r.rate:.1f} |")
+    lines += ["", "| set | " + " | ".join(f"review @ {t}: flagged, sent on wrong" for t in THRESHOLDS) + " |",
+              "|---|" + "---:|" * len(THRESHOLDS)]
+    lines += [f"| {r.name} | " + " | ".join(f"{100 * flagged:.1f}%, {100 * wrong:.2f}%"
+                                           for flagged, wrong in r.at_thresholds.values()) + " |" for r in results]
     return "\n".join(lines)
 
 

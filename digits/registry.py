@@ -22,7 +22,7 @@ import redis
 
 from digits import keys
 from digits.connection import text
-from digits.manifest import Layer, ManifestError, check_manifest, model_files, parse_manifest
+from digits.manifest import THETA_FILES, Layer, ManifestError, check_manifest, model_files, parse_manifest
 from digits.network import Recogniser, load_model
 from digits.sweep import StripReader, load_strip_reader
 from digits.theta import Model, ThetaError, csv_shape, plain_bytes, read_files, sha256_hex
@@ -146,8 +146,8 @@ class Registry:
         except ManifestError as exc:
             raise RegistryError(str(exc)) from None
         if manifest is None:
-            unlisted = sorted(path.name for pattern in ("strip*.csv*", "layer*.csv*")
-                              for path in directory.glob(pattern))
+            unlisted = sorted(path.name for path in directory.glob("*.csv*")
+                              if path.name.removesuffix(".gz") not in THETA_FILES)
             if unlisted:  # read as the seed's pair, they would be left out without a word
                 raise RegistryError(f"{directory}: {', '.join(unlisted)} but no manifest.json: only a manifest says "
                                     "how layer files chain (docs/theta-format.md); import the directory with its "
